@@ -1,0 +1,11 @@
+//! mnist-cnn: the PyTorch tutorial "What is torch.nn really?" (MNIST CNN), in Rust.
+//!
+//! Modules follow the tutorial's concepts: [`tensor`] (tensors and autograd), [`ops`]
+//! (`torch.nn.functional`), [`nn`] (modules and the two models), [`optim`] (SGD),
+//! [`data`] (MNIST readers, `TensorDataset`, `DataLoader`) and [`train`] (`loss_batch`, `fit`).
+
+pub mod ops;
+pub mod rng;
+pub mod tensor;
+
+pub use tensor::{Tensor, no_grad};

@@ -1,0 +1,131 @@
+//! The differentiable ops, one module each (forward kernel, backward kernel, the [`Tensor`]
+//! op that records them, and their tests), plus the GEMM helpers they share.
+//!
+//! Determinism: kernels split the batch into fixed chunks of [`CHUNK`] samples, whatever the
+//! number of threads; a reduction over the batch (a weight gradient) sums one partial per
+//! chunk, in chunk order. So results are bit-identical with 1 or many threads.
+//!
+//! [`Tensor`]: crate::tensor::Tensor
+
+pub mod avg_pool2d;
+pub mod conv2d;
+pub mod cross_entropy;
+pub mod linear;
+pub mod log_softmax;
+pub mod nll;
+pub mod relu;
+pub mod reshape;
+
+#[cfg(test)]
+pub(crate) mod gradcheck;
+
+pub use avg_pool2d::avg_pool2d;
+pub use conv2d::conv2d;
+pub use cross_entropy::cross_entropy;
+pub use linear::{linear, matmul};
+pub use log_softmax::log_softmax;
+pub use nll::nll_loss;
+pub use relu::relu;
+pub use reshape::reshape;
+
+/// Samples per work item in batched kernels. Fixed, so reductions do not depend on threads.
+pub const CHUNK: usize = 8;
+
+/// C (m x n) = A (m x k) * B (k x n) + beta * C, all row-major, any strides through the
+/// `t` flags: `ta` reads A as its transpose (A stored k x m), `tb` likewise for B.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    ta: bool,
+    b: &[f32],
+    tb: bool,
+    beta: f32,
+    c: &mut [f32],
+) {
+    assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n, "gemm: buffer sizes");
+    if m == 0 || n == 0 {
+        return;
+    }
+    let (rsa, csa) = if ta { (1, m as isize) } else { (k as isize, 1) };
+    let (rsb, csb) = if tb { (1, k as isize) } else { (n as isize, 1) };
+    // SAFETY: the asserts above bound every index matrixmultiply reads or writes: A spans
+    // m*k values, B k*n and C m*n, with the strides derived from those same dimensions.
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            1.0,
+            a.as_ptr(),
+            rsa,
+            csa,
+            b.as_ptr(),
+            rsb,
+            csb,
+            beta,
+            c.as_mut_ptr(),
+            n as isize,
+            1,
+        );
+    }
+}
+
+/// Index of the largest value of each row of a row-major (rows x cols) matrix.
+pub fn argmax_rows(data: &[f32], cols: usize) -> Vec<usize> {
+    data.chunks(cols)
+        .map(|row| {
+            let mut best = 0;
+            for (j, &v) in row.iter().enumerate() {
+                if v > row[best] {
+                    best = j;
+                }
+            }
+            best
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gemm_matches_naive_for_every_transpose_flag() {
+        let (m, k, n) = (3, 4, 5);
+        let a: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| (i as f32 * 0.11).cos()).collect();
+        let at = |i: usize, p: usize| a[i * k + p];
+        let bt = |p: usize, j: usize| b[p * n + j];
+        let mut want = vec![0.0f32; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                want[i * n + j] = (0..k).map(|p| at(i, p) * bt(p, j)).sum();
+            }
+        }
+        // transposed copies
+        let a_t: Vec<f32> = (0..k * m).map(|q| at(q % m, q / m)).collect();
+        let b_t: Vec<f32> = (0..n * k).map(|q| bt(q % k, q / k)).collect();
+        for (aa, ta) in [(&a, false), (&a_t, true)] {
+            for (bb, tb) in [(&b, false), (&b_t, true)] {
+                let mut c = vec![1.0f32; m * n];
+                gemm(m, k, n, aa, ta, bb, tb, 0.0, &mut c);
+                for (x, y) in c.iter().zip(&want) {
+                    assert!((x - y).abs() < 1e-5, "ta={ta} tb={tb}: {x} vs {y}");
+                }
+            }
+        }
+        let mut c = want.clone();
+        gemm(m, k, n, &a, false, &b, false, 1.0, &mut c);
+        for (x, y) in c.iter().zip(&want) {
+            assert!((x - 2.0 * y).abs() < 1e-5, "beta=1 accumulates");
+        }
+    }
+
+    #[test]
+    fn argmax_takes_the_first_of_ties() {
+        assert_eq!(argmax_rows(&[1.0, 3.0, 3.0, 0.0, -1.0, -2.0], 3), vec![1, 0]);
+    }
+}

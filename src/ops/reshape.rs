@@ -1,0 +1,55 @@
+//! Reshape (`x.view(shape)` / `x.reshape(shape)`): same values, new shape; one dimension may
+//! be -1 (written `None` here) and is inferred. Backward reshapes the gradient back.
+
+use crate::tensor::Tensor;
+
+/// `x.view(*shape)`, where one entry may be `None` for PyTorch's -1.
+pub fn reshape(x: &Tensor, shape: &[Option<usize>]) -> Tensor {
+    let known: usize = shape.iter().flatten().product();
+    let unknown = shape.iter().filter(|d| d.is_none()).count();
+    assert!(unknown <= 1, "reshape: at most one inferred dimension");
+    let n = x.numel();
+    let dims: Vec<usize> = shape
+        .iter()
+        .map(|d| {
+            d.unwrap_or_else(|| {
+                assert!(known > 0 && n % known == 0, "reshape: {n} values into {shape:?}");
+                n / known
+            })
+        })
+        .collect();
+    assert_eq!(dims.iter().product::<usize>(), n, "reshape: {:?} into {dims:?}", x.shape());
+    Tensor::from_op(
+        x.to_vec(),
+        &dims,
+        "reshape",
+        vec![x.clone()],
+        Box::new(|_, _, dy| vec![Some(dy.to_vec())]),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::gradcheck::{check, input, random};
+
+    #[test]
+    fn infers_the_missing_dimension_and_passes_gradients_back() {
+        check(
+            &[input(random(24, 3), &[2, 12], true)],
+            |t| {
+                let y = reshape(&t[0], &[None, Some(3), Some(4)]);
+                assert_eq!(y.shape(), &[2, 3, 4]);
+                y
+            },
+            |v| v[0].clone(),
+            1e-6,
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "reshape")]
+    fn rejects_a_size_that_does_not_divide() {
+        reshape(&Tensor::zeros(&[10]), &[None, Some(3)]);
+    }
+}

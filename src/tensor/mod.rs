@@ -1,0 +1,348 @@
+//! f32 n-d tensors with reverse-mode autograd on a dynamic graph (the tutorial's `torch.Tensor`).
+//!
+//! A [`Tensor`] is a cheap handle (reference counted) to a flat row-major buffer and its shape;
+//! images are NCHW. Every op that reads a tensor needing a gradient records a [`GradFn`]
+//! (its inputs and a backward function), so `loss.backward()` walks the graph in reverse
+//! topological order and accumulates into the `.grad` of the leaves, as PyTorch does.
+//! Inside [`no_grad`] nothing is recorded (the tutorial's `with torch.no_grad():`).
+//!
+//! The graph lives on one thread; the kernels behind the ops parallelise over the batch
+//! inside their own calls.
+
+use std::cell::{Cell, Ref, RefCell, RefMut};
+use std::collections::HashMap;
+use std::fmt;
+use std::rc::Rc;
+
+/// The backward function of one recorded op: given the inputs, the output and the gradient of
+/// the output, it returns one gradient per input (`None` where that input needs none).
+pub type BackwardFn = Box<dyn Fn(&[Tensor], &Tensor, &[f32]) -> Vec<Option<Vec<f32>>>>;
+
+/// How an op's output was made: its inputs and the function that maps gradients back to them.
+pub struct GradFn {
+    pub name: &'static str,
+    pub inputs: Vec<Tensor>,
+    pub backward: BackwardFn,
+}
+
+struct Inner {
+    data: RefCell<Vec<f32>>,
+    shape: Vec<usize>,
+    requires_grad: bool,
+    grad: RefCell<Option<Vec<f32>>>,
+    grad_fn: Option<GradFn>,
+}
+
+/// An n-dimensional f32 tensor that can take part in autograd.
+#[derive(Clone)]
+pub struct Tensor(Rc<Inner>);
+
+thread_local! {
+    static GRAD_ENABLED: Cell<bool> = const { Cell::new(true) };
+}
+
+/// Whether ops record the graph right now (false inside [`no_grad`]).
+pub fn is_grad_enabled() -> bool {
+    GRAD_ENABLED.with(|g| g.get())
+}
+
+/// Runs `f` without recording any graph, like `with torch.no_grad():`.
+pub fn no_grad<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            GRAD_ENABLED.with(|g| g.set(self.0));
+        }
+    }
+    let _restore = Restore(GRAD_ENABLED.with(|g| g.replace(false)));
+    f()
+}
+
+fn numel(shape: &[usize]) -> usize {
+    shape.iter().product()
+}
+
+impl Tensor {
+    /// A tensor that owns `data`, laid out row-major in `shape`. Panics if the sizes disagree
+    /// (a programming error, not an input error).
+    pub fn from_vec(data: Vec<f32>, shape: &[usize]) -> Tensor {
+        assert_eq!(
+            data.len(),
+            numel(shape),
+            "Tensor::from_vec: {} values for shape {shape:?}",
+            data.len()
+        );
+        Tensor(Rc::new(Inner {
+            data: RefCell::new(data),
+            shape: shape.to_vec(),
+            requires_grad: false,
+            grad: RefCell::new(None),
+            grad_fn: None,
+        }))
+    }
+
+    pub fn zeros(shape: &[usize]) -> Tensor {
+        Tensor::from_vec(vec![0.0; numel(shape)], shape)
+    }
+
+    /// A leaf that collects gradients (a parameter), like `requires_grad_()`.
+    pub fn parameter(data: Vec<f32>, shape: &[usize]) -> Tensor {
+        let t = Tensor::from_vec(data, shape);
+        let inner = Rc::try_unwrap(t.0).ok().expect("fresh tensor");
+        Tensor(Rc::new(Inner {
+            requires_grad: true,
+            ..inner
+        }))
+    }
+
+    /// The result of an op. Records `grad_fn` only when grad mode is on and an input needs it.
+    pub fn from_op(
+        data: Vec<f32>,
+        shape: &[usize],
+        name: &'static str,
+        inputs: Vec<Tensor>,
+        backward: BackwardFn,
+    ) -> Tensor {
+        assert_eq!(data.len(), numel(shape), "{name}: output size vs shape");
+        let track = is_grad_enabled() && inputs.iter().any(|t| t.requires_grad());
+        Tensor(Rc::new(Inner {
+            data: RefCell::new(data),
+            shape: shape.to_vec(),
+            requires_grad: track,
+            grad: RefCell::new(None),
+            grad_fn: track.then_some(GradFn {
+                name,
+                inputs,
+                backward,
+            }),
+        }))
+    }
+
+    pub fn shape(&self) -> &[usize] {
+        &self.0.shape
+    }
+
+    pub fn numel(&self) -> usize {
+        numel(&self.0.shape)
+    }
+
+    pub fn requires_grad(&self) -> bool {
+        self.0.requires_grad
+    }
+
+    pub fn is_leaf(&self) -> bool {
+        self.0.grad_fn.is_none()
+    }
+
+    /// The name of the op that made this tensor (`None` for leaves).
+    pub fn grad_fn_name(&self) -> Option<&'static str> {
+        self.0.grad_fn.as_ref().map(|g| g.name)
+    }
+
+    pub fn data(&self) -> Ref<'_, Vec<f32>> {
+        self.0.data.borrow()
+    }
+
+    /// Mutable access to the values, for optimizers and initialisers (like `with no_grad(): p -= ...`).
+    pub fn data_mut(&self) -> RefMut<'_, Vec<f32>> {
+        self.0.data.borrow_mut()
+    }
+
+    pub fn to_vec(&self) -> Vec<f32> {
+        self.data().clone()
+    }
+
+    /// The single value of a one-element tensor, like `.item()`.
+    pub fn item(&self) -> f32 {
+        assert_eq!(self.numel(), 1, "item() of a tensor with shape {:?}", self.shape());
+        self.data()[0]
+    }
+
+    pub fn grad(&self) -> Option<Vec<f32>> {
+        self.0.grad.borrow().clone()
+    }
+
+    pub fn grad_ref(&self) -> Ref<'_, Option<Vec<f32>>> {
+        self.0.grad.borrow()
+    }
+
+    /// Sets the gradient to `None`, as PyTorch's `zero_grad()` does by default.
+    pub fn zero_grad(&self) {
+        *self.0.grad.borrow_mut() = None;
+    }
+
+    /// Replaces the gradient (for optimizers' tests and checkpoint restores).
+    pub fn set_grad(&self, g: Option<Vec<f32>>) {
+        if let Some(g) = &g {
+            assert_eq!(g.len(), self.numel(), "set_grad: wrong length");
+        }
+        *self.0.grad.borrow_mut() = g;
+    }
+
+    fn accumulate_grad(&self, g: Vec<f32>) {
+        let mut slot = self.0.grad.borrow_mut();
+        match slot.as_mut() {
+            None => *slot = Some(g),
+            Some(acc) => acc.iter_mut().zip(&g).for_each(|(a, b)| *a += b),
+        }
+    }
+
+    fn key(&self) -> *const Inner {
+        Rc::as_ptr(&self.0)
+    }
+
+    /// Back-propagates from this scalar: adds d(self)/d(leaf) into every leaf that requires grad.
+    pub fn backward(&self) {
+        assert_eq!(self.numel(), 1, "backward() needs a scalar, got shape {:?}", self.shape());
+        self.backward_with(vec![1.0]);
+    }
+
+    /// Back-propagates a given output gradient (same size as `self`).
+    pub fn backward_with(&self, grad: Vec<f32>) {
+        assert_eq!(grad.len(), self.numel(), "backward_with: gradient size");
+        if !self.requires_grad() {
+            return;
+        }
+        // Reverse topological order by an iterative depth-first search.
+        let mut order: Vec<Tensor> = Vec::new();
+        let mut seen: HashMap<*const Inner, ()> = HashMap::new();
+        let mut stack: Vec<(Tensor, bool)> = vec![(self.clone(), false)];
+        while let Some((t, expanded)) = stack.pop() {
+            if expanded {
+                order.push(t);
+                continue;
+            }
+            if seen.insert(t.key(), ()).is_some() {
+                continue;
+            }
+            stack.push((t.clone(), true));
+            if let Some(gf) = &t.0.grad_fn {
+                for inp in gf.inputs.iter().rev() {
+                    if inp.requires_grad() && !seen.contains_key(&inp.key()) {
+                        stack.push((inp.clone(), false));
+                    }
+                }
+            }
+        }
+        let mut grads: HashMap<*const Inner, Vec<f32>> = HashMap::new();
+        grads.insert(self.key(), grad);
+        for t in order.iter().rev() {
+            let Some(g) = grads.remove(&t.key()) else {
+                continue;
+            };
+            match &t.0.grad_fn {
+                None => t.accumulate_grad(g),
+                Some(gf) => {
+                    let input_grads = (gf.backward)(&gf.inputs, t, &g);
+                    debug_assert_eq!(input_grads.len(), gf.inputs.len(), "{}", gf.name);
+                    for (inp, ig) in gf.inputs.iter().zip(input_grads) {
+                        let Some(ig) = ig else { continue };
+                        if !inp.requires_grad() {
+                            continue;
+                        }
+                        assert_eq!(ig.len(), inp.numel(), "{}: gradient size", gf.name);
+                        match grads.get_mut(&inp.key()) {
+                            Some(acc) => acc.iter_mut().zip(&ig).for_each(|(a, b)| *a += b),
+                            None => {
+                                grads.insert(inp.key(), ig);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let data = self.data();
+        let shown: Vec<f32> = data.iter().take(8).copied().collect();
+        write!(f, "Tensor(shape={:?}, data={shown:?}", self.shape())?;
+        if data.len() > 8 {
+            write!(f, "...")?;
+        }
+        if let Some(name) = self.grad_fn_name() {
+            write!(f, ", grad_fn={name}")?;
+        } else if self.requires_grad() {
+            write!(f, ", requires_grad=true")?;
+        }
+        write!(f, ")")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// y = a * b elementwise, a test-only op to exercise the graph machinery.
+    fn mul(a: &Tensor, b: &Tensor) -> Tensor {
+        let out: Vec<f32> = a.data().iter().zip(b.data().iter()).map(|(x, y)| x * y).collect();
+        Tensor::from_op(
+            out,
+            a.shape(),
+            "mul",
+            vec![a.clone(), b.clone()],
+            Box::new(|inp, _out, g| {
+                let (a, b) = (inp[0].data(), inp[1].data());
+                let ga = g.iter().zip(b.iter()).map(|(g, b)| g * b).collect();
+                let gb = g.iter().zip(a.iter()).map(|(g, a)| g * a).collect();
+                vec![Some(ga), Some(gb)]
+            }),
+        )
+    }
+
+    fn sum(a: &Tensor) -> Tensor {
+        let s = a.data().iter().sum();
+        let n = a.numel();
+        Tensor::from_op(
+            vec![s],
+            &[1],
+            "sum",
+            vec![a.clone()],
+            Box::new(move |_, _, g| vec![Some(vec![g[0]; n])]),
+        )
+    }
+
+    #[test]
+    fn diamond_graph_accumulates_and_leaf_grads_add_up_across_calls() {
+        let x = Tensor::parameter(vec![2.0, 3.0], &[2]);
+        let c = Tensor::from_vec(vec![5.0, 7.0], &[2]);
+        // L = sum(x*x + x*c): dL/dx = 2x + c
+        let l = || {
+            let y = mul(&x, &x);
+            let z = mul(&x, &c);
+            let s1 = sum(&y);
+            let s2 = sum(&z);
+            let both = Tensor::from_op(
+                vec![s1.item() + s2.item()],
+                &[1],
+                "add",
+                vec![s1, s2],
+                Box::new(|_, _, g| vec![Some(g.to_vec()), Some(g.to_vec())]),
+            );
+            both.backward();
+        };
+        l();
+        assert_eq!(x.grad().unwrap(), vec![9.0, 13.0]);
+        assert!(c.grad().is_none(), "constants get no gradient");
+        l();
+        assert_eq!(x.grad().unwrap(), vec![18.0, 26.0], "grads accumulate");
+        x.zero_grad();
+        assert!(x.grad().is_none());
+    }
+
+    #[test]
+    fn no_grad_records_nothing_and_restores_mode() {
+        let x = Tensor::parameter(vec![1.0], &[1]);
+        let y = no_grad(|| {
+            assert!(!is_grad_enabled());
+            mul(&x, &x)
+        });
+        assert!(is_grad_enabled());
+        assert!(!y.requires_grad());
+        assert!(y.is_leaf());
+        let z = mul(&x, &x);
+        assert_eq!(z.grad_fn_name(), Some("mul"));
+    }
+}
