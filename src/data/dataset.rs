@@ -1,0 +1,91 @@
+//! `TensorDataset`: images (u8, N x D) and labels, indexed together.
+
+use std::sync::Arc;
+
+use super::pixel_to_f32;
+use crate::tensor::Tensor;
+
+/// Images and their labels. Cheap to clone (the pixels are shared).
+#[derive(Clone, Debug)]
+pub struct TensorDataset {
+    images: Arc<Vec<u8>>,
+    labels: Arc<Vec<u8>>,
+    /// Values per image (784 for MNIST).
+    features: usize,
+    start: usize,
+    len: usize,
+}
+
+impl TensorDataset {
+    /// `images` holds `labels.len()` images of `features` pixels each.
+    pub fn new(images: Vec<u8>, labels: Vec<u8>, features: usize) -> Self {
+        assert_eq!(images.len(), labels.len() * features, "TensorDataset: images vs labels");
+        let len = labels.len();
+        TensorDataset {
+            images: Arc::new(images),
+            labels: Arc::new(labels),
+            features,
+            start: 0,
+            len,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn features(&self) -> usize {
+        self.features
+    }
+
+    /// Sample `i`: its pixels and label.
+    pub fn get(&self, i: usize) -> (&[u8], u8) {
+        assert!(i < self.len, "index {i} out of range for a dataset of {}", self.len);
+        let j = self.start + i;
+        (&self.images[j * self.features..(j + 1) * self.features], self.labels[j])
+    }
+
+    /// Samples `range` as a dataset of their own, sharing the pixels.
+    pub fn subset(&self, range: std::ops::Range<usize>) -> TensorDataset {
+        assert!(range.start <= range.end && range.end <= self.len, "subset {range:?} of {}", self.len);
+        TensorDataset {
+            start: self.start + range.start,
+            len: range.end - range.start,
+            ..self.clone()
+        }
+    }
+
+    /// The samples at `indices` as x (B, D) in f32 (pixel/256) and their labels.
+    pub fn batch(&self, indices: &[usize]) -> (Tensor, Vec<usize>) {
+        let d = self.features;
+        let mut x = Vec::with_capacity(indices.len() * d);
+        let mut y = Vec::with_capacity(indices.len());
+        for &i in indices {
+            let (px, label) = self.get(i);
+            x.extend(px.iter().map(|&p| pixel_to_f32(p)));
+            y.push(label as usize);
+        }
+        (Tensor::from_vec(x, &[indices.len(), d]), y)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_scale_pixels_and_keep_labels() {
+        let ds = TensorDataset::new(vec![0, 128, 255, 1, 2, 3], vec![7, 9], 3);
+        let (x, y) = ds.batch(&[1, 0]);
+        assert_eq!(x.shape(), &[2, 3]);
+        assert_eq!(x.to_vec(), vec![1.0 / 256.0, 2.0 / 256.0, 3.0 / 256.0, 0.0, 0.5, 255.0 / 256.0]);
+        assert_eq!(y, vec![9, 7]);
+        let sub = ds.subset(1..2);
+        assert_eq!(sub.len(), 1);
+        assert_eq!(sub.get(0), (&[1u8, 2, 3][..], 9));
+    }
+}

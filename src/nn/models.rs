@@ -1,0 +1,182 @@
+//! The tutorial's two models: `Mnist_Logistic` (one linear layer) and `Mnist_CNN`.
+//!
+//! Mnist_CNN: x (N, 784) -> view (N, 1, 28, 28) -> conv1 1->16 (14x14) -> relu
+//! -> conv2 16->16 (7x7) -> relu -> conv3 16->10 (4x4) -> relu -> avg_pool2d(4) (1x1)
+//! -> view (N, 10). Each conv is 3x3, stride 2, padding 1.
+
+use std::fmt;
+use std::str::FromStr;
+
+use super::{Conv2d, Conv2dConfig, Linear, LinearConfig, Module, prefixed};
+use crate::ops::{avg_pool2d, relu, reshape};
+use crate::rng::Rng;
+use crate::tensor::Tensor;
+
+/// The tutorial's CNN.
+pub struct MnistCnn {
+    pub conv1: Conv2d,
+    pub conv2: Conv2d,
+    pub conv3: Conv2d,
+}
+
+impl MnistCnn {
+    pub fn new(rng: &mut Rng) -> Self {
+        let conv = |i, o| Conv2dConfig::new(i, o, 3).with_stride(2).with_padding(1);
+        MnistCnn {
+            conv1: conv(1, 16).init(rng),
+            conv2: conv(16, 16).init(rng),
+            conv3: conv(16, 10).init(rng),
+        }
+    }
+    fn layers(&self) -> [(&'static str, &Conv2d); 3] {
+        [("conv1", &self.conv1), ("conv2", &self.conv2), ("conv3", &self.conv3)]
+    }
+}
+
+impl Module for MnistCnn {
+    fn forward(&self, xb: &Tensor) -> Tensor {
+        let mut x = reshape(xb, &[None, Some(1), Some(28), Some(28)]);
+        for (_, conv) in self.layers() {
+            x = relu(&conv.forward(&x));
+        }
+        let x = avg_pool2d(&x, 4);
+        let c = x.shape()[1];
+        reshape(&x, &[None, Some(c)])
+    }
+    fn named_parameters(&self) -> Vec<(String, Tensor)> {
+        self.layers().into_iter().flat_map(|(n, l)| prefixed(n, l.named_parameters())).collect()
+    }
+    fn set_training(&self, training: bool) {
+        self.layers().iter().for_each(|(_, l)| l.set_training(training));
+    }
+    fn is_training(&self) -> bool {
+        self.conv1.is_training()
+    }
+}
+
+/// The tutorial's first model: one linear layer, 784 -> 10.
+pub struct MnistLogistic {
+    pub lin: Linear,
+}
+
+impl MnistLogistic {
+    pub fn new(rng: &mut Rng) -> Self {
+        MnistLogistic {
+            lin: LinearConfig::new(784, 10).init(rng),
+        }
+    }
+}
+
+impl Module for MnistLogistic {
+    fn forward(&self, xb: &Tensor) -> Tensor {
+        self.lin.forward(xb)
+    }
+    fn named_parameters(&self) -> Vec<(String, Tensor)> {
+        prefixed("lin", self.lin.named_parameters())
+    }
+    fn set_training(&self, training: bool) {
+        self.lin.set_training(training);
+    }
+    fn is_training(&self) -> bool {
+        self.lin.is_training()
+    }
+}
+
+/// Which of the tutorial's models.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Architecture {
+    Cnn,
+    Logistic,
+}
+
+impl Architecture {
+    /// Builds the model, initialised from `rng`.
+    pub fn build(self, rng: &mut Rng) -> Box<dyn Module> {
+        match self {
+            Architecture::Cnn => Box::new(MnistCnn::new(rng)),
+            Architecture::Logistic => Box::new(MnistLogistic::new(rng)),
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Architecture::Cnn => "cnn",
+            Architecture::Logistic => "logistic",
+        }
+    }
+}
+
+impl fmt::Display for Architecture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Architecture {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "cnn" => Ok(Architecture::Cnn),
+            "logistic" => Ok(Architecture::Logistic),
+            _ => Err(format!("unknown model '{s}' (expected cnn or logistic)")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cnn_has_pytorch_names_and_shapes() {
+        let m = MnistCnn::new(&mut Rng::new(0));
+        let got: Vec<(String, Vec<usize>)> =
+            m.named_parameters().into_iter().map(|(n, t)| (n, t.shape().to_vec())).collect();
+        let want = [
+            ("conv1.weight", vec![16, 1, 3, 3]),
+            ("conv1.bias", vec![16]),
+            ("conv2.weight", vec![16, 16, 3, 3]),
+            ("conv2.bias", vec![16]),
+            ("conv3.weight", vec![10, 16, 3, 3]),
+            ("conv3.bias", vec![10]),
+        ];
+        assert_eq!(got.len(), want.len());
+        for ((n, s), (wn, ws)) in got.iter().zip(want) {
+            assert_eq!((n.as_str(), s), (wn, &ws));
+        }
+        assert_eq!(m.num_parameters(), 160 + 2320 + 1450);
+    }
+
+    #[test]
+    fn cnn_maps_a_batch_to_ten_non_negative_logits_and_every_parameter_gets_a_gradient() {
+        let m = MnistCnn::new(&mut Rng::new(1));
+        let x = Tensor::from_vec((0..3 * 784).map(|i| (i % 256) as f32 / 256.0).collect(), &[3, 784]);
+        let y = m.forward(&x);
+        assert_eq!(y.shape(), &[3, 10]);
+        assert!(y.data().iter().all(|&v| v >= 0.0), "ReLU before the pool");
+        crate::ops::cross_entropy(&y, &[1, 2, 3]).backward();
+        for (n, p) in m.named_parameters() {
+            assert!(p.grad().is_some(), "{n} has no gradient");
+        }
+    }
+
+    #[test]
+    fn logistic_names_and_mode_switch() {
+        let m = MnistLogistic::new(&mut Rng::new(0));
+        let names: Vec<String> = m.named_parameters().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["lin.weight", "lin.bias"]);
+        assert!(m.is_training());
+        m.set_training(false);
+        assert!(!m.is_training());
+        assert_eq!(Architecture::from_str("logistic"), Ok(Architecture::Logistic));
+        assert!(Architecture::from_str("mlp").is_err());
+    }
+
+    #[test]
+    fn same_seed_same_weights() {
+        let a = MnistCnn::new(&mut Rng::new(5)).conv2.weight.to_vec();
+        let b = MnistCnn::new(&mut Rng::new(5)).conv2.weight.to_vec();
+        let c = MnistCnn::new(&mut Rng::new(6)).conv2.weight.to_vec();
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+    }
+}

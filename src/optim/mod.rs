@@ -1,0 +1,5 @@
+//! `torch.optim`: stochastic gradient descent.
+
+mod sgd;
+
+pub use sgd::{Sgd, SgdConfig};

@@ -1,0 +1,182 @@
+//! SGD with PyTorch's semantics (`torch.optim.SGD`).
+//!
+//! For each parameter p with gradient g:
+//!   g = g + weight_decay * p
+//!   if momentum != 0: buf = g on the first step, else buf = momentum * buf + (1 - dampening) * g;
+//!                     g = g + momentum * buf if nesterov, else buf
+//!   p = p - lr * g
+//! Parameters without a gradient are skipped.
+
+use crate::tensor::Tensor;
+
+/// Hyper-parameters of [`Sgd`], with PyTorch's defaults (all zero, nesterov off).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SgdConfig {
+    pub lr: f32,
+    pub momentum: f32,
+    pub dampening: f32,
+    pub weight_decay: f32,
+    pub nesterov: bool,
+}
+
+impl SgdConfig {
+    pub fn new(lr: f32) -> Self {
+        SgdConfig {
+            lr,
+            momentum: 0.0,
+            dampening: 0.0,
+            weight_decay: 0.0,
+            nesterov: false,
+        }
+    }
+    pub fn with_momentum(self, momentum: f32) -> Self {
+        SgdConfig { momentum, ..self }
+    }
+    pub fn with_dampening(self, dampening: f32) -> Self {
+        SgdConfig { dampening, ..self }
+    }
+    pub fn with_weight_decay(self, weight_decay: f32) -> Self {
+        SgdConfig { weight_decay, ..self }
+    }
+    pub fn with_nesterov(self, nesterov: bool) -> Self {
+        SgdConfig { nesterov, ..self }
+    }
+
+    pub fn init(&self, params: Vec<Tensor>) -> Sgd {
+        assert!(
+            !self.nesterov || (self.momentum > 0.0 && self.dampening == 0.0),
+            "Nesterov momentum requires a momentum and zero dampening"
+        );
+        let n = params.len();
+        Sgd {
+            config: self.clone(),
+            params,
+            momentum_buffers: vec![None; n],
+        }
+    }
+}
+
+/// The optimizer: its parameters and one momentum buffer each.
+pub struct Sgd {
+    pub config: SgdConfig,
+    params: Vec<Tensor>,
+    /// One per parameter, `None` until its first step (as in PyTorch).
+    pub momentum_buffers: Vec<Option<Vec<f32>>>,
+}
+
+impl Sgd {
+    /// One update of every parameter that has a gradient.
+    pub fn step(&mut self) {
+        let c = &self.config;
+        for (p, buf) in self.params.iter().zip(self.momentum_buffers.iter_mut()) {
+            let grad = p.grad_ref();
+            let Some(grad) = grad.as_ref() else { continue };
+            let mut w = p.data_mut();
+            let mut d: Vec<f32> = if c.weight_decay != 0.0 {
+                grad.iter().zip(w.iter()).map(|(g, w)| g + c.weight_decay * w).collect()
+            } else {
+                grad.clone()
+            };
+            if c.momentum != 0.0 {
+                let b = match buf {
+                    None => buf.insert(d.clone()),
+                    Some(b) => {
+                        b.iter_mut().zip(&d).for_each(|(b, g)| *b = c.momentum * *b + (1.0 - c.dampening) * g);
+                        b
+                    }
+                };
+                if c.nesterov {
+                    d.iter_mut().zip(b.iter()).for_each(|(g, b)| *g += c.momentum * b);
+                } else {
+                    d.copy_from_slice(b);
+                }
+            }
+            w.iter_mut().zip(&d).for_each(|(w, g)| *w -= c.lr * g);
+        }
+    }
+
+    /// Clears every parameter's gradient.
+    pub fn zero_grad(&self) {
+        self.params.iter().for_each(Tensor::zero_grad);
+    }
+
+    pub fn params(&self) -> &[Tensor] {
+        &self.params
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Three steps on p = [1, -2] with fixed gradients, against values computed by hand from
+    /// the update rule in the header (the same numbers `torch.optim.SGD` gives).
+    fn run(config: SgdConfig) -> Vec<f32> {
+        let p = Tensor::parameter(vec![1.0, -2.0], &[2]);
+        let mut opt = config.init(vec![p.clone()]);
+        for g in [[0.5, 1.0], [0.25, -1.0], [-0.5, 0.0]] {
+            p.set_grad(Some(g.to_vec()));
+            opt.step();
+            opt.zero_grad();
+            assert!(p.grad().is_none());
+        }
+        p.to_vec()
+    }
+
+    fn assert_close(got: Vec<f32>, want: [f64; 2]) {
+        for (a, b) in got.iter().zip(want) {
+            assert!((*a as f64 - b).abs() < 1e-6, "{got:?} vs {want:?}");
+        }
+    }
+
+    #[test]
+    fn plain_sgd() {
+        // p -= 0.1 * g summed: g sums to [0.25, 0]
+        assert_close(run(SgdConfig::new(0.1)), [0.975, -2.0]);
+    }
+
+    #[test]
+    fn momentum_first_step_takes_the_gradient_itself() {
+        // buf: [0.5,1] -> [0.45+0.25, 0.9-1] = [0.7,-0.1] -> [0.63-0.5, -0.09] = [0.13,-0.09]
+        // p = p - 0.1 * (sum of bufs) = [1 - 0.133, -2 - 0.081]
+        assert_close(run(SgdConfig::new(0.1).with_momentum(0.9)), [0.867, -2.081]);
+    }
+
+    #[test]
+    fn dampening_weight_decay_and_nesterov() {
+        // dampening 0.5: buf1 = g1 = [0.5, 1]; buf2 = 0.9*buf1 + 0.5*g2 = [0.575, 0.4];
+        // buf3 = 0.9*buf2 + 0.5*g3 = [0.2675, 0.36]; p = p - 0.1*(sum) = [0.86575, -2.176]
+        assert_close(run(SgdConfig::new(0.1).with_momentum(0.9).with_dampening(0.5)), [0.86575, -2.176]);
+        // weight decay 0.1 without momentum: d = g + 0.1 p at each step.
+        let mut p = [1.0f64, -2.0];
+        for g in [[0.5, 1.0], [0.25, -1.0], [-0.5, 0.0]] {
+            for k in 0..2 {
+                p[k] -= 0.1 * (g[k] + 0.1 * p[k]);
+            }
+        }
+        assert_close(run(SgdConfig::new(0.1).with_weight_decay(0.1)), p);
+        // nesterov: d = g + 0.9 * buf
+        let mut p = [1.0f64, -2.0];
+        let mut buf: Option<[f64; 2]> = None;
+        for g in [[0.5, 1.0], [0.25, -1.0], [-0.5, 0.0]] {
+            let b = match buf {
+                None => g,
+                Some(b) => [0.9 * b[0] + g[0], 0.9 * b[1] + g[1]],
+            };
+            buf = Some(b);
+            for k in 0..2 {
+                p[k] -= 0.1 * (g[k] + 0.9 * b[k]);
+            }
+        }
+        assert_close(run(SgdConfig::new(0.1).with_momentum(0.9).with_nesterov(true)), p);
+    }
+
+    #[test]
+    fn parameters_without_gradient_are_left_alone() {
+        let p = Tensor::parameter(vec![3.0], &[1]);
+        let mut opt = SgdConfig::new(0.1).with_momentum(0.9).init(vec![p.clone()]);
+        opt.step();
+        assert_eq!(p.to_vec(), vec![3.0]);
+        assert!(opt.momentum_buffers[0].is_none());
+    }
+}

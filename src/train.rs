@@ -1,0 +1,112 @@
+//! The tutorial's training loop: `loss_batch`, `fit`, and `evaluate`.
+
+use std::time::Instant;
+
+use crate::data::DataLoader;
+use crate::nn::Module;
+use crate::ops::{argmax_rows, cross_entropy};
+use crate::optim::Sgd;
+use crate::tensor::{Tensor, no_grad};
+
+/// A loss function: logits (N, C) and targets -> scalar loss (the tutorial's `loss_func`).
+pub type LossFn = fn(&Tensor, &[usize]) -> Tensor;
+
+/// The tutorial's `loss_func = F.cross_entropy`.
+pub const LOSS_FUNC: LossFn = cross_entropy;
+
+/// The tutorial's `loss_batch`: forward, loss, and, when an optimizer is given, backward, step
+/// and zero_grad. Returns the batch's mean loss and its number of samples.
+pub fn loss_batch(model: &dyn Module, loss_func: LossFn, xb: &Tensor, yb: &[usize], opt: Option<&mut Sgd>) -> (f32, usize) {
+    let loss = loss_func(&model.forward(xb), yb);
+    if let Some(opt) = opt {
+        loss.backward();
+        opt.step();
+        opt.zero_grad();
+    }
+    (loss.item(), yb.len())
+}
+
+/// Loss and accuracy of a model on a dataset.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Evaluation {
+    /// Count-weighted mean of the batch losses (the tutorial's `val_loss`).
+    pub loss: f32,
+    pub accuracy: f32,
+    pub correct: usize,
+    pub samples: usize,
+}
+
+/// Evaluates in eval mode without recording a graph (`model.eval()` + `torch.no_grad()`).
+pub fn evaluate(model: &dyn Module, loss_func: LossFn, dl: &DataLoader) -> Evaluation {
+    let was_training = model.is_training();
+    model.set_training(false);
+    let (mut weighted, mut correct, mut samples) = (0.0f64, 0usize, 0usize);
+    no_grad(|| {
+        for b in dl.epoch(0) {
+            let logits = model.forward(&b.x);
+            let loss = loss_func(&logits, &b.y).item();
+            let classes = logits.shape()[1];
+            correct += argmax_rows(&logits.data(), classes).iter().zip(&b.y).filter(|(p, y)| p == y).count();
+            weighted += loss as f64 * b.y.len() as f64;
+            samples += b.y.len();
+        }
+    });
+    model.set_training(was_training);
+    Evaluation {
+        loss: (weighted / samples.max(1) as f64) as f32,
+        accuracy: correct as f32 / samples.max(1) as f32,
+        correct,
+        samples,
+    }
+}
+
+/// What one epoch of [`fit`] measured.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct EpochStats {
+    /// 1-based.
+    pub epoch: usize,
+    /// Count-weighted mean of the training batch losses during the epoch.
+    pub train_loss: f32,
+    pub valid: Evaluation,
+    /// Wall time of the epoch, training and validation.
+    pub seconds: f64,
+    /// Training samples per second (training part only).
+    pub train_samples_per_sec: f64,
+}
+
+/// The tutorial's `fit`: for each epoch, train on every batch of `train_dl`, then evaluate on
+/// `valid_dl`. Runs epochs `start..epochs` (0-based; start > 0 resumes) and calls `on_epoch` after
+/// each.
+pub fn fit(
+    epochs: std::ops::Range<usize>,
+    model: &dyn Module,
+    loss_func: LossFn,
+    opt: &mut Sgd,
+    train_dl: &DataLoader,
+    valid_dl: &DataLoader,
+    mut on_epoch: impl FnMut(&EpochStats),
+) -> Vec<EpochStats> {
+    let mut history = Vec::new();
+    for epoch in epochs {
+        let t0 = Instant::now();
+        model.set_training(true);
+        let (mut weighted, mut samples) = (0.0f64, 0usize);
+        for b in train_dl.epoch(epoch) {
+            let (loss, n) = loss_batch(model, loss_func, &b.x, &b.y, Some(opt));
+            weighted += loss as f64 * n as f64;
+            samples += n;
+        }
+        let train_secs = t0.elapsed().as_secs_f64();
+        let valid = evaluate(model, loss_func, valid_dl);
+        let stats = EpochStats {
+            epoch: epoch + 1,
+            train_loss: (weighted / samples.max(1) as f64) as f32,
+            valid,
+            seconds: t0.elapsed().as_secs_f64(),
+            train_samples_per_sec: samples as f64 / train_secs,
+        };
+        on_epoch(&stats);
+        history.push(stats);
+    }
+    history
+}
