@@ -11,7 +11,11 @@ use crate::rng::Rng;
 use crate::train::{LOSS_FUNC, evaluate, fit};
 
 #[derive(Parser, Debug)]
-#[command(name = "mnist-cnn", version, about = "Train the PyTorch tutorial's MNIST CNN, in Rust")]
+#[command(
+    name = "mnist-cnn",
+    version,
+    about = "Train the PyTorch tutorial's MNIST CNN, in Rust"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -65,7 +69,11 @@ pub struct TrainArgs {
 /// else where the crate was built.
 fn default_data_dir() -> PathBuf {
     let rel = PathBuf::from("data/mnist");
-    if rel.is_dir() { rel } else { PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/mnist") }
+    if rel.is_dir() {
+        rel
+    } else {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/mnist")
+    }
 }
 
 pub fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
@@ -76,7 +84,9 @@ pub fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
 
 fn train(a: TrainArgs) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(t) = a.threads {
-        rayon::ThreadPoolBuilder::new().num_threads(t).build_global()?;
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(t)
+            .build_global()?;
     }
     if a.batch_size == 0 {
         return Err("--batch-size must be at least 1".into());
@@ -91,7 +101,9 @@ fn train(a: TrainArgs) -> Result<(), Box<dyn std::error::Error>> {
         Architecture::Logistic => (a.lr.unwrap_or(0.5), a.momentum.unwrap_or(0.0)),
     };
     let model = a.model.build(&mut Rng::new(a.seed));
-    let mut opt = SgdConfig::new(lr).with_momentum(momentum).init(model.parameters());
+    let mut opt = SgdConfig::new(lr)
+        .with_momentum(momentum)
+        .init(model.parameters());
     let train_dl = DataLoader::new(data.train.clone(), a.batch_size, !a.no_shuffle, a.seed);
     let valid_dl = DataLoader::new(data.valid.clone(), a.batch_size * 2, false, 0);
     let test_dl = DataLoader::new(data.test.clone(), a.batch_size * 2, false, 0);
@@ -107,17 +119,30 @@ fn train(a: TrainArgs) -> Result<(), Box<dyn std::error::Error>> {
         rayon::current_num_threads()
     );
     let epochs = a.epochs;
-    fit(0..epochs, model.as_ref(), LOSS_FUNC, &mut opt, &train_dl, &valid_dl, |s| {
-        println!(
-            "epoch {:>2}/{epochs}  valid_loss {:.4}  valid_acc {:6.2}%  train_loss {:.4}  time {:.2}s",
-            s.epoch,
-            s.valid.loss,
-            100.0 * s.valid.accuracy,
-            s.train_loss,
-            s.seconds
-        );
-    });
+    fit(
+        0..epochs,
+        model.as_ref(),
+        LOSS_FUNC,
+        &mut opt,
+        &train_dl,
+        &valid_dl,
+        |s| {
+            println!(
+                "epoch {:>2}/{epochs}  valid_loss {:.4}  valid_acc {:6.2}%  train_loss {:.4}  time {:.2}s",
+                s.epoch,
+                s.valid.loss,
+                100.0 * s.valid.accuracy,
+                s.train_loss,
+                s.seconds
+            );
+        },
+    );
     let t = evaluate(model.as_ref(), LOSS_FUNC, &test_dl);
-    println!("test  loss {:.4}  acc {:6.2}%  ({} images)", t.loss, 100.0 * t.accuracy, t.samples);
+    println!(
+        "test  loss {:.4}  acc {:6.2}%  ({} images)",
+        t.loss,
+        100.0 * t.accuracy,
+        t.samples
+    );
     Ok(())
 }

@@ -9,8 +9,8 @@ pub mod rng;
 pub mod tensor;
 
 pub use tensor::{Tensor, no_grad};
+pub mod cli;
+pub mod data;
 pub mod nn;
 pub mod optim;
-pub mod data;
 pub mod train;
-pub mod cli;

@@ -16,7 +16,13 @@ pub const LOSS_FUNC: LossFn = cross_entropy;
 
 /// The tutorial's `loss_batch`: forward, loss, and, when an optimizer is given, backward, step
 /// and zero_grad. Returns the batch's mean loss and its number of samples.
-pub fn loss_batch(model: &dyn Module, loss_func: LossFn, xb: &Tensor, yb: &[usize], opt: Option<&mut Sgd>) -> (f32, usize) {
+pub fn loss_batch(
+    model: &dyn Module,
+    loss_func: LossFn,
+    xb: &Tensor,
+    yb: &[usize],
+    opt: Option<&mut Sgd>,
+) -> (f32, usize) {
     let loss = loss_func(&model.forward(xb), yb);
     if let Some(opt) = opt {
         loss.backward();
@@ -46,7 +52,11 @@ pub fn evaluate(model: &dyn Module, loss_func: LossFn, dl: &DataLoader) -> Evalu
             let logits = model.forward(&b.x);
             let loss = loss_func(&logits, &b.y).item();
             let classes = logits.shape()[1];
-            correct += argmax_rows(&logits.data(), classes).iter().zip(&b.y).filter(|(p, y)| p == y).count();
+            correct += argmax_rows(&logits.data(), classes)
+                .iter()
+                .zip(&b.y)
+                .filter(|(p, y)| p == y)
+                .count();
             weighted += loss as f64 * b.y.len() as f64;
             samples += b.y.len();
         }

@@ -35,7 +35,10 @@ fn same_samples(a: &TensorDataset, b: &TensorDataset, b_from: usize, n: usize) {
 #[test]
 fn bundled_idx_files_have_the_tutorial_splits() {
     let m = load_mnist(&root().join("data/mnist"), Format::Idx).unwrap();
-    assert_eq!((m.train.len(), m.valid.len(), m.test.len()), (50_000, 10_000, 10_000));
+    assert_eq!(
+        (m.train.len(), m.valid.len(), m.test.len()),
+        (50_000, 10_000, 10_000)
+    );
     // The first training labels of MNIST are 5 0 4 1 9 2 1 3 1 4.
     let first: Vec<u8> = (0..10).map(|i| m.train.get(i).1).collect();
     assert_eq!(first, vec![5, 0, 4, 1, 9, 2, 1, 3, 1, 4]);
@@ -52,8 +55,13 @@ fn every_pickle_flavour_loads_to_the_same_samples_as_the_idx_files() {
         "mnist_py3_p4.pkl.gz",
         "mnist_py3_p5.pkl.gz",
     ] {
-        let p = load_mnist(&fixture(name), Format::Pickle).unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert_eq!((p.train.len(), p.valid.len(), p.test.len()), (16, 16, 16), "{name}");
+        let p =
+            load_mnist(&fixture(name), Format::Pickle).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(
+            (p.train.len(), p.valid.len(), p.test.len()),
+            (16, 16, 16),
+            "{name}"
+        );
         same_samples(&p.train, &idx.train, 0, 16);
         same_samples(&p.valid, &idx.valid, 0, 16);
         same_samples(&p.test, &idx.test, 0, 16);
@@ -69,20 +77,31 @@ fn each_malformed_pickle_gives_its_error_naming_the_file() {
         ("bad_label.pkl.gz", "y_train: label 12 at index 3"),
         ("bad_scaling.pkl.gz", "not a pixel/256"),
         ("bad_two_splits.pkl.gz", "expected 3 splits"),
-        ("bad_shape.pkl.gz", "shape [5, 784] of f4 needs 15680 bytes, the array holds 12544"),
+        (
+            "bad_shape.pkl.gz",
+            "shape [5, 784] of f4 needs 15680 bytes, the array holds 12544",
+        ),
         ("bad_truncated.pkl.gz", "truncated"),
         ("missing.pkl.gz", "cannot read"),
     ];
     for (name, want) in cases {
         let e = read_mnist_pickle(&fixture(name)).unwrap_err().to_string();
-        assert!(e.contains(name) && e.contains(want), "{name}: {e:?} should say {want:?}");
+        assert!(
+            e.contains(name) && e.contains(want),
+            "{name}: {e:?} should say {want:?}"
+        );
     }
 }
 
 #[test]
 fn missing_idx_file_is_named() {
-    let e = load_mnist(Path::new("/nonexistent-dir"), Format::Idx).unwrap_err().to_string();
-    assert!(e.contains("/nonexistent-dir/train-images-idx3-ubyte") && e.contains("not found"), "{e}");
+    let e = load_mnist(Path::new("/nonexistent-dir"), Format::Idx)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("/nonexistent-dir/train-images-idx3-ubyte") && e.contains("not found"),
+        "{e}"
+    );
 }
 
 /// The full tutorial pickle, when `../shared/data/mnist.pkl.gz` is present (it is in the
@@ -96,7 +115,11 @@ fn full_tutorial_pickle_matches_idx_when_available() {
     }
     let p = load_mnist(&pkl, Format::Pickle).unwrap();
     let idx = load_mnist(&root().join("data/mnist"), Format::Idx).unwrap();
-    for (a, b) in [(&p.train, &idx.train), (&p.valid, &idx.valid), (&p.test, &idx.test)] {
+    for (a, b) in [
+        (&p.train, &idx.train),
+        (&p.valid, &idx.valid),
+        (&p.test, &idx.test),
+    ] {
         assert_eq!(a.len(), b.len());
         same_samples(a, b, 0, a.len());
     }

@@ -19,7 +19,11 @@ pub struct TensorDataset {
 impl TensorDataset {
     /// `images` holds `labels.len()` images of `features` pixels each.
     pub fn new(images: Vec<u8>, labels: Vec<u8>, features: usize) -> Self {
-        assert_eq!(images.len(), labels.len() * features, "TensorDataset: images vs labels");
+        assert_eq!(
+            images.len(),
+            labels.len() * features,
+            "TensorDataset: images vs labels"
+        );
         let len = labels.len();
         TensorDataset {
             images: Arc::new(images),
@@ -44,14 +48,25 @@ impl TensorDataset {
 
     /// Sample `i`: its pixels and label.
     pub fn get(&self, i: usize) -> (&[u8], u8) {
-        assert!(i < self.len, "index {i} out of range for a dataset of {}", self.len);
+        assert!(
+            i < self.len,
+            "index {i} out of range for a dataset of {}",
+            self.len
+        );
         let j = self.start + i;
-        (&self.images[j * self.features..(j + 1) * self.features], self.labels[j])
+        (
+            &self.images[j * self.features..(j + 1) * self.features],
+            self.labels[j],
+        )
     }
 
     /// Samples `range` as a dataset of their own, sharing the pixels.
     pub fn subset(&self, range: std::ops::Range<usize>) -> TensorDataset {
-        assert!(range.start <= range.end && range.end <= self.len, "subset {range:?} of {}", self.len);
+        assert!(
+            range.start <= range.end && range.end <= self.len,
+            "subset {range:?} of {}",
+            self.len
+        );
         TensorDataset {
             start: self.start + range.start,
             len: range.end - range.start,
@@ -82,7 +97,17 @@ mod tests {
         let ds = TensorDataset::new(vec![0, 128, 255, 1, 2, 3], vec![7, 9], 3);
         let (x, y) = ds.batch(&[1, 0]);
         assert_eq!(x.shape(), &[2, 3]);
-        assert_eq!(x.to_vec(), vec![1.0 / 256.0, 2.0 / 256.0, 3.0 / 256.0, 0.0, 0.5, 255.0 / 256.0]);
+        assert_eq!(
+            x.to_vec(),
+            vec![
+                1.0 / 256.0,
+                2.0 / 256.0,
+                3.0 / 256.0,
+                0.0,
+                0.5,
+                255.0 / 256.0
+            ]
+        );
         assert_eq!(y, vec![9, 7]);
         let sub = ds.subset(1..2);
         assert_eq!(sub.len(), 1);

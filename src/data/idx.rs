@@ -33,7 +33,10 @@ pub fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, DataError> {
 pub fn parse_idx(bytes: &[u8], path: &Path) -> Result<IdxArray, DataError> {
     let err = |m: String| DataError::new(path, m);
     if bytes.len() < 4 {
-        return Err(err(format!("too short for an IDX header ({} bytes)", bytes.len())));
+        return Err(err(format!(
+            "too short for an IDX header ({} bytes)",
+            bytes.len()
+        )));
     }
     if bytes[0] != 0 || bytes[1] != 0 {
         return Err(err(format!(
@@ -42,7 +45,10 @@ pub fn parse_idx(bytes: &[u8], path: &Path) -> Result<IdxArray, DataError> {
         )));
     }
     if bytes[2] != 0x08 {
-        return Err(err(format!("IDX data type 0x{:02x} is not unsigned bytes (0x08)", bytes[2])));
+        return Err(err(format!(
+            "IDX data type 0x{:02x} is not unsigned bytes (0x08)",
+            bytes[2]
+        )));
     }
     let ndim = bytes[3] as usize;
     if ndim == 0 {
@@ -50,19 +56,29 @@ pub fn parse_idx(bytes: &[u8], path: &Path) -> Result<IdxArray, DataError> {
     }
     let header = 4 + 4 * ndim;
     if bytes.len() < header {
-        return Err(err(format!("truncated header: {ndim} dimensions need {header} bytes, file has {}", bytes.len())));
+        return Err(err(format!(
+            "truncated header: {ndim} dimensions need {header} bytes, file has {}",
+            bytes.len()
+        )));
     }
     let dims: Vec<usize> = bytes[4..header]
         .chunks(4)
         .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize)
         .collect();
-    let n = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or_else(|| err(format!("dimensions {dims:?} overflow")))?;
+    let n = dims
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| err(format!("dimensions {dims:?} overflow")))?;
     let body = &bytes[header..];
     if body.len() != n {
         return Err(err(format!(
             "dimensions {dims:?} need {n} bytes of data, file has {} ({})",
             body.len(),
-            if body.len() < n { "truncated" } else { "trailing bytes" }
+            if body.len() < n {
+                "truncated"
+            } else {
+                "trailing bytes"
+            }
         )));
     }
     Ok(IdxArray {
@@ -87,23 +103,43 @@ pub fn encode_idx(dims: &[usize], data: &[u8]) -> Vec<u8> {
 }
 
 /// Reads an image file (N, H, W) and a label file (N), checking they agree and labels are < 10.
-pub fn read_images_and_labels(images: &Path, labels: &Path) -> Result<(IdxArray, Vec<u8>), DataError> {
+pub fn read_images_and_labels(
+    images: &Path,
+    labels: &Path,
+) -> Result<(IdxArray, Vec<u8>), DataError> {
     let img = read_idx(images)?;
     if img.dims.len() != 3 {
-        return Err(DataError::new(images, format!("images must be 3-d (N, H, W), got dimensions {:?}", img.dims)));
+        return Err(DataError::new(
+            images,
+            format!(
+                "images must be 3-d (N, H, W), got dimensions {:?}",
+                img.dims
+            ),
+        ));
     }
     let lab = read_idx(labels)?;
     if lab.dims.len() != 1 {
-        return Err(DataError::new(labels, format!("labels must be 1-d, got dimensions {:?}", lab.dims)));
+        return Err(DataError::new(
+            labels,
+            format!("labels must be 1-d, got dimensions {:?}", lab.dims),
+        ));
     }
     if lab.dims[0] != img.dims[0] {
         return Err(DataError::new(
             labels,
-            format!("{} labels for {} images in {}", lab.dims[0], img.dims[0], images.display()),
+            format!(
+                "{} labels for {} images in {}",
+                lab.dims[0],
+                img.dims[0],
+                images.display()
+            ),
         ));
     }
     if let Some((i, &l)) = lab.data.iter().enumerate().find(|(_, l)| **l > 9) {
-        return Err(DataError::new(labels, format!("label {l} at index {i} is not a digit 0-9")));
+        return Err(DataError::new(
+            labels,
+            format!("label {l} at index {i} is not a digit 0-9"),
+        ));
     }
     Ok((img, lab.data))
 }
@@ -118,7 +154,11 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let a = parse_idx(&encode_idx(&[2, 2, 3], &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]), p()).unwrap();
+        let a = parse_idx(
+            &encode_idx(&[2, 2, 3], &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]),
+            p(),
+        )
+        .unwrap();
         assert_eq!(a.dims, vec![2, 2, 3]);
         assert_eq!(a.data[11], 12);
     }
@@ -128,14 +168,20 @@ mod tests {
         let cases: [(Vec<u8>, &str); 6] = [
             (vec![0, 0], "too short"),
             (vec![1, 2, 3, 4, 0, 0, 0, 0], "not an IDX file"),
-            (vec![0, 0, 0x0d, 1, 0, 0, 0, 1, 0, 0, 0, 0], "not unsigned bytes"),
+            (
+                vec![0, 0, 0x0d, 1, 0, 0, 0, 1, 0, 0, 0, 0],
+                "not unsigned bytes",
+            ),
             (vec![0, 0, 8, 2, 0, 0, 0, 1], "truncated header"),
             (encode_idx(&[3], &[1, 2]), "truncated"),
             (encode_idx(&[1], &[1, 2]), "trailing bytes"),
         ];
         for (bytes, want) in cases {
             let e = parse_idx(&bytes, p()).unwrap_err().to_string();
-            assert!(e.starts_with("x.idx: ") && e.contains(want), "{e:?} should say {want:?}");
+            assert!(
+                e.starts_with("x.idx: ") && e.contains(want),
+                "{e:?} should say {want:?}"
+            );
         }
     }
 

@@ -70,11 +70,17 @@ mod tests {
 
     fn dataset(n: usize) -> TensorDataset {
         // Image i is the single pixel i (mod 256); the label is i mod 10.
-        TensorDataset::new((0..n).map(|i| i as u8).collect(), (0..n).map(|i| (i % 10) as u8).collect(), 1)
+        TensorDataset::new(
+            (0..n).map(|i| i as u8).collect(),
+            (0..n).map(|i| (i % 10) as u8).collect(),
+            1,
+        )
     }
 
     fn ids(dl: &DataLoader, epoch: usize) -> Vec<Vec<usize>> {
-        dl.epoch(epoch).map(|b| b.x.data().iter().map(|v| (v * 256.0) as usize).collect()).collect()
+        dl.epoch(epoch)
+            .map(|b| b.x.data().iter().map(|v| (v * 256.0) as usize).collect())
+            .collect()
     }
 
     #[test]

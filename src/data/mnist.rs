@@ -62,13 +62,20 @@ pub fn load_mnist(path: &Path, format: Format) -> Result<Mnist, DataError> {
     const D: usize = 784;
     match format {
         Format::Idx => {
-            let (img, lab) =
-                read_images_and_labels(&find(path, "train-images-idx3-ubyte")?, &find(path, "train-labels-idx1-ubyte")?)?;
-            let (timg, tlab) =
-                read_images_and_labels(&find(path, "t10k-images-idx3-ubyte")?, &find(path, "t10k-labels-idx1-ubyte")?)?;
+            let (img, lab) = read_images_and_labels(
+                &find(path, "train-images-idx3-ubyte")?,
+                &find(path, "train-labels-idx1-ubyte")?,
+            )?;
+            let (timg, tlab) = read_images_and_labels(
+                &find(path, "t10k-images-idx3-ubyte")?,
+                &find(path, "t10k-labels-idx1-ubyte")?,
+            )?;
             for (a, name) in [(&img, "train-images"), (&timg, "t10k-images")] {
                 if a.dims[1] * a.dims[2] != D {
-                    return Err(DataError::new(&path.join(name), format!("images are {}x{}, expected 28x28", a.dims[1], a.dims[2])));
+                    return Err(DataError::new(
+                        &path.join(name),
+                        format!("images are {}x{}, expected 28x28", a.dims[1], a.dims[2]),
+                    ));
                 }
             }
             let all = TensorDataset::new(img.data, lab, D);
@@ -81,7 +88,11 @@ pub fn load_mnist(path: &Path, format: Format) -> Result<Mnist, DataError> {
             })
         }
         Format::Pickle => {
-            let file = if path.is_dir() { path.join("mnist.pkl.gz") } else { path.to_path_buf() };
+            let file = if path.is_dir() {
+                path.join("mnist.pkl.gz")
+            } else {
+                path.to_path_buf()
+            };
             let [train, valid, test] = read_mnist_pickle(&file)?;
             let ds = |(x, y): (Vec<u8>, Vec<u8>)| TensorDataset::new(x, y, D);
             Ok(Mnist {

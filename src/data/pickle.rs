@@ -30,12 +30,18 @@ enum Global {
 impl Global {
     fn resolve(module: &str, name: &str) -> Result<Global, String> {
         Ok(match (module, name) {
-            ("numpy.core.multiarray" | "numpy._core.multiarray", "_reconstruct") => Global::Reconstruct,
+            ("numpy.core.multiarray" | "numpy._core.multiarray", "_reconstruct") => {
+                Global::Reconstruct
+            }
             ("numpy", "ndarray") => Global::Ndarray,
             ("numpy", "dtype") => Global::Dtype,
             ("_codecs", "encode") => Global::CodecsEncode,
             ("numpy.core.numeric" | "numpy._core.numeric", "_frombuffer") => Global::FromBuffer,
-            _ => return Err(format!("refusing global '{module}.{name}': only numpy array globals are allowed")),
+            _ => {
+                return Err(format!(
+                    "refusing global '{module}.{name}': only numpy array globals are allowed"
+                ));
+            }
         })
     }
 }
@@ -114,7 +120,9 @@ impl Value {
     fn shape(&self) -> Result<Vec<usize>, String> {
         self.tuple()?
             .iter()
-            .map(|d| usize::try_from(d.int()?).map_err(|_| "negative dimension in shape".to_string()))
+            .map(|d| {
+                usize::try_from(d.int()?).map_err(|_| "negative dimension in shape".to_string())
+            })
             .collect()
     }
     fn bytes(&self) -> Result<Rc<Vec<u8>>, String> {
@@ -160,9 +168,14 @@ impl<'a> Reader<'a> {
     }
     fn line(&mut self) -> Result<String, String> {
         let rest = &self.buf[self.pos..];
-        let end = rest.iter().position(|&c| c == b'\n').ok_or("truncated: unterminated line")?;
+        let end = rest
+            .iter()
+            .position(|&c| c == b'\n')
+            .ok_or("truncated: unterminated line")?;
         self.pos += end + 1;
-        std::str::from_utf8(&rest[..end]).map(str::to_string).map_err(|_| "non-UTF-8 global name".to_string())
+        std::str::from_utf8(&rest[..end])
+            .map(str::to_string)
+            .map_err(|_| "non-UTF-8 global name".to_string())
     }
     fn len_u64(&mut self) -> Result<usize, String> {
         usize::try_from(self.u64()?).map_err(|_| "length does not fit in memory".to_string())
@@ -196,7 +209,9 @@ fn unpickle(buf: &[u8]) -> Result<Value, String> {
     }
     loop {
         let at = r.pos;
-        let op = r.u8().map_err(|_| format!("truncated: no STOP opcode after {} bytes", buf.len()))?;
+        let op = r
+            .u8()
+            .map_err(|_| format!("truncated: no STOP opcode after {} bytes", buf.len()))?;
         match op {
             0x80 => {
                 let p = r.u8()?;
@@ -277,7 +292,11 @@ fn unpickle(buf: &[u8]) -> Result<Value, String> {
                 stack.push(Value::List(Rc::new(RefCell::new(items))));
             }
             b'a' | b'e' => {
-                let items = if op == b'a' { vec![pop(&mut stack)?] } else { pop_mark(&mut stack, &mut marks)? };
+                let items = if op == b'a' {
+                    vec![pop(&mut stack)?]
+                } else {
+                    pop_mark(&mut stack, &mut marks)?
+                };
                 match stack.last() {
                     Some(Value::List(l)) => l.borrow_mut().extend(items),
                     _ => return Err("APPEND to something that is not a list".into()),
@@ -315,7 +334,9 @@ fn unpickle(buf: &[u8]) -> Result<Value, String> {
             }
             b'h' | b'j' => {
                 let key = if op == b'h' { r.u8()? as u32 } else { r.u32()? };
-                let v = memo.get(&key).ok_or_else(|| format!("memo key {key} used before it was set"))?;
+                let v = memo
+                    .get(&key)
+                    .ok_or_else(|| format!("memo key {key} used before it was set"))?;
                 stack.push(v.clone());
             }
             b'c' => {
@@ -338,8 +359,17 @@ fn unpickle(buf: &[u8]) -> Result<Value, String> {
                 let obj = stack.last().ok_or("BUILD with an empty stack")?;
                 build(obj, &state)?;
             }
-            0x97 | 0x98 => return Err("out-of-band buffers (pickle protocol 5 buffer_callback) are not supported".into()),
-            _ => return Err(format!("unsupported pickle opcode 0x{op:02x} at offset {at}")),
+            0x97 | 0x98 => {
+                return Err(
+                    "out-of-band buffers (pickle protocol 5 buffer_callback) are not supported"
+                        .into(),
+                );
+            }
+            _ => {
+                return Err(format!(
+                    "unsupported pickle opcode 0x{op:02x} at offset {at}"
+                ));
+            }
         }
     }
 }
@@ -356,7 +386,10 @@ fn call(f: Value, args: &[Value]) -> Result<Value, String> {
     let Value::Global(g) = f else {
         return Err(format!("cannot call a {}", f.kind()));
     };
-    let arg = |i: usize| args.get(i).ok_or_else(|| format!("{g:?}: missing argument {i}"));
+    let arg = |i: usize| {
+        args.get(i)
+            .ok_or_else(|| format!("{g:?}: missing argument {i}"))
+    };
     match g {
         Global::Reconstruct => {
             if !matches!(arg(0)?, Value::Global(Global::Ndarray)) {
@@ -366,7 +399,10 @@ fn call(f: Value, args: &[Value]) -> Result<Value, String> {
         }
         Global::Dtype => {
             let code = arg(0)?.text()?;
-            Ok(Value::Dtype(Rc::new(RefCell::new(Dtype { code, byteorder: '=' }))))
+            Ok(Value::Dtype(Rc::new(RefCell::new(Dtype {
+                code,
+                byteorder: '=',
+            }))))
         }
         Global::CodecsEncode => {
             let s = arg(0)?.text()?;
@@ -374,8 +410,10 @@ fn call(f: Value, args: &[Value]) -> Result<Value, String> {
             if enc != "latin1" && enc != "latin-1" {
                 return Err(format!("_codecs.encode with encoding '{enc}'"));
             }
-            let bytes: Result<Vec<u8>, String> =
-                s.chars().map(|c| u8::try_from(c as u32).map_err(|_| "non-latin-1 character".to_string())).collect();
+            let bytes: Result<Vec<u8>, String> = s
+                .chars()
+                .map(|c| u8::try_from(c as u32).map_err(|_| "non-latin-1 character".to_string()))
+                .collect();
             Ok(Value::Bytes(Rc::new(bytes?)))
         }
         Global::FromBuffer => {
@@ -386,7 +424,11 @@ fn call(f: Value, args: &[Value]) -> Result<Value, String> {
             if order == "F" && shape.iter().filter(|&&d| d > 1).count() > 1 {
                 return Err("Fortran-order (column-major) arrays are not supported".into());
             }
-            Ok(Value::Array(Rc::new(RefCell::new(Some(NdArray { dtype, shape, data })))))
+            Ok(Value::Array(Rc::new(RefCell::new(Some(NdArray {
+                dtype,
+                shape,
+                data,
+            })))))
         }
         Global::Ndarray => Err("numpy.ndarray called directly".into()),
     }
@@ -395,7 +437,10 @@ fn call(f: Value, args: &[Value]) -> Result<Value, String> {
 /// BUILD: sets the state of an ndarray or a dtype.
 fn build(obj: &Value, state: &Value) -> Result<(), String> {
     let st = state.tuple()?;
-    let field = |i: usize| st.get(i).ok_or_else(|| format!("BUILD state has no field {i}"));
+    let field = |i: usize| {
+        st.get(i)
+            .ok_or_else(|| format!("BUILD state has no field {i}"))
+    };
     match obj {
         Value::Array(a) => {
             // (version, shape, dtype, is_fortran, raw bytes)
@@ -424,7 +469,10 @@ fn build(obj: &Value, state: &Value) -> Result<(), String> {
 
 fn array(v: &Value, what: &str) -> Result<NdArray, String> {
     match v {
-        Value::Array(a) => a.borrow().clone().ok_or_else(|| format!("{what}: ndarray without state")),
+        Value::Array(a) => a
+            .borrow()
+            .clone()
+            .ok_or_else(|| format!("{what}: ndarray without state")),
         v => Err(format!("{what}: expected an ndarray, found {}", v.kind())),
     }
 }
@@ -446,7 +494,9 @@ impl NdArray {
         let code = self.dtype.code.trim_start_matches(['<', '>', '|', '=']);
         let big = self.dtype.byteorder == '>' || self.dtype.code.starts_with('>');
         if big && size > 1 {
-            return Err(format!("{what}: big-endian data ('>{code}') is not supported"));
+            return Err(format!(
+                "{what}: big-endian data ('>{code}') is not supported"
+            ));
         }
         let n: usize = self.shape.iter().product();
         if n.checked_mul(size) != Some(self.data.len()) {
@@ -463,10 +513,16 @@ impl NdArray {
     /// Images as u8 pixels: from f32 values that are exactly pixel/256, or from u8.
     fn to_pixels(&self, what: &str) -> Result<(usize, Vec<u8>), String> {
         let code = self.check(what)?;
-        let n = *self.shape.first().ok_or_else(|| format!("{what}: 0-d array"))?;
+        let n = *self
+            .shape
+            .first()
+            .ok_or_else(|| format!("{what}: 0-d array"))?;
         let per: usize = self.shape[1..].iter().product();
         if per != 784 {
-            return Err(format!("{what}: shape {:?} is not N images of 784 (28x28) pixels", self.shape));
+            return Err(format!(
+                "{what}: shape {:?} is not N images of 784 (28x28) pixels",
+                self.shape
+            ));
         }
         let px = match code {
             "u1" => self.data.to_vec(),
@@ -476,10 +532,13 @@ impl NdArray {
                 .enumerate()
                 .map(|(i, c)| {
                     let v = f32::from_le_bytes(c.try_into().unwrap()) * 256.0;
-                    if v >= 0.0 && v <= 255.0 && v.fract() == 0.0 {
+                    if (0.0..=255.0).contains(&v) && v.fract() == 0.0 {
                         Ok(v as u8)
                     } else {
-                        Err(format!("{what}: value {} at index {i} is not a pixel/256 (0..=255 over 256)", v / 256.0))
+                        Err(format!(
+                            "{what}: value {} at index {i} is not a pixel/256 (0..=255 over 256)",
+                            v / 256.0
+                        ))
                     }
                 })
                 .collect::<Result<_, _>>()?,
@@ -492,12 +551,17 @@ impl NdArray {
     fn to_labels(&self, what: &str) -> Result<Vec<u8>, String> {
         let code = self.check(what)?;
         if self.shape.len() != 1 {
-            return Err(format!("{what}: labels must be 1-d, shape is {:?}", self.shape));
+            return Err(format!(
+                "{what}: labels must be 1-d, shape is {:?}",
+                self.shape
+            ));
         }
         let size = self.itemsize()?;
         let signed = code.starts_with('i');
         if !matches!(code.as_bytes()[0], b'i' | b'u') {
-            return Err(format!("{what}: labels of dtype '{code}' (expected an integer type)"));
+            return Err(format!(
+                "{what}: labels of dtype '{code}' (expected an integer type)"
+            ));
         }
         self.data
             .chunks_exact(size)
@@ -509,7 +573,10 @@ impl NdArray {
                     b[size..].fill(0xff);
                 }
                 let v = i64::from_le_bytes(b);
-                u8::try_from(v).ok().filter(|&d| d <= 9).ok_or_else(|| format!("{what}: label {v} at index {i} is not a digit 0-9"))
+                u8::try_from(v)
+                    .ok()
+                    .filter(|&d| d <= 9)
+                    .ok_or_else(|| format!("{what}: label {v} at index {i} is not a digit 0-9"))
             })
             .collect()
     }
@@ -520,16 +587,24 @@ pub type Split = (Vec<u8>, Vec<u8>);
 
 /// Parses the tutorial's pickle (already decompressed) into (train, valid, test).
 pub fn parse_mnist_pickle(bytes: &[u8]) -> Result<[Split; 3], String> {
-    let top = unpickle(bytes)?.tuple().map_err(|e| format!("top level: {e}"))?;
+    let top = unpickle(bytes)?
+        .tuple()
+        .map_err(|e| format!("top level: {e}"))?;
     if top.len() != 3 {
-        return Err(format!("top level: expected 3 splits (train, valid, test), found {}", top.len()));
+        return Err(format!(
+            "top level: expected 3 splits (train, valid, test), found {}",
+            top.len()
+        ));
     }
     let names = ["train", "valid", "test"];
     let mut out: Vec<Split> = Vec::new();
     for (split, name) in top.iter().zip(names) {
         let pair = split.tuple().map_err(|e| format!("{name}: {e}"))?;
         if pair.len() != 2 {
-            return Err(format!("{name}: expected (x, y), found a tuple of {}", pair.len()));
+            return Err(format!(
+                "{name}: expected (x, y), found a tuple of {}",
+                pair.len()
+            ));
         }
         let (n, x) = array(&pair[0], &format!("x_{name}"))?.to_pixels(&format!("x_{name}"))?;
         let y = array(&pair[1], &format!("y_{name}"))?.to_labels(&format!("y_{name}"))?;
@@ -557,7 +632,10 @@ mod tests {
         let e = unpickle(evil).unwrap_err();
         assert!(e.contains("refusing global 'os.system'"), "{e}");
         let e = unpickle(b"\x80\x02\xff").unwrap_err();
-        assert!(e.contains("unsupported pickle opcode 0xff at offset 2"), "{e}");
+        assert!(
+            e.contains("unsupported pickle opcode 0xff at offset 2"),
+            "{e}"
+        );
         let e = unpickle(b"\x80\x02K\x01").unwrap_err();
         assert!(e.contains("truncated"), "{e}");
         let e = unpickle(b"\x80\x02T\xff\xff\x00\x00ab").unwrap_err();

@@ -37,7 +37,9 @@ pub fn avg_pool2d_backward(dy: &[f32], h: usize, w: usize, k: usize, dx: &mut [f
             for j in 0..ow {
                 let v = g[i * ow + j] * scale;
                 for ki in 0..k {
-                    plane[(i * k + ki) * w + j * k..][..k].iter_mut().for_each(|d| *d = v);
+                    plane[(i * k + ki) * w + j * k..][..k]
+                        .iter_mut()
+                        .for_each(|d| *d = v);
                 }
             }
         }
@@ -48,7 +50,10 @@ pub fn avg_pool2d_backward(dy: &[f32], h: usize, w: usize, k: usize, dx: &mut [f
 pub fn avg_pool2d(x: &Tensor, k: usize) -> Tensor {
     let s = x.shape().to_vec();
     assert_eq!(s.len(), 4, "avg_pool2d: x must be (N, C, H, W), got {s:?}");
-    assert!(k > 0 && s[2] >= k && s[3] >= k, "avg_pool2d: window {k} vs input {s:?}");
+    assert!(
+        k > 0 && s[2] >= k && s[3] >= k,
+        "avg_pool2d: window {k} vs input {s:?}"
+    );
     let (h, w) = (s[2], s[3]);
     let (oh, ow) = out_hw(h, w, k);
     let mut y = vec![0.0; s[0] * s[1] * oh * ow];

@@ -146,7 +146,17 @@ pub fn conv2d_forward(
         let b = xc.len() / g.in_size();
         im2col(g, xc, cols);
         let mut tmp = vec![0.0f32; g.oc * b * g.ohw()];
-        gemm(g.oc, g.ckk(), b * g.ohw(), w, false, cols, false, 0.0, &mut tmp);
+        gemm(
+            g.oc,
+            g.ckk(),
+            b * g.ohw(),
+            w,
+            false,
+            cols,
+            false,
+            0.0,
+            &mut tmp,
+        );
         // tmp (OC, B*OHW) -> y (B, OC, OHW), adding the bias.
         let ohw = g.ohw();
         for s in 0..b {
@@ -194,15 +204,36 @@ pub fn conv2d_backward(
         let mut dyt = vec![0.0f32; g.oc * b * ohw];
         for s in 0..b {
             for o in 0..g.oc {
-                dyt[o * b * ohw + s * ohw..][..ohw].copy_from_slice(&dyc[(s * g.oc + o) * ohw..][..ohw]);
+                dyt[o * b * ohw + s * ohw..][..ohw]
+                    .copy_from_slice(&dyc[(s * g.oc + o) * ohw..][..ohw]);
             }
         }
         let mut pw = vec![0.0f32; g.oc * g.ckk()];
-        gemm(g.oc, b * ohw, g.ckk(), &dyt, false, colc, true, 0.0, &mut pw);
+        gemm(
+            g.oc,
+            b * ohw,
+            g.ckk(),
+            &dyt,
+            false,
+            colc,
+            true,
+            0.0,
+            &mut pw,
+        );
         let pb: Vec<f32> = dyt.chunks(b * ohw).map(|r| r.iter().sum()).collect();
         if let Some(dxc) = dxc {
             let mut dcols = vec![0.0f32; g.ckk() * b * ohw];
-            gemm(g.ckk(), g.oc, b * ohw, w, true, &dyt, false, 0.0, &mut dcols);
+            gemm(
+                g.ckk(),
+                g.oc,
+                b * ohw,
+                w,
+                true,
+                &dyt,
+                false,
+                0.0,
+                &mut dcols,
+            );
             col2im(g, &dcols, dxc);
         }
         (pw, pb)
@@ -226,21 +257,46 @@ pub fn conv2d_backward(
 }
 
 /// `F.conv2d(x, weight, bias, stride, padding)`: x (N, C, H, W), weight (OC, C, KH, KW).
-pub fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, stride: usize, padding: usize) -> Tensor {
+pub fn conv2d(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    stride: usize,
+    padding: usize,
+) -> Tensor {
     let (xs, ws) = (x.shape(), weight.shape());
-    assert!(xs.len() == 4 && ws.len() == 4, "conv2d: x {xs:?} and weight {ws:?} must be 4-d");
-    assert_eq!(xs[1], ws[1], "conv2d: x has {} channels, weight expects {}", xs[1], ws[1]);
+    assert!(
+        xs.len() == 4 && ws.len() == 4,
+        "conv2d: x {xs:?} and weight {ws:?} must be 4-d"
+    );
+    assert_eq!(
+        xs[1], ws[1],
+        "conv2d: x has {} channels, weight expects {}",
+        xs[1], ws[1]
+    );
     if let Some(b) = bias {
         assert_eq!(b.shape(), &[ws[0]], "conv2d: bias shape");
     }
-    let g = ConvGeom::new((xs[1], xs[2], xs[3]), (ws[0], ws[2], ws[3]), stride, padding);
+    let g = ConvGeom::new(
+        (xs[1], xs[2], xs[3]),
+        (ws[0], ws[2], ws[3]),
+        stride,
+        padding,
+    );
     let n = xs[0];
     let mut y = vec![0.0f32; n * g.out_size()];
     let needs_graph = crate::tensor::is_grad_enabled()
         && (x.requires_grad() || weight.requires_grad() || bias.is_some_and(|b| b.requires_grad()));
     let cols = {
         let bias_data = bias.map(|b| b.data());
-        conv2d_forward(&g, &x.data(), &weight.data(), bias_data.as_deref().map(|v| &v[..]), &mut y, needs_graph)
+        conv2d_forward(
+            &g,
+            &x.data(),
+            &weight.data(),
+            bias_data.as_deref().map(|v| &v[..]),
+            &mut y,
+            needs_graph,
+        )
     };
     let mut inputs = vec![x.clone(), weight.clone()];
     inputs.extend(bias.cloned());
@@ -250,11 +306,21 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, stride: usize,
         "conv2d",
         inputs,
         Box::new(move |inp, _out, dy| {
-            let cols = cols.as_ref().expect("conv2d: cols kept when the graph is recorded");
+            let cols = cols
+                .as_ref()
+                .expect("conv2d: cols kept when the graph is recorded");
             let mut dx = inp[0].requires_grad().then(|| vec![0.0f32; inp[0].numel()]);
             let mut dw = vec![0.0f32; inp[1].numel()];
             let mut db = vec![0.0f32; g.oc];
-            conv2d_backward(&g, cols, &inp[1].data(), dy, dx.as_deref_mut(), &mut dw, &mut db);
+            conv2d_backward(
+                &g,
+                cols,
+                &inp[1].data(),
+                dy,
+                dx.as_deref_mut(),
+                &mut dw,
+                &mut db,
+            );
             let mut grads = vec![dx, Some(dw)];
             if inp.len() == 3 {
                 grads.push(Some(db));
@@ -282,10 +348,12 @@ mod tests {
                                 for kj in 0..g.kw {
                                     let ih = (i * g.stride + ki) as isize - g.padding as isize;
                                     let iw = (j * g.stride + kj) as isize - g.padding as isize;
-                                    if ih < 0 || iw < 0 || ih >= g.h as isize || iw >= g.w as isize {
+                                    if ih < 0 || iw < 0 || ih >= g.h as isize || iw >= g.w as isize
+                                    {
                                         continue;
                                     }
-                                    let xv = x[((s * g.c + c) * g.h + ih as usize) * g.w + iw as usize];
+                                    let xv =
+                                        x[((s * g.c + c) * g.h + ih as usize) * g.w + iw as usize];
                                     acc += xv * w[((o * g.c + c) * g.kh + ki) * g.kw + kj];
                                 }
                             }
@@ -298,7 +366,15 @@ mod tests {
         y
     }
 
-    fn gradcheck_case(n: usize, (c, h, w): (usize, usize, usize), (oc, k): (usize, usize), s: usize, p: usize, bias: bool, x_grad: bool) {
+    fn gradcheck_case(
+        n: usize,
+        (c, h, w): (usize, usize, usize),
+        (oc, k): (usize, usize),
+        s: usize,
+        p: usize,
+        bias: bool,
+        x_grad: bool,
+    ) {
         let g = ConvGeom::new((c, h, w), (oc, k, k), s, p);
         let mut inputs = vec![
             input(random(n * c * h * w, 1), &[n, c, h, w], x_grad),
@@ -358,7 +434,10 @@ mod tests {
         let close = |got: &[f32], want: &[f32], what: &str| {
             assert_eq!(got.len(), want.len(), "{what}");
             for (k, (a, b)) in got.iter().zip(want).enumerate() {
-                assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{what}[{k}]: {a} vs torch {b}");
+                assert!(
+                    (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
+                    "{what}[{k}]: {a} vs torch {b}"
+                );
             }
         };
         close(&y.data(), &golden::Y, "y");

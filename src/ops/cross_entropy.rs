@@ -43,7 +43,11 @@ mod tests {
         let zt = Tensor::parameter(z, &[4, 10]);
         let loss = cross_entropy(&zt, &[3, 0, 9, 5]);
         let l = loss.item();
-        assert!((l - golden::LOSS).abs() <= 1e-5 * golden::LOSS.abs(), "loss {l} vs torch {}", golden::LOSS);
+        assert!(
+            (l - golden::LOSS).abs() <= 1e-5 * golden::LOSS.abs(),
+            "loss {l} vs torch {}",
+            golden::LOSS
+        );
         loss.backward();
         for (k, (a, b)) in zt.grad().unwrap().iter().zip(golden::DZ).enumerate() {
             assert!((a - b).abs() <= 1e-6, "dz[{k}]: {a} vs torch {b}");

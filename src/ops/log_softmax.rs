@@ -58,7 +58,12 @@ mod tests {
     #[test]
     fn gradient_matches_finite_differences() {
         let x: Vec<f32> = random(30, 11).into_iter().map(|v| 3.0 * v).collect();
-        check(&[input(x, &[3, 10], true)], |t| log_softmax(&t[0]), |v| naive(&v[0], 10), 1e-4);
+        check(
+            &[input(x, &[3, 10], true)],
+            |t| log_softmax(&t[0]),
+            |v| naive(&v[0], 10),
+            1e-4,
+        );
     }
 
     #[test]

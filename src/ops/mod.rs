@@ -45,7 +45,10 @@ pub fn gemm(
     beta: f32,
     c: &mut [f32],
 ) {
-    assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n, "gemm: buffer sizes");
+    assert!(
+        a.len() >= m * k && b.len() >= k * n && c.len() >= m * n,
+        "gemm: buffer sizes"
+    );
     if m == 0 || n == 0 {
         return;
     }
@@ -126,6 +129,9 @@ mod tests {
 
     #[test]
     fn argmax_takes_the_first_of_ties() {
-        assert_eq!(argmax_rows(&[1.0, 3.0, 3.0, 0.0, -1.0, -2.0], 3), vec![1, 0]);
+        assert_eq!(
+            argmax_rows(&[1.0, 3.0, 3.0, 0.0, -1.0, -2.0], 3),
+            vec![1, 0]
+        );
     }
 }

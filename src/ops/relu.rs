@@ -37,7 +37,10 @@ mod tests {
     #[test]
     fn gradient_matches_finite_differences() {
         // Keep values away from the kink at 0, where the derivative is undefined.
-        let x: Vec<f32> = random(24, 5).into_iter().map(|v| if v.abs() < 0.05 { 0.5 } else { v }).collect();
+        let x: Vec<f32> = random(24, 5)
+            .into_iter()
+            .map(|v| if v.abs() < 0.05 { 0.5 } else { v })
+            .collect();
         check(
             &[input(x, &[2, 3, 4], true)],
             |t| relu(&t[0]),

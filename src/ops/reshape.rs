@@ -13,12 +13,20 @@ pub fn reshape(x: &Tensor, shape: &[Option<usize>]) -> Tensor {
         .iter()
         .map(|d| {
             d.unwrap_or_else(|| {
-                assert!(known > 0 && n % known == 0, "reshape: {n} values into {shape:?}");
+                assert!(
+                    known > 0 && n.is_multiple_of(known),
+                    "reshape: {n} values into {shape:?}"
+                );
                 n / known
             })
         })
         .collect();
-    assert_eq!(dims.iter().product::<usize>(), n, "reshape: {:?} into {dims:?}", x.shape());
+    assert_eq!(
+        dims.iter().product::<usize>(),
+        n,
+        "reshape: {:?} into {dims:?}",
+        x.shape()
+    );
     Tensor::from_op(
         x.to_vec(),
         &dims,

@@ -36,7 +36,10 @@ impl SgdConfig {
         SgdConfig { dampening, ..self }
     }
     pub fn with_weight_decay(self, weight_decay: f32) -> Self {
-        SgdConfig { weight_decay, ..self }
+        SgdConfig {
+            weight_decay,
+            ..self
+        }
     }
     pub fn with_nesterov(self, nesterov: bool) -> Self {
         SgdConfig { nesterov, ..self }
@@ -73,7 +76,10 @@ impl Sgd {
             let Some(grad) = grad.as_ref() else { continue };
             let mut w = p.data_mut();
             let mut d: Vec<f32> = if c.weight_decay != 0.0 {
-                grad.iter().zip(w.iter()).map(|(g, w)| g + c.weight_decay * w).collect()
+                grad.iter()
+                    .zip(w.iter())
+                    .map(|(g, w)| g + c.weight_decay * w)
+                    .collect()
             } else {
                 grad.clone()
             };
@@ -81,12 +87,16 @@ impl Sgd {
                 let b = match buf {
                     None => buf.insert(d.clone()),
                     Some(b) => {
-                        b.iter_mut().zip(&d).for_each(|(b, g)| *b = c.momentum * *b + (1.0 - c.dampening) * g);
+                        b.iter_mut()
+                            .zip(&d)
+                            .for_each(|(b, g)| *b = c.momentum * *b + (1.0 - c.dampening) * g);
                         b
                     }
                 };
                 if c.nesterov {
-                    d.iter_mut().zip(b.iter()).for_each(|(g, b)| *g += c.momentum * b);
+                    d.iter_mut()
+                        .zip(b.iter())
+                        .for_each(|(g, b)| *g += c.momentum * b);
                 } else {
                     d.copy_from_slice(b);
                 }
@@ -146,7 +156,10 @@ mod tests {
     fn dampening_weight_decay_and_nesterov() {
         // dampening 0.5: buf1 = g1 = [0.5, 1]; buf2 = 0.9*buf1 + 0.5*g2 = [0.575, 0.4];
         // buf3 = 0.9*buf2 + 0.5*g3 = [0.2675, 0.36]; p = p - 0.1*(sum) = [0.86575, -2.176]
-        assert_close(run(SgdConfig::new(0.1).with_momentum(0.9).with_dampening(0.5)), [0.86575, -2.176]);
+        assert_close(
+            run(SgdConfig::new(0.1).with_momentum(0.9).with_dampening(0.5)),
+            [0.86575, -2.176],
+        );
         // weight decay 0.1 without momentum: d = g + 0.1 p at each step.
         let mut p = [1.0f64, -2.0];
         for g in [[0.5, 1.0], [0.25, -1.0], [-0.5, 0.0]] {
@@ -168,7 +181,10 @@ mod tests {
                 p[k] -= 0.1 * (g[k] + 0.9 * b[k]);
             }
         }
-        assert_close(run(SgdConfig::new(0.1).with_momentum(0.9).with_nesterov(true)), p);
+        assert_close(
+            run(SgdConfig::new(0.1).with_momentum(0.9).with_nesterov(true)),
+            p,
+        );
     }
 
     #[test]

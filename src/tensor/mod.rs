@@ -154,7 +154,12 @@ impl Tensor {
 
     /// The single value of a one-element tensor, like `.item()`.
     pub fn item(&self) -> f32 {
-        assert_eq!(self.numel(), 1, "item() of a tensor with shape {:?}", self.shape());
+        assert_eq!(
+            self.numel(),
+            1,
+            "item() of a tensor with shape {:?}",
+            self.shape()
+        );
         self.data()[0]
     }
 
@@ -193,7 +198,12 @@ impl Tensor {
 
     /// Back-propagates from this scalar: adds d(self)/d(leaf) into every leaf that requires grad.
     pub fn backward(&self) {
-        assert_eq!(self.numel(), 1, "backward() needs a scalar, got shape {:?}", self.shape());
+        assert_eq!(
+            self.numel(),
+            1,
+            "backward() needs a scalar, got shape {:?}",
+            self.shape()
+        );
         self.backward_with(vec![1.0]);
     }
 
@@ -277,7 +287,12 @@ mod tests {
 
     /// y = a * b elementwise, a test-only op to exercise the graph machinery.
     fn mul(a: &Tensor, b: &Tensor) -> Tensor {
-        let out: Vec<f32> = a.data().iter().zip(b.data().iter()).map(|(x, y)| x * y).collect();
+        let out: Vec<f32> = a
+            .data()
+            .iter()
+            .zip(b.data().iter())
+            .map(|(x, y)| x * y)
+            .collect();
         Tensor::from_op(
             out,
             a.shape(),

@@ -1,0 +1,122 @@
+//! The `mnist-cnn` binary: a short training run, the pickle path giving the same numbers as the
+//! IDX path, and clear errors for bad input.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_mnist-cnn"))
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// stdout without the timing columns, which differ between runs.
+fn without_times(out: &str) -> String {
+    out.lines()
+        .map(|l| l.split("  time ").next().unwrap())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn help_lists_every_flag_with_its_default() {
+    let out = bin().args(["train", "--help"]).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    for flag in [
+        "--model",
+        "--epochs",
+        "--batch-size",
+        "--lr",
+        "--momentum",
+        "--seed",
+        "--no-shuffle",
+        "--threads",
+        "--data-dir",
+        "--format",
+    ] {
+        assert!(text.contains(flag), "--help lacks {flag}:\n{text}");
+    }
+    assert!(
+        text.contains("[default: 10]")
+            && text.contains("[default: 64]")
+            && text.contains("0.1 for cnn")
+    );
+}
+
+#[test]
+fn short_run_prints_epochs_and_test_metrics() {
+    let out = bin()
+        .current_dir(root())
+        .args([
+            "train",
+            "--epochs",
+            "2",
+            "--limit",
+            "3000",
+            "--threads",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("epoch  1/2  valid_loss") && text.contains("epoch  2/2"),
+        "{text}"
+    );
+    assert!(text.contains("test  loss"), "{text}");
+}
+
+#[test]
+fn pickle_and_idx_give_the_same_output_for_the_same_seed() {
+    let pkl = root().join("../shared/data/mnist.pkl.gz");
+    if !pkl.is_file() {
+        eprintln!("skipped: {} not present", pkl.display());
+        return;
+    }
+    let run = |extra: &[&str]| {
+        let mut args = vec!["train", "--epochs", "1", "--limit", "2000", "--seed", "4"];
+        args.extend_from_slice(extra);
+        let out = bin().current_dir(root()).args(&args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        without_times(&String::from_utf8(out.stdout).unwrap())
+    };
+    let idx = run(&[]);
+    let pickle = run(&[
+        "--format",
+        "pickle",
+        "--data-dir",
+        pkl.parent().unwrap().to_str().unwrap(),
+    ]);
+    assert_eq!(idx, pickle);
+}
+
+#[test]
+fn bad_data_dir_is_a_clear_error_not_a_panic() {
+    let out = bin()
+        .args(["train", "--data-dir", "/no/such/dir"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.starts_with("error: /no/such/dir/train-images-idx3-ubyte: not found"),
+        "{err}"
+    );
+    let out = bin().args(["train", "--model", "mlp"]).output().unwrap();
+    assert!(
+        String::from_utf8(out.stderr)
+            .unwrap()
+            .contains("unknown model 'mlp'")
+    );
+}
