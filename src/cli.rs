@@ -25,6 +25,36 @@ pub struct Cli {
 pub enum Command {
     /// Train a model on MNIST with the tutorial's settings and report validation and test metrics.
     Train(TrainArgs),
+    /// Measure training and inference speed, per-layer times, GFLOP/s and peak memory.
+    Bench(BenchArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Model: `cnn` or `logistic`.
+    #[arg(long, default_value = "cnn")]
+    pub model: Architecture,
+    /// Worker threads [default: one per core].
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Training batch size.
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    /// Timed training epochs (each from a fresh model); the median is reported.
+    #[arg(long, default_value_t = 3)]
+    pub repeats: usize,
+    /// Training batches run with the per-layer profiler on.
+    #[arg(long, default_value_t = 200)]
+    pub profile_batches: usize,
+    /// Single-image forwards timed for the batch-1 latency.
+    #[arg(long, default_value_t = 2000)]
+    pub latency_images: usize,
+    /// Directory with the MNIST IDX files [default: the bundled data/mnist].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -79,15 +109,54 @@ fn default_data_dir() -> PathBuf {
 pub fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     match cli.command {
         Command::Train(args) => train(args),
+        Command::Bench(args) => bench(args),
     }
 }
 
-fn train(a: TrainArgs) -> Result<(), Box<dyn std::error::Error>> {
-    if let Some(t) = a.threads {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(t)
-            .build_global()?;
+fn bench(a: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let data = load_mnist(&a.data_dir.clone().unwrap_or_else(default_data_dir), Format::Idx)?;
+    if a.batch_size == 0 {
+        return Err("--batch-size must be at least 1".into());
     }
+    let cfg = crate::bench::BenchConfig {
+        model: a.model,
+        batch_size: a.batch_size,
+        repeats: a.repeats,
+        profile_batches: a.profile_batches,
+        latency_images: a.latency_images,
+    };
+    let report = in_pool(a.threads, || crate::bench::run(&cfg, &data))?;
+    if a.json {
+        println!("{}", report.to_json());
+    } else {
+        print!("{}", report.to_text());
+    }
+    Ok(())
+}
+
+/// Runs `f` on a worker of a pool of `threads` threads (default: one per core), so the
+/// kernels' parallel loops start from inside the pool instead of waking it from outside.
+pub fn in_pool<R: Send>(threads: Option<usize>, f: impl FnOnce() -> R + Send) -> Result<R, String> {
+    let mut b = rayon::ThreadPoolBuilder::new();
+    if let Some(t) = threads {
+        if t == 0 {
+            return Err("--threads must be at least 1".into());
+        }
+        b = b.num_threads(t);
+    }
+    let pool = b
+        .build()
+        .map_err(|e| format!("cannot start {threads:?} threads: {e}"))?;
+    Ok(pool.install(f))
+}
+
+fn train(a: TrainArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let threads = a.threads;
+    in_pool(threads, move || train_in_pool(a).map_err(|e| e.to_string()))??;
+    Ok(())
+}
+
+fn train_in_pool(a: TrainArgs) -> Result<(), Box<dyn std::error::Error>> {
     if a.batch_size == 0 {
         return Err("--batch-size must be at least 1".into());
     }
@@ -101,9 +170,7 @@ fn train(a: TrainArgs) -> Result<(), Box<dyn std::error::Error>> {
         Architecture::Logistic => (a.lr.unwrap_or(0.5), a.momentum.unwrap_or(0.0)),
     };
     let model = a.model.build(&mut Rng::new(a.seed));
-    let mut opt = SgdConfig::new(lr)
-        .with_momentum(momentum)
-        .init(model.parameters());
+    let mut opt = SgdConfig::new(lr).with_momentum(momentum).init(model.parameters());
     let train_dl = DataLoader::new(data.train.clone(), a.batch_size, !a.no_shuffle, a.seed);
     let valid_dl = DataLoader::new(data.valid.clone(), a.batch_size * 2, false, 0);
     let test_dl = DataLoader::new(data.test.clone(), a.batch_size * 2, false, 0);

@@ -5,10 +5,12 @@
 //! [`data`] (MNIST readers, `TensorDataset`, `DataLoader`) and [`train`] (`loss_batch`, `fit`).
 
 pub mod ops;
+pub mod profile;
 pub mod rng;
 pub mod tensor;
 
 pub use tensor::{Tensor, no_grad};
+pub mod bench;
 pub mod cli;
 pub mod data;
 pub mod nn;

@@ -38,33 +38,17 @@ fn help_lists_every_flag_with_its_default() {
     ] {
         assert!(text.contains(flag), "--help lacks {flag}:\n{text}");
     }
-    assert!(
-        text.contains("[default: 10]")
-            && text.contains("[default: 64]")
-            && text.contains("0.1 for cnn")
-    );
+    assert!(text.contains("[default: 10]") && text.contains("[default: 64]") && text.contains("0.1 for cnn"));
 }
 
 #[test]
 fn short_run_prints_epochs_and_test_metrics() {
     let out = bin()
         .current_dir(root())
-        .args([
-            "train",
-            "--epochs",
-            "2",
-            "--limit",
-            "3000",
-            "--threads",
-            "1",
-        ])
+        .args(["train", "--epochs", "2", "--limit", "3000", "--threads", "1"])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(
         text.contains("epoch  1/2  valid_loss") && text.contains("epoch  2/2"),
@@ -84,11 +68,7 @@ fn pickle_and_idx_give_the_same_output_for_the_same_seed() {
         let mut args = vec!["train", "--epochs", "1", "--limit", "2000", "--seed", "4"];
         args.extend_from_slice(extra);
         let out = bin().current_dir(root()).args(&args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         without_times(&String::from_utf8(out.stdout).unwrap())
     };
     let idx = run(&[]);
@@ -103,10 +83,7 @@ fn pickle_and_idx_give_the_same_output_for_the_same_seed() {
 
 #[test]
 fn bad_data_dir_is_a_clear_error_not_a_panic() {
-    let out = bin()
-        .args(["train", "--data-dir", "/no/such/dir"])
-        .output()
-        .unwrap();
+    let out = bin().args(["train", "--data-dir", "/no/such/dir"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(
@@ -114,9 +91,5 @@ fn bad_data_dir_is_a_clear_error_not_a_panic() {
         "{err}"
     );
     let out = bin().args(["train", "--model", "mlp"]).output().unwrap();
-    assert!(
-        String::from_utf8(out.stderr)
-            .unwrap()
-            .contains("unknown model 'mlp'")
-    );
+    assert!(String::from_utf8(out.stderr).unwrap().contains("unknown model 'mlp'"));
 }

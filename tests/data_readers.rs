@@ -35,10 +35,7 @@ fn same_samples(a: &TensorDataset, b: &TensorDataset, b_from: usize, n: usize) {
 #[test]
 fn bundled_idx_files_have_the_tutorial_splits() {
     let m = load_mnist(&root().join("data/mnist"), Format::Idx).unwrap();
-    assert_eq!(
-        (m.train.len(), m.valid.len(), m.test.len()),
-        (50_000, 10_000, 10_000)
-    );
+    assert_eq!((m.train.len(), m.valid.len(), m.test.len()), (50_000, 10_000, 10_000));
     // The first training labels of MNIST are 5 0 4 1 9 2 1 3 1 4.
     let first: Vec<u8> = (0..10).map(|i| m.train.get(i).1).collect();
     assert_eq!(first, vec![5, 0, 4, 1, 9, 2, 1, 3, 1, 4]);
@@ -55,13 +52,8 @@ fn every_pickle_flavour_loads_to_the_same_samples_as_the_idx_files() {
         "mnist_py3_p4.pkl.gz",
         "mnist_py3_p5.pkl.gz",
     ] {
-        let p =
-            load_mnist(&fixture(name), Format::Pickle).unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert_eq!(
-            (p.train.len(), p.valid.len(), p.test.len()),
-            (16, 16, 16),
-            "{name}"
-        );
+        let p = load_mnist(&fixture(name), Format::Pickle).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!((p.train.len(), p.valid.len(), p.test.len()), (16, 16, 16), "{name}");
         same_samples(&p.train, &idx.train, 0, 16);
         same_samples(&p.valid, &idx.valid, 0, 16);
         same_samples(&p.test, &idx.test, 0, 16);
@@ -115,11 +107,7 @@ fn full_tutorial_pickle_matches_idx_when_available() {
     }
     let p = load_mnist(&pkl, Format::Pickle).unwrap();
     let idx = load_mnist(&root().join("data/mnist"), Format::Idx).unwrap();
-    for (a, b) in [
-        (&p.train, &idx.train),
-        (&p.valid, &idx.valid),
-        (&p.test, &idx.test),
-    ] {
+    for (a, b) in [(&p.train, &idx.train), (&p.valid, &idx.valid), (&p.test, &idx.test)] {
         assert_eq!(a.len(), b.len());
         same_samples(a, b, 0, a.len());
     }

@@ -29,24 +29,11 @@ fn run(
     seed: u64,
 ) -> (Vec<EpochStats>, Vec<Vec<f32>>) {
     let model = arch.build(&mut Rng::new(seed));
-    let mut opt = SgdConfig::new(lr)
-        .with_momentum(momentum)
-        .init(model.parameters());
+    let mut opt = SgdConfig::new(lr).with_momentum(momentum).init(model.parameters());
     let train = DataLoader::new(data.train.subset(0..n), 64, true, seed);
     let valid = DataLoader::new(data.valid.subset(0..1000), 128, false, 0);
-    let hist = fit(
-        0..epochs,
-        model.as_ref(),
-        LOSS_FUNC,
-        &mut opt,
-        &train,
-        &valid,
-        |_| {},
-    );
-    (
-        hist,
-        model.parameters().iter().map(|p| p.to_vec()).collect(),
-    )
+    let hist = fit(0..epochs, model.as_ref(), LOSS_FUNC, &mut opt, &train, &valid, |_| {});
+    (hist, model.parameters().iter().map(|p| p.to_vec()).collect())
 }
 
 #[test]
@@ -60,7 +47,7 @@ fn cnn_learns_on_a_subset() {
     );
     // An untrained model is near log(10) = 2.30; chance accuracy is about 10%.
     assert!(before.loss > 2.0, "untrained loss {}", before.loss);
-    let (hist, _) = run(&data, Architecture::Cnn, 0.1, 0.9, 6000, 2, 3);
+    let (hist, _) = run(&data, Architecture::Cnn, 0.1, 0.9, 10_000, 2, 3);
     let last = hist.last().unwrap();
     assert!(
         last.valid.loss < 1.0,
@@ -72,21 +59,14 @@ fn cnn_learns_on_a_subset() {
         "validation accuracy after training: {}",
         last.valid.accuracy
     );
-    assert!(
-        last.train_loss < hist[0].train_loss,
-        "training loss fell: {hist:?}"
-    );
+    assert!(last.train_loss < hist[0].train_loss, "training loss fell: {hist:?}");
 }
 
 #[test]
 fn logistic_model_learns_with_plain_sgd() {
     let data = mnist();
     let (hist, _) = run(&data, Architecture::Logistic, 0.5, 0.0, 50_000, 1, 0);
-    assert!(
-        hist[0].valid.loss < 0.6,
-        "validation loss {}",
-        hist[0].valid.loss
-    );
+    assert!(hist[0].valid.loss < 0.6, "validation loss {}", hist[0].valid.loss);
     assert!(
         hist[0].valid.accuracy > 0.8,
         "validation accuracy {}",
@@ -98,20 +78,13 @@ fn logistic_model_learns_with_plain_sgd() {
 fn same_seed_gives_bit_identical_results_with_1_and_2_threads() {
     let data = mnist();
     let on = |threads: usize| {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap();
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
         pool.install(|| run(&data, Architecture::Cnn, 0.1, 0.9, 2000, 2, 11))
     };
     let (h1, p1) = on(1);
     let (h2, p2) = on(2);
     let bits = |p: &[Vec<f32>]| p.iter().flatten().map(|v| v.to_bits()).collect::<Vec<_>>();
-    assert_eq!(
-        bits(&p1),
-        bits(&p2),
-        "weights differ between 1 and 2 threads"
-    );
+    assert_eq!(bits(&p1), bits(&p2), "weights differ between 1 and 2 threads");
     for (a, b) in h1.iter().zip(&h2) {
         assert_eq!(a.train_loss.to_bits(), b.train_loss.to_bits());
         assert_eq!(a.valid.loss.to_bits(), b.valid.loss.to_bits());

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use super::pixel_to_f32;
-use crate::tensor::Tensor;
+use crate::tensor::{Tensor, pool};
 
 /// Images and their labels. Cheap to clone (the pixels are shared).
 #[derive(Clone, Debug)]
@@ -19,11 +19,7 @@ pub struct TensorDataset {
 impl TensorDataset {
     /// `images` holds `labels.len()` images of `features` pixels each.
     pub fn new(images: Vec<u8>, labels: Vec<u8>, features: usize) -> Self {
-        assert_eq!(
-            images.len(),
-            labels.len() * features,
-            "TensorDataset: images vs labels"
-        );
+        assert_eq!(images.len(), labels.len() * features, "TensorDataset: images vs labels");
         let len = labels.len();
         TensorDataset {
             images: Arc::new(images),
@@ -48,16 +44,9 @@ impl TensorDataset {
 
     /// Sample `i`: its pixels and label.
     pub fn get(&self, i: usize) -> (&[u8], u8) {
-        assert!(
-            i < self.len,
-            "index {i} out of range for a dataset of {}",
-            self.len
-        );
+        assert!(i < self.len, "index {i} out of range for a dataset of {}", self.len);
         let j = self.start + i;
-        (
-            &self.images[j * self.features..(j + 1) * self.features],
-            self.labels[j],
-        )
+        (&self.images[j * self.features..(j + 1) * self.features], self.labels[j])
     }
 
     /// Samples `range` as a dataset of their own, sharing the pixels.
@@ -77,11 +66,13 @@ impl TensorDataset {
     /// The samples at `indices` as x (B, D) in f32 (pixel/256) and their labels.
     pub fn batch(&self, indices: &[usize]) -> (Tensor, Vec<usize>) {
         let d = self.features;
-        let mut x = Vec::with_capacity(indices.len() * d);
+        let mut x = pool::take(indices.len() * d);
         let mut y = Vec::with_capacity(indices.len());
-        for &i in indices {
+        for (&i, row) in indices.iter().zip(x.chunks_mut(d)) {
             let (px, label) = self.get(i);
-            x.extend(px.iter().map(|&p| pixel_to_f32(p)));
+            for (v, &p) in row.iter_mut().zip(px) {
+                *v = pixel_to_f32(p);
+            }
             y.push(label as usize);
         }
         (Tensor::from_vec(x, &[indices.len(), d]), y)
@@ -99,14 +90,7 @@ mod tests {
         assert_eq!(x.shape(), &[2, 3]);
         assert_eq!(
             x.to_vec(),
-            vec![
-                1.0 / 256.0,
-                2.0 / 256.0,
-                3.0 / 256.0,
-                0.0,
-                0.5,
-                255.0 / 256.0
-            ]
+            vec![1.0 / 256.0, 2.0 / 256.0, 3.0 / 256.0, 0.0, 0.5, 255.0 / 256.0]
         );
         assert_eq!(y, vec![9, 7]);
         let sub = ds.subset(1..2);

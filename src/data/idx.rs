@@ -33,10 +33,7 @@ pub fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, DataError> {
 pub fn parse_idx(bytes: &[u8], path: &Path) -> Result<IdxArray, DataError> {
     let err = |m: String| DataError::new(path, m);
     if bytes.len() < 4 {
-        return Err(err(format!(
-            "too short for an IDX header ({} bytes)",
-            bytes.len()
-        )));
+        return Err(err(format!("too short for an IDX header ({} bytes)", bytes.len())));
     }
     if bytes[0] != 0 || bytes[1] != 0 {
         return Err(err(format!(
@@ -74,11 +71,7 @@ pub fn parse_idx(bytes: &[u8], path: &Path) -> Result<IdxArray, DataError> {
         return Err(err(format!(
             "dimensions {dims:?} need {n} bytes of data, file has {} ({})",
             body.len(),
-            if body.len() < n {
-                "truncated"
-            } else {
-                "trailing bytes"
-            }
+            if body.len() < n { "truncated" } else { "trailing bytes" }
         )));
     }
     Ok(IdxArray {
@@ -103,18 +96,12 @@ pub fn encode_idx(dims: &[usize], data: &[u8]) -> Vec<u8> {
 }
 
 /// Reads an image file (N, H, W) and a label file (N), checking they agree and labels are < 10.
-pub fn read_images_and_labels(
-    images: &Path,
-    labels: &Path,
-) -> Result<(IdxArray, Vec<u8>), DataError> {
+pub fn read_images_and_labels(images: &Path, labels: &Path) -> Result<(IdxArray, Vec<u8>), DataError> {
     let img = read_idx(images)?;
     if img.dims.len() != 3 {
         return Err(DataError::new(
             images,
-            format!(
-                "images must be 3-d (N, H, W), got dimensions {:?}",
-                img.dims
-            ),
+            format!("images must be 3-d (N, H, W), got dimensions {:?}", img.dims),
         ));
     }
     let lab = read_idx(labels)?;
@@ -154,11 +141,7 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let a = parse_idx(
-            &encode_idx(&[2, 2, 3], &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]),
-            p(),
-        )
-        .unwrap();
+        let a = parse_idx(&encode_idx(&[2, 2, 3], &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]), p()).unwrap();
         assert_eq!(a.dims, vec![2, 2, 3]);
         assert_eq!(a.data[11], 12);
     }
@@ -168,10 +151,7 @@ mod tests {
         let cases: [(Vec<u8>, &str); 6] = [
             (vec![0, 0], "too short"),
             (vec![1, 2, 3, 4, 0, 0, 0, 0], "not an IDX file"),
-            (
-                vec![0, 0, 0x0d, 1, 0, 0, 0, 1, 0, 0, 0, 0],
-                "not unsigned bytes",
-            ),
+            (vec![0, 0, 0x0d, 1, 0, 0, 0, 1, 0, 0, 0, 0], "not unsigned bytes"),
             (vec![0, 0, 8, 2, 0, 0, 0, 1], "truncated header"),
             (encode_idx(&[3], &[1, 2]), "truncated"),
             (encode_idx(&[1], &[1, 2]), "trailing bytes"),

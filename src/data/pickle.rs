@@ -30,9 +30,7 @@ enum Global {
 impl Global {
     fn resolve(module: &str, name: &str) -> Result<Global, String> {
         Ok(match (module, name) {
-            ("numpy.core.multiarray" | "numpy._core.multiarray", "_reconstruct") => {
-                Global::Reconstruct
-            }
+            ("numpy.core.multiarray" | "numpy._core.multiarray", "_reconstruct") => Global::Reconstruct,
             ("numpy", "ndarray") => Global::Ndarray,
             ("numpy", "dtype") => Global::Dtype,
             ("_codecs", "encode") => Global::CodecsEncode,
@@ -120,9 +118,7 @@ impl Value {
     fn shape(&self) -> Result<Vec<usize>, String> {
         self.tuple()?
             .iter()
-            .map(|d| {
-                usize::try_from(d.int()?).map_err(|_| "negative dimension in shape".to_string())
-            })
+            .map(|d| usize::try_from(d.int()?).map_err(|_| "negative dimension in shape".to_string()))
             .collect()
     }
     fn bytes(&self) -> Result<Rc<Vec<u8>>, String> {
@@ -360,15 +356,10 @@ fn unpickle(buf: &[u8]) -> Result<Value, String> {
                 build(obj, &state)?;
             }
             0x97 | 0x98 => {
-                return Err(
-                    "out-of-band buffers (pickle protocol 5 buffer_callback) are not supported"
-                        .into(),
-                );
+                return Err("out-of-band buffers (pickle protocol 5 buffer_callback) are not supported".into());
             }
             _ => {
-                return Err(format!(
-                    "unsupported pickle opcode 0x{op:02x} at offset {at}"
-                ));
+                return Err(format!("unsupported pickle opcode 0x{op:02x} at offset {at}"));
             }
         }
     }
@@ -386,10 +377,7 @@ fn call(f: Value, args: &[Value]) -> Result<Value, String> {
     let Value::Global(g) = f else {
         return Err(format!("cannot call a {}", f.kind()));
     };
-    let arg = |i: usize| {
-        args.get(i)
-            .ok_or_else(|| format!("{g:?}: missing argument {i}"))
-    };
+    let arg = |i: usize| args.get(i).ok_or_else(|| format!("{g:?}: missing argument {i}"));
     match g {
         Global::Reconstruct => {
             if !matches!(arg(0)?, Value::Global(Global::Ndarray)) {
@@ -399,10 +387,7 @@ fn call(f: Value, args: &[Value]) -> Result<Value, String> {
         }
         Global::Dtype => {
             let code = arg(0)?.text()?;
-            Ok(Value::Dtype(Rc::new(RefCell::new(Dtype {
-                code,
-                byteorder: '=',
-            }))))
+            Ok(Value::Dtype(Rc::new(RefCell::new(Dtype { code, byteorder: '=' }))))
         }
         Global::CodecsEncode => {
             let s = arg(0)?.text()?;
@@ -437,10 +422,7 @@ fn call(f: Value, args: &[Value]) -> Result<Value, String> {
 /// BUILD: sets the state of an ndarray or a dtype.
 fn build(obj: &Value, state: &Value) -> Result<(), String> {
     let st = state.tuple()?;
-    let field = |i: usize| {
-        st.get(i)
-            .ok_or_else(|| format!("BUILD state has no field {i}"))
-    };
+    let field = |i: usize| st.get(i).ok_or_else(|| format!("BUILD state has no field {i}"));
     match obj {
         Value::Array(a) => {
             // (version, shape, dtype, is_fortran, raw bytes)
@@ -494,9 +476,7 @@ impl NdArray {
         let code = self.dtype.code.trim_start_matches(['<', '>', '|', '=']);
         let big = self.dtype.byteorder == '>' || self.dtype.code.starts_with('>');
         if big && size > 1 {
-            return Err(format!(
-                "{what}: big-endian data ('>{code}') is not supported"
-            ));
+            return Err(format!("{what}: big-endian data ('>{code}') is not supported"));
         }
         let n: usize = self.shape.iter().product();
         if n.checked_mul(size) != Some(self.data.len()) {
@@ -513,10 +493,7 @@ impl NdArray {
     /// Images as u8 pixels: from f32 values that are exactly pixel/256, or from u8.
     fn to_pixels(&self, what: &str) -> Result<(usize, Vec<u8>), String> {
         let code = self.check(what)?;
-        let n = *self
-            .shape
-            .first()
-            .ok_or_else(|| format!("{what}: 0-d array"))?;
+        let n = *self.shape.first().ok_or_else(|| format!("{what}: 0-d array"))?;
         let per: usize = self.shape[1..].iter().product();
         if per != 784 {
             return Err(format!(
@@ -551,17 +528,12 @@ impl NdArray {
     fn to_labels(&self, what: &str) -> Result<Vec<u8>, String> {
         let code = self.check(what)?;
         if self.shape.len() != 1 {
-            return Err(format!(
-                "{what}: labels must be 1-d, shape is {:?}",
-                self.shape
-            ));
+            return Err(format!("{what}: labels must be 1-d, shape is {:?}", self.shape));
         }
         let size = self.itemsize()?;
         let signed = code.starts_with('i');
         if !matches!(code.as_bytes()[0], b'i' | b'u') {
-            return Err(format!(
-                "{what}: labels of dtype '{code}' (expected an integer type)"
-            ));
+            return Err(format!("{what}: labels of dtype '{code}' (expected an integer type)"));
         }
         self.data
             .chunks_exact(size)
@@ -587,9 +559,7 @@ pub type Split = (Vec<u8>, Vec<u8>);
 
 /// Parses the tutorial's pickle (already decompressed) into (train, valid, test).
 pub fn parse_mnist_pickle(bytes: &[u8]) -> Result<[Split; 3], String> {
-    let top = unpickle(bytes)?
-        .tuple()
-        .map_err(|e| format!("top level: {e}"))?;
+    let top = unpickle(bytes)?.tuple().map_err(|e| format!("top level: {e}"))?;
     if top.len() != 3 {
         return Err(format!(
             "top level: expected 3 splits (train, valid, test), found {}",
@@ -601,10 +571,7 @@ pub fn parse_mnist_pickle(bytes: &[u8]) -> Result<[Split; 3], String> {
     for (split, name) in top.iter().zip(names) {
         let pair = split.tuple().map_err(|e| format!("{name}: {e}"))?;
         if pair.len() != 2 {
-            return Err(format!(
-                "{name}: expected (x, y), found a tuple of {}",
-                pair.len()
-            ));
+            return Err(format!("{name}: expected (x, y), found a tuple of {}", pair.len()));
         }
         let (n, x) = array(&pair[0], &format!("x_{name}"))?.to_pixels(&format!("x_{name}"))?;
         let y = array(&pair[1], &format!("y_{name}"))?.to_labels(&format!("y_{name}"))?;
@@ -632,10 +599,7 @@ mod tests {
         let e = unpickle(evil).unwrap_err();
         assert!(e.contains("refusing global 'os.system'"), "{e}");
         let e = unpickle(b"\x80\x02\xff").unwrap_err();
-        assert!(
-            e.contains("unsupported pickle opcode 0xff at offset 2"),
-            "{e}"
-        );
+        assert!(e.contains("unsupported pickle opcode 0xff at offset 2"), "{e}");
         let e = unpickle(b"\x80\x02K\x01").unwrap_err();
         assert!(e.contains("truncated"), "{e}");
         let e = unpickle(b"\x80\x02T\xff\xff\x00\x00ab").unwrap_err();

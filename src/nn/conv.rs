@@ -48,9 +48,7 @@ impl Conv2dConfig {
         let k = self.kernel_size;
         let (wb, bb) = kaiming_uniform_bounds(self.in_channels * k * k);
         let weight = uniform_parameter(&[self.out_channels, self.in_channels, k, k], wb, rng);
-        let bias = self
-            .bias
-            .then(|| uniform_parameter(&[self.out_channels], bb, rng));
+        let bias = self.bias.then(|| uniform_parameter(&[self.out_channels], bb, rng));
         Conv2d {
             weight,
             bias,
@@ -72,13 +70,7 @@ pub struct Conv2d {
 
 impl Module for Conv2d {
     fn forward(&self, x: &Tensor) -> Tensor {
-        conv2d(
-            x,
-            &self.weight,
-            self.bias.as_ref(),
-            self.stride,
-            self.padding,
-        )
+        conv2d(x, &self.weight, self.bias.as_ref(), self.stride, self.padding)
     }
     fn named_parameters(&self) -> Vec<(String, Tensor)> {
         let mut v = vec![("weight".to_string(), self.weight.clone())];

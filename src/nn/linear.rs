@@ -30,9 +30,7 @@ impl LinearConfig {
     pub fn init(&self, rng: &mut Rng) -> Linear {
         let (wb, bb) = kaiming_uniform_bounds(self.in_features);
         let weight = uniform_parameter(&[self.out_features, self.in_features], wb, rng);
-        let bias = self
-            .bias
-            .then(|| uniform_parameter(&[self.out_features], bb, rng));
+        let bias = self.bias.then(|| uniform_parameter(&[self.out_features], bb, rng));
         Linear {
             weight,
             bias,

@@ -28,10 +28,7 @@ pub trait Module {
     fn is_training(&self) -> bool;
 
     fn parameters(&self) -> Vec<Tensor> {
-        self.named_parameters()
-            .into_iter()
-            .map(|(_, p)| p)
-            .collect()
+        self.named_parameters().into_iter().map(|(_, p)| p).collect()
     }
 
     /// Clears every parameter's gradient (to `None`, as PyTorch does by default).
@@ -47,8 +44,5 @@ pub trait Module {
 
 /// Prefixes names of a child's parameters (`weight` -> `conv1.weight`).
 pub(crate) fn prefixed(prefix: &str, params: Vec<(String, Tensor)>) -> Vec<(String, Tensor)> {
-    params
-        .into_iter()
-        .map(|(n, t)| (format!("{prefix}.{n}"), t))
-        .collect()
+    params.into_iter().map(|(n, t)| (format!("{prefix}.{n}"), t)).collect()
 }

@@ -29,11 +29,7 @@ impl MnistCnn {
         }
     }
     fn layers(&self) -> [(&'static str, &Conv2d); 3] {
-        [
-            ("conv1", &self.conv1),
-            ("conv2", &self.conv2),
-            ("conv3", &self.conv3),
-        ]
+        [("conv1", &self.conv1), ("conv2", &self.conv2), ("conv3", &self.conv3)]
     }
 }
 
@@ -54,9 +50,7 @@ impl Module for MnistCnn {
             .collect()
     }
     fn set_training(&self, training: bool) {
-        self.layers()
-            .iter()
-            .for_each(|(_, l)| l.set_training(training));
+        self.layers().iter().for_each(|(_, l)| l.set_training(training));
     }
     fn is_training(&self) -> bool {
         self.conv1.is_training()
@@ -161,10 +155,7 @@ mod tests {
     #[test]
     fn cnn_maps_a_batch_to_ten_non_negative_logits_and_every_parameter_gets_a_gradient() {
         let m = MnistCnn::new(&mut Rng::new(1));
-        let x = Tensor::from_vec(
-            (0..3 * 784).map(|i| (i % 256) as f32 / 256.0).collect(),
-            &[3, 784],
-        );
+        let x = Tensor::from_vec((0..3 * 784).map(|i| (i % 256) as f32 / 256.0).collect(), &[3, 784]);
         let y = m.forward(&x);
         assert_eq!(y.shape(), &[3, 10]);
         assert!(y.data().iter().all(|&v| v >= 0.0), "ReLU before the pool");
@@ -182,10 +173,7 @@ mod tests {
         assert!(m.is_training());
         m.set_training(false);
         assert!(!m.is_training());
-        assert_eq!(
-            Architecture::from_str("logistic"),
-            Ok(Architecture::Logistic)
-        );
+        assert_eq!(Architecture::from_str("logistic"), Ok(Architecture::Logistic));
         assert!(Architecture::from_str("mlp").is_err());
     }
 

@@ -51,33 +51,23 @@ pub fn check(
         .iter()
         .map(|i| i.data.iter().map(|&v| v as f64).collect())
         .collect();
-    let y = op(&tensors);
+    // Compare in logical order whatever layout the op stores its result in.
+    let y = op(&tensors).contiguous();
     let want = reference(&as_f64);
     assert_eq!(y.numel(), want.len(), "output size vs reference");
     for (k, (&got, &w)) in y.data().iter().zip(&want).enumerate() {
-        assert!(
-            close(got as f64, w, tol),
-            "forward[{k}]: kernel {got} vs reference {w}"
-        );
+        assert!(close(got as f64, w, tol), "forward[{k}]: kernel {got} vs reference {w}");
     }
-    let r: Vec<f64> = random(want.len(), 99)
-        .into_iter()
-        .map(|v| v as f64)
-        .collect();
+    let r: Vec<f64> = random(want.len(), 99).into_iter().map(|v| v as f64).collect();
     y.backward_with(r.iter().map(|&v| v as f32).collect());
     let loss = |xs: &[Vec<f64>]| -> f64 { reference(xs).iter().zip(&r).map(|(a, b)| a * b).sum() };
     let eps = 1e-6;
     for (i, inp) in inputs.iter().enumerate() {
         if !inp.needs_grad {
-            assert!(
-                tensors[i].grad().is_none(),
-                "input {i} needs no grad but got one"
-            );
+            assert!(tensors[i].grad().is_none(), "input {i} needs no grad but got one");
             continue;
         }
-        let grad = tensors[i]
-            .grad()
-            .unwrap_or_else(|| panic!("input {i}: no gradient"));
+        let grad = tensors[i].grad().unwrap_or_else(|| panic!("input {i}: no gradient"));
         for j in 0..inp.data.len() {
             let mut xs = as_f64.clone();
             xs[i][j] += eps;

@@ -8,15 +8,7 @@ use super::gemm;
 use crate::tensor::Tensor;
 
 /// y (N, OUT) = x (N, IN) W^T (+ b).
-pub fn linear_forward(
-    x: &[f32],
-    w: &[f32],
-    b: Option<&[f32]>,
-    n: usize,
-    inp: usize,
-    out: usize,
-    y: &mut [f32],
-) {
+pub fn linear_forward(x: &[f32], w: &[f32], b: Option<&[f32]>, n: usize, inp: usize, out: usize, y: &mut [f32]) {
     match b {
         Some(b) => {
             y.chunks_mut(out).for_each(|row| row.copy_from_slice(b));
@@ -60,31 +52,11 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Tensor {
         Box::new(move |inputs, _out, dy| {
             let dx = inputs[0].requires_grad().then(|| {
                 let mut dx = vec![0.0; n * inp];
-                gemm(
-                    n,
-                    out,
-                    inp,
-                    dy,
-                    false,
-                    &inputs[1].data(),
-                    false,
-                    0.0,
-                    &mut dx,
-                );
+                gemm(n, out, inp, dy, false, &inputs[1].data(), false, 0.0, &mut dx);
                 dx
             });
             let mut dw = vec![0.0; out * inp];
-            gemm(
-                out,
-                n,
-                inp,
-                dy,
-                true,
-                &inputs[0].data(),
-                false,
-                0.0,
-                &mut dw,
-            );
+            gemm(out, n, inp, dy, true, &inputs[0].data(), false, 0.0, &mut dw);
             let mut grads = vec![dx, Some(dw)];
             if inputs.len() == 3 {
                 let mut db = vec![0.0; out];
@@ -134,21 +106,12 @@ mod tests {
     use super::*;
     use crate::ops::gradcheck::{check, input, random};
 
-    fn naive_linear(
-        x: &[f64],
-        w: &[f64],
-        b: Option<&[f64]>,
-        n: usize,
-        inp: usize,
-        out: usize,
-    ) -> Vec<f64> {
+    fn naive_linear(x: &[f64], w: &[f64], b: Option<&[f64]>, n: usize, inp: usize, out: usize) -> Vec<f64> {
         let mut y = vec![0.0; n * out];
         for i in 0..n {
             for o in 0..out {
-                y[i * out + o] = b.map_or(0.0, |b| b[o])
-                    + (0..inp)
-                        .map(|k| x[i * inp + k] * w[o * inp + k])
-                        .sum::<f64>();
+                y[i * out + o] =
+                    b.map_or(0.0, |b| b[o]) + (0..inp).map(|k| x[i * inp + k] * w[o * inp + k]).sum::<f64>();
             }
         }
         y

@@ -15,6 +15,7 @@ pub mod log_softmax;
 pub mod nll;
 pub mod relu;
 pub mod reshape;
+pub mod simd;
 
 #[cfg(test)]
 pub(crate) mod gradcheck;
@@ -34,17 +35,7 @@ pub const CHUNK: usize = 8;
 /// C (m x n) = A (m x k) * B (k x n) + beta * C, all row-major, any strides through the
 /// `t` flags: `ta` reads A as its transpose (A stored k x m), `tb` likewise for B.
 #[allow(clippy::too_many_arguments)]
-pub fn gemm(
-    m: usize,
-    k: usize,
-    n: usize,
-    a: &[f32],
-    ta: bool,
-    b: &[f32],
-    tb: bool,
-    beta: f32,
-    c: &mut [f32],
-) {
+pub fn gemm(m: usize, k: usize, n: usize, a: &[f32], ta: bool, b: &[f32], tb: bool, beta: f32, c: &mut [f32]) {
     assert!(
         a.len() >= m * k && b.len() >= k * n && c.len() >= m * n,
         "gemm: buffer sizes"
@@ -129,9 +120,6 @@ mod tests {
 
     #[test]
     fn argmax_takes_the_first_of_ties() {
-        assert_eq!(
-            argmax_rows(&[1.0, 3.0, 3.0, 0.0, -1.0, -2.0], 3),
-            vec![1, 0]
-        );
+        assert_eq!(argmax_rows(&[1.0, 3.0, 3.0, 0.0, -1.0, -2.0], 3), vec![1, 0]);
     }
 }

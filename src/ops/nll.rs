@@ -15,10 +15,7 @@ pub fn nll_loss(logp: &Tensor, target: &[usize]) -> Tensor {
         target.len()
     );
     let (n, c) = (s[0], s[1]);
-    assert!(
-        target.iter().all(|&t| t < c),
-        "nll_loss: target out of range 0..{c}"
-    );
+    assert!(target.iter().all(|&t| t < c), "nll_loss: target out of range 0..{c}");
     let sum: f32 = {
         let d = logp.data();
         target.iter().enumerate().map(|(i, &t)| d[i * c + t]).sum()
@@ -51,16 +48,7 @@ mod tests {
         check(
             &[input(random(20, 4), &[4, 5], true)],
             |t| nll_loss(&t[0], &target),
-            |v| {
-                vec![
-                    -target
-                        .iter()
-                        .enumerate()
-                        .map(|(i, &t)| v[0][i * 5 + t])
-                        .sum::<f64>()
-                        / 4.0,
-                ]
-            },
+            |v| vec![-target.iter().enumerate().map(|(i, &t)| v[0][i * 5 + t]).sum::<f64>() / 4.0],
             1e-4,
         );
     }

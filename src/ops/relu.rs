@@ -1,6 +1,7 @@
 //! ReLU, y = max(x, 0), elementwise on any shape. Backward passes the gradient where y > 0.
 
-use crate::tensor::Tensor;
+use crate::profile::{self, Phase};
+use crate::tensor::{BackwardFn, Tensor, pool};
 
 pub fn relu_forward(x: &[f32], y: &mut [f32]) {
     y.iter_mut().zip(x).for_each(|(y, &x)| *y = x.max(0.0));
@@ -12,21 +13,24 @@ pub fn relu_backward(y: &[f32], dy: &[f32], dx: &mut [f32]) {
     }
 }
 
-/// `F.relu(x)`.
+/// `F.relu(x)`. The result keeps x's memory layout.
 pub fn relu(x: &Tensor) -> Tensor {
-    let mut y = vec![0.0; x.numel()];
-    relu_forward(&x.data(), &mut y);
-    Tensor::from_op(
-        y,
-        x.shape(),
-        "relu",
-        vec![x.clone()],
-        Box::new(|_inp, out, dy| {
-            let mut dx = vec![0.0; dy.len()];
-            relu_backward(&out.data(), dy, &mut dx);
-            vec![Some(dx)]
-        }),
-    )
+    let mut y = pool::take(x.numel());
+    profile::time(
+        || profile::label("relu", x.shape()),
+        Phase::Forward,
+        || relu_forward(&x.data(), &mut y),
+    );
+    let backward: BackwardFn = Box::new(|_inp, out, dy| {
+        let mut dx = pool::take(dy.len());
+        relu_backward(&out.data(), dy, &mut dx);
+        vec![Some(dx)]
+    });
+    if x.is_channels_last() {
+        Tensor::from_op_channels_last(y, x.shape(), "relu", vec![x.clone()], backward)
+    } else {
+        Tensor::from_op(y, x.shape(), "relu", vec![x.clone()], backward)
+    }
 }
 
 #[cfg(test)]

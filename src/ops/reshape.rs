@@ -1,7 +1,7 @@
-//! Reshape (`x.view(shape)` / `x.reshape(shape)`): same values, new shape; one dimension may
-//! be -1 (written `None` here) and is inferred. Backward reshapes the gradient back.
+//! Reshape (`x.view(shape)` / `x.reshape(shape)`): same values, new shape, no copy; one
+//! dimension may be -1 (written `None` here) and is inferred. Backward reshapes the gradient back.
 
-use crate::tensor::Tensor;
+use crate::tensor::{Tensor, pool};
 
 /// `x.view(*shape)`, where one entry may be `None` for PyTorch's -1.
 pub fn reshape(x: &Tensor, shape: &[Option<usize>]) -> Tensor {
@@ -27,13 +27,21 @@ pub fn reshape(x: &Tensor, shape: &[Option<usize>]) -> Tensor {
         "reshape: {:?} into {dims:?}",
         x.shape()
     );
-    Tensor::from_op(
-        x.to_vec(),
-        &dims,
-        "reshape",
-        vec![x.clone()],
-        Box::new(|_, _, dy| vec![Some(dy.to_vec())]),
-    )
+    // A view shares the values; a channels-last tensor is first made contiguous, unless both
+    // layouts hold the values in the same order.
+    let x = if x.layouts_coincide() {
+        x.clone()
+    } else {
+        x.contiguous()
+    };
+    x.view_op(&dims, "reshape", Box::new(|_, _, dy| vec![Some(copy_of(dy))]))
+}
+
+/// A pooled copy of `v`.
+fn copy_of(v: &[f32]) -> Vec<f32> {
+    let mut out = pool::take(v.len());
+    out.copy_from_slice(v);
+    out
 }
 
 #[cfg(test)]

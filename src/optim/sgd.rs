@@ -36,10 +36,7 @@ impl SgdConfig {
         SgdConfig { dampening, ..self }
     }
     pub fn with_weight_decay(self, weight_decay: f32) -> Self {
-        SgdConfig {
-            weight_decay,
-            ..self
-        }
+        SgdConfig { weight_decay, ..self }
     }
     pub fn with_nesterov(self, nesterov: bool) -> Self {
         SgdConfig { nesterov, ..self }
@@ -76,10 +73,7 @@ impl Sgd {
             let Some(grad) = grad.as_ref() else { continue };
             let mut w = p.data_mut();
             let mut d: Vec<f32> = if c.weight_decay != 0.0 {
-                grad.iter()
-                    .zip(w.iter())
-                    .map(|(g, w)| g + c.weight_decay * w)
-                    .collect()
+                grad.iter().zip(w.iter()).map(|(g, w)| g + c.weight_decay * w).collect()
             } else {
                 grad.clone()
             };
@@ -94,9 +88,7 @@ impl Sgd {
                     }
                 };
                 if c.nesterov {
-                    d.iter_mut()
-                        .zip(b.iter())
-                        .for_each(|(g, b)| *g += c.momentum * b);
+                    d.iter_mut().zip(b.iter()).for_each(|(g, b)| *g += c.momentum * b);
                 } else {
                     d.copy_from_slice(b);
                 }
@@ -181,10 +173,7 @@ mod tests {
                 p[k] -= 0.1 * (g[k] + 0.9 * b[k]);
             }
         }
-        assert_close(
-            run(SgdConfig::new(0.1).with_momentum(0.9).with_nesterov(true)),
-            p,
-        );
+        assert_close(run(SgdConfig::new(0.1).with_momentum(0.9).with_nesterov(true)), p);
     }
 
     #[test]

@@ -14,6 +14,10 @@ use std::collections::HashMap;
 use std::fmt;
 use std::rc::Rc;
 
+pub mod pool;
+
+use crate::profile::{self, Phase};
+
 /// The backward function of one recorded op: given the inputs, the output and the gradient of
 /// the output, it returns one gradient per input (`None` where that input needs none).
 pub type BackwardFn = Box<dyn Fn(&[Tensor], &Tensor, &[f32]) -> Vec<Option<Vec<f32>>>>;
@@ -25,9 +29,22 @@ pub struct GradFn {
     pub backward: BackwardFn,
 }
 
+/// The values behind one or more tensors (a reshape shares them). The buffer goes back to the
+/// [`pool`] when the last tensor using it is dropped.
+struct Storage(RefCell<Vec<f32>>);
+
+impl Drop for Storage {
+    fn drop(&mut self) {
+        pool::recycle(std::mem::take(self.0.get_mut()));
+    }
+}
+
 struct Inner {
-    data: RefCell<Vec<f32>>,
+    data: Rc<Storage>,
     shape: Vec<usize>,
+    /// For a 4-d tensor of logical shape (N, C, H, W): whether the values are stored as
+    /// (N, H, W, C), PyTorch's `channels_last` memory format.
+    channels_last: bool,
     requires_grad: bool,
     grad: RefCell<Option<Vec<f32>>>,
     grad_fn: Option<GradFn>,
@@ -73,8 +90,9 @@ impl Tensor {
             data.len()
         );
         Tensor(Rc::new(Inner {
-            data: RefCell::new(data),
+            data: Rc::new(Storage(RefCell::new(data))),
             shape: shape.to_vec(),
+            channels_last: false,
             requires_grad: false,
             grad: RefCell::new(None),
             grad_fn: None,
@@ -104,17 +122,69 @@ impl Tensor {
         backward: BackwardFn,
     ) -> Tensor {
         assert_eq!(data.len(), numel(shape), "{name}: output size vs shape");
+        Tensor::with_storage(
+            Rc::new(Storage(RefCell::new(data))),
+            shape,
+            false,
+            name,
+            inputs,
+            backward,
+        )
+    }
+
+    /// Like [`Tensor::from_op`] for a 4-d result of logical shape (N, C, H, W) whose values
+    /// are stored channels-last, (N, H, W, C). Its gradient comes in the same layout.
+    pub fn from_op_channels_last(
+        data: Vec<f32>,
+        shape: &[usize],
+        name: &'static str,
+        inputs: Vec<Tensor>,
+        backward: BackwardFn,
+    ) -> Tensor {
+        assert_eq!(shape.len(), 4, "{name}: channels-last needs a 4-d shape");
+        assert_eq!(data.len(), numel(shape), "{name}: output size vs shape");
+        Tensor::with_storage(
+            Rc::new(Storage(RefCell::new(data))),
+            shape,
+            true,
+            name,
+            inputs,
+            backward,
+        )
+    }
+
+    /// A tensor of another shape over the same values (a view, as `x.view(...)`), recording
+    /// `backward` like [`Tensor::from_op`].
+    pub fn view_op(&self, shape: &[usize], name: &'static str, backward: BackwardFn) -> Tensor {
+        assert_eq!(
+            numel(shape),
+            self.numel(),
+            "{name}: view of {:?} as {shape:?}",
+            self.shape()
+        );
+        assert!(
+            !self.is_channels_last() || self.layouts_coincide(),
+            "{name}: view of a channels-last tensor"
+        );
+        Tensor::with_storage(self.0.data.clone(), shape, false, name, vec![self.clone()], backward)
+    }
+
+    fn with_storage(
+        data: Rc<Storage>,
+        shape: &[usize],
+        channels_last: bool,
+        name: &'static str,
+        inputs: Vec<Tensor>,
+        backward: BackwardFn,
+    ) -> Tensor {
         let track = is_grad_enabled() && inputs.iter().any(|t| t.requires_grad());
         Tensor(Rc::new(Inner {
-            data: RefCell::new(data),
+            data,
             shape: shape.to_vec(),
+            channels_last,
             requires_grad: track,
             grad: RefCell::new(None),
-            grad_fn: track.then_some(GradFn {
-                name,
-                inputs,
-                backward,
-            }),
+            grad_fn: track.then_some(GradFn { name, inputs, backward }),
         }))
     }
 
@@ -139,27 +209,65 @@ impl Tensor {
         self.0.grad_fn.as_ref().map(|g| g.name)
     }
 
+    /// Whether (N, C, H, W) and (N, H, W, C) order the values the same way (C = 1 or H*W = 1).
+    pub fn layouts_coincide(&self) -> bool {
+        let s = self.shape();
+        s.len() != 4 || s[1] == 1 || s[2] * s[3] == 1
+    }
+
+    /// Whether the values are stored (N, H, W, C) rather than (N, C, H, W).
+    pub fn is_channels_last(&self) -> bool {
+        self.0.channels_last
+    }
+
+    /// The values as stored (see [`Tensor::is_channels_last`]); [`Tensor::to_vec`] gives them
+    /// in logical row-major order.
     pub fn data(&self) -> Ref<'_, Vec<f32>> {
-        self.0.data.borrow()
+        self.0.data.0.borrow()
     }
 
     /// Mutable access to the values, for optimizers and initialisers (like `with no_grad(): p -= ...`).
     pub fn data_mut(&self) -> RefMut<'_, Vec<f32>> {
-        self.0.data.borrow_mut()
+        self.0.data.0.borrow_mut()
     }
 
+    /// The values in logical row-major order ((N, C, H, W) for images), whatever the layout.
     pub fn to_vec(&self) -> Vec<f32> {
-        self.data().clone()
+        if self.is_channels_last() {
+            let s = self.shape();
+            let mut out = vec![0.0; self.numel()];
+            nhwc_to_nchw(&self.data(), (s[0], s[1], s[2], s[3]), &mut out);
+            out
+        } else {
+            self.data().clone()
+        }
+    }
+
+    /// The same values stored in logical order (`x.contiguous()`): itself when already so.
+    pub fn contiguous(&self) -> Tensor {
+        if !self.is_channels_last() {
+            return self.clone();
+        }
+        let s = self.shape().to_vec();
+        let dims = (s[0], s[1], s[2], s[3]);
+        let mut out = pool::take(self.numel());
+        nhwc_to_nchw(&self.data(), dims, &mut out);
+        Tensor::from_op(
+            out,
+            &s,
+            "contiguous",
+            vec![self.clone()],
+            Box::new(move |_, _, dy| {
+                let mut dx = pool::take(dy.len());
+                nchw_to_nhwc(dy, dims, &mut dx);
+                vec![Some(dx)]
+            }),
+        )
     }
 
     /// The single value of a one-element tensor, like `.item()`.
     pub fn item(&self) -> f32 {
-        assert_eq!(
-            self.numel(),
-            1,
-            "item() of a tensor with shape {:?}",
-            self.shape()
-        );
+        assert_eq!(self.numel(), 1, "item() of a tensor with shape {:?}", self.shape());
         self.data()[0]
     }
 
@@ -173,7 +281,9 @@ impl Tensor {
 
     /// Sets the gradient to `None`, as PyTorch's `zero_grad()` does by default.
     pub fn zero_grad(&self) {
-        *self.0.grad.borrow_mut() = None;
+        if let Some(g) = self.0.grad.borrow_mut().take() {
+            pool::recycle(g);
+        }
     }
 
     /// Replaces the gradient (for optimizers' tests and checkpoint restores).
@@ -188,7 +298,10 @@ impl Tensor {
         let mut slot = self.0.grad.borrow_mut();
         match slot.as_mut() {
             None => *slot = Some(g),
-            Some(acc) => acc.iter_mut().zip(&g).for_each(|(a, b)| *a += b),
+            Some(acc) => {
+                acc.iter_mut().zip(&g).for_each(|(a, b)| *a += b);
+                pool::recycle(g);
+            }
         }
     }
 
@@ -243,7 +356,9 @@ impl Tensor {
             match &t.0.grad_fn {
                 None => t.accumulate_grad(g),
                 Some(gf) => {
-                    let input_grads = (gf.backward)(&gf.inputs, t, &g);
+                    let label = || profile::label(gf.name, gf.inputs[0].shape());
+                    let input_grads = profile::time(label, Phase::Backward, || (gf.backward)(&gf.inputs, t, &g));
+                    pool::recycle(g);
                     debug_assert_eq!(input_grads.len(), gf.inputs.len(), "{}", gf.name);
                     for (inp, ig) in gf.inputs.iter().zip(input_grads) {
                         let Some(ig) = ig else { continue };
@@ -252,13 +367,42 @@ impl Tensor {
                         }
                         assert_eq!(ig.len(), inp.numel(), "{}: gradient size", gf.name);
                         match grads.get_mut(&inp.key()) {
-                            Some(acc) => acc.iter_mut().zip(&ig).for_each(|(a, b)| *a += b),
+                            Some(acc) => {
+                                acc.iter_mut().zip(&ig).for_each(|(a, b)| *a += b);
+                                pool::recycle(ig);
+                            }
                             None => {
                                 grads.insert(inp.key(), ig);
                             }
                         }
                     }
                 }
+            }
+        }
+    }
+}
+
+/// (N, H, W, C) values -> (N, C, H, W).
+pub fn nhwc_to_nchw(src: &[f32], (n, c, h, w): (usize, usize, usize, usize), dst: &mut [f32]) {
+    let hw = h * w;
+    for s in 0..n {
+        let (x, y) = (&src[s * c * hw..][..c * hw], &mut dst[s * c * hw..][..c * hw]);
+        for p in 0..hw {
+            for ch in 0..c {
+                y[ch * hw + p] = x[p * c + ch];
+            }
+        }
+    }
+}
+
+/// (N, C, H, W) values -> (N, H, W, C).
+pub fn nchw_to_nhwc(src: &[f32], (n, c, h, w): (usize, usize, usize, usize), dst: &mut [f32]) {
+    let hw = h * w;
+    for s in 0..n {
+        let (x, y) = (&src[s * c * hw..][..c * hw], &mut dst[s * c * hw..][..c * hw]);
+        for ch in 0..c {
+            for p in 0..hw {
+                y[p * c + ch] = x[ch * hw + p];
             }
         }
     }
@@ -287,12 +431,7 @@ mod tests {
 
     /// y = a * b elementwise, a test-only op to exercise the graph machinery.
     fn mul(a: &Tensor, b: &Tensor) -> Tensor {
-        let out: Vec<f32> = a
-            .data()
-            .iter()
-            .zip(b.data().iter())
-            .map(|(x, y)| x * y)
-            .collect();
+        let out: Vec<f32> = a.data().iter().zip(b.data().iter()).map(|(x, y)| x * y).collect();
         Tensor::from_op(
             out,
             a.shape(),
@@ -345,6 +484,18 @@ mod tests {
         assert_eq!(x.grad().unwrap(), vec![18.0, 26.0], "grads accumulate");
         x.zero_grad();
         assert!(x.grad().is_none());
+    }
+
+    #[test]
+    fn layouts_convert_both_ways() {
+        let nchw: Vec<f32> = (0..2 * 3 * 2 * 2).map(|i| i as f32).collect();
+        let mut nhwc = vec![0.0; nchw.len()];
+        nchw_to_nhwc(&nchw, (2, 3, 2, 2), &mut nhwc);
+        assert_eq!(&nhwc[..6], &[0.0, 4.0, 8.0, 1.0, 5.0, 9.0]);
+        let t = Tensor::from_op_channels_last(nhwc, &[2, 3, 2, 2], "test", vec![], Box::new(|_, _, _| vec![]));
+        assert!(t.is_channels_last());
+        assert_eq!(t.to_vec(), nchw);
+        assert_eq!(t.contiguous().data().clone(), nchw);
     }
 
     #[test]

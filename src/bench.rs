@@ -1,0 +1,310 @@
+//! `mnist-cnn bench`: training and inference speed of a model, per-layer times, achieved
+//! GFLOP/s and peak memory, measured on the real MNIST data with the tutorial's settings.
+
+use std::time::Instant;
+
+use crate::data::{DataLoader, Mnist};
+use crate::nn::{Architecture, Module};
+use crate::optim::SgdConfig;
+use crate::profile::{self, OpTime};
+use crate::rng::Rng;
+use crate::tensor::no_grad;
+use crate::train::{LOSS_FUNC, evaluate, loss_batch};
+
+/// What to measure.
+#[derive(Clone, Debug)]
+pub struct BenchConfig {
+    pub model: Architecture,
+    pub batch_size: usize,
+    /// Timed training epochs (each from a fresh model); the median is reported.
+    pub repeats: usize,
+    /// Batches run with the profiler on, for the per-layer table.
+    pub profile_batches: usize,
+    /// Single-image forwards timed for the batch-1 latency.
+    pub latency_images: usize,
+}
+
+/// Time of one op per training batch, in milliseconds.
+#[derive(Clone, Debug)]
+pub struct LayerTime {
+    pub name: String,
+    pub forward_ms: f64,
+    pub backward_ms: f64,
+}
+
+/// Everything `bench` measures.
+#[derive(Clone, Debug)]
+pub struct BenchReport {
+    pub model: String,
+    pub threads: usize,
+    pub simd: &'static str,
+    pub batch_size: usize,
+    pub train_samples: usize,
+    /// Median over the repeats; also each repeat's value.
+    pub train_samples_per_sec: f64,
+    pub train_samples_per_sec_all: Vec<f64>,
+    /// Training plus validation, median.
+    pub epoch_seconds: f64,
+    pub infer_batch1000_images_per_sec: f64,
+    pub infer_batch1_us_median: f64,
+    pub train_flop_per_sample: f64,
+    pub infer_flop_per_sample: f64,
+    pub train_gflops: f64,
+    pub peak_rss_mb: f64,
+    pub layers: Vec<LayerTime>,
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// Peak resident memory of this process (VmHWM), in MB; NaN where /proc is unavailable.
+pub fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<f64>().ok()))
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// (forward, training step) floating-point operations per image: 2 per multiply-add; the
+/// backward of a layer costs one forward for dW and one more for dx, except where x needs no
+/// gradient (the first layer).
+pub fn flops_per_sample(arch: Architecture) -> (f64, f64) {
+    let layers: Vec<f64> = match arch {
+        Architecture::Cnn => vec![16.0 * 196.0 * 9.0, 16.0 * 49.0 * 144.0, 10.0 * 16.0 * 144.0],
+        Architecture::Logistic => vec![784.0 * 10.0],
+    };
+    let fwd: f64 = layers.iter().map(|m| 2.0 * m).sum();
+    let bwd: f64 = layers
+        .iter()
+        .enumerate()
+        .map(|(i, m)| if i == 0 { 2.0 * m } else { 4.0 * m })
+        .sum();
+    (fwd, fwd + bwd)
+}
+
+fn new_model(cfg: &BenchConfig) -> (Box<dyn Module>, crate::optim::Sgd) {
+    let model = cfg.model.build(&mut Rng::new(0));
+    let (lr, momentum) = match cfg.model {
+        Architecture::Cnn => (0.1, 0.9),
+        Architecture::Logistic => (0.5, 0.0),
+    };
+    let opt = SgdConfig::new(lr).with_momentum(momentum).init(model.parameters());
+    (model, opt)
+}
+
+/// Runs the benchmark on the current rayon pool.
+pub fn run(cfg: &BenchConfig, data: &Mnist) -> BenchReport {
+    let train_dl = DataLoader::new(data.train.clone(), cfg.batch_size, true, 0);
+    let valid_dl = DataLoader::new(data.valid.clone(), cfg.batch_size * 2, false, 0);
+    let mut rates = Vec::new();
+    let mut epochs = Vec::new();
+    let mut trained = None;
+    for _ in 0..cfg.repeats.max(1) {
+        let (model, mut opt) = new_model(cfg);
+        let t0 = Instant::now();
+        for b in train_dl.epoch(0) {
+            loss_batch(model.as_ref(), LOSS_FUNC, &b.x, &b.y, Some(&mut opt));
+        }
+        let train_s = t0.elapsed().as_secs_f64();
+        evaluate(model.as_ref(), LOSS_FUNC, &valid_dl);
+        epochs.push(t0.elapsed().as_secs_f64());
+        rates.push(data.train.len() as f64 / train_s);
+        trained = Some(model);
+    }
+    let model = trained.expect("at least one repeat");
+
+    // Per-layer profile, on a fresh model so the numbers are those of training.
+    let layers = {
+        let (pmodel, mut popt) = new_model(cfg);
+        profile::enable();
+        let mut n = 0;
+        for b in train_dl.epoch(1).take(cfg.profile_batches.max(1)) {
+            loss_batch(pmodel.as_ref(), LOSS_FUNC, &b.x, &b.y, Some(&mut popt));
+            n += 1;
+        }
+        let per = |d: std::time::Duration| d.as_secs_f64() * 1e3 / n as f64;
+        profile::take()
+            .into_iter()
+            .map(
+                |OpTime {
+                     name,
+                     forward,
+                     backward,
+                     ..
+                 }| LayerTime {
+                    name,
+                    forward_ms: per(forward),
+                    backward_ms: per(backward),
+                },
+            )
+            .collect()
+    };
+
+    // Inference, batch 1000, over the validation images.
+    model.set_training(false);
+    let dl1000 = DataLoader::new(data.valid.clone(), 1000, false, 0);
+    let batches: Vec<_> = dl1000.epoch(0).collect();
+    let mut inf = Vec::new();
+    no_grad(|| {
+        for _ in 0..3 {
+            let t0 = Instant::now();
+            for b in &batches {
+                model.forward(&b.x);
+            }
+            inf.push(data.valid.len() as f64 / t0.elapsed().as_secs_f64());
+        }
+    });
+
+    // Batch-1 latency: each single-image forward timed on its own.
+    let singles: Vec<_> = DataLoader::new(
+        data.valid.subset(0..cfg.latency_images.min(data.valid.len())),
+        1,
+        false,
+        0,
+    )
+    .epoch(0)
+    .collect();
+    let mut lat = Vec::with_capacity(singles.len());
+    no_grad(|| {
+        for b in singles.iter().take(20) {
+            model.forward(&b.x); // warm-up
+        }
+        for b in &singles {
+            let t0 = Instant::now();
+            model.forward(&b.x);
+            lat.push(t0.elapsed().as_secs_f64() * 1e6);
+        }
+    });
+
+    let (infer_flop, train_flop) = flops_per_sample(cfg.model);
+    let train_rate = median(&mut rates.clone());
+    BenchReport {
+        model: cfg.model.to_string(),
+        threads: rayon::current_num_threads(),
+        simd: crate::ops::simd::backend_name(),
+        batch_size: cfg.batch_size,
+        train_samples: data.train.len(),
+        train_samples_per_sec: train_rate,
+        train_samples_per_sec_all: rates,
+        epoch_seconds: median(&mut epochs),
+        infer_batch1000_images_per_sec: median(&mut inf),
+        infer_batch1_us_median: median(&mut lat),
+        train_flop_per_sample: train_flop,
+        infer_flop_per_sample: infer_flop,
+        train_gflops: train_flop * train_rate / 1e9,
+        peak_rss_mb: peak_rss_mb(),
+        layers,
+    }
+}
+
+impl BenchReport {
+    pub fn to_text(&self) -> String {
+        let mut s = format!(
+            "bench: model {}, batch {}, {} threads, SIMD {}\n\
+             training        {:>10.0} samples/s  (median of {}: {})\n\
+             epoch           {:>10.3} s          ({} training images + validation)\n\
+             inference b1000 {:>10.0} images/s\n\
+             inference b1    {:>10.1} us/image   (median)\n\
+             training        {:>10.2} GFLOP/s    ({:.3} MFLOP per sample)\n\
+             peak RSS        {:>10.1} MB\n\
+             per layer, ms per training batch:\n",
+            self.model,
+            self.batch_size,
+            self.threads,
+            self.simd,
+            self.train_samples_per_sec,
+            self.train_samples_per_sec_all.len(),
+            self.train_samples_per_sec_all
+                .iter()
+                .map(|r| format!("{r:.0}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            self.epoch_seconds,
+            self.train_samples,
+            self.infer_batch1000_images_per_sec,
+            self.infer_batch1_us_median,
+            self.train_gflops,
+            self.train_flop_per_sample / 1e6,
+            self.peak_rss_mb,
+        );
+        s.push_str(&format!("  {:<28} {:>9} {:>9}\n", "op", "forward", "backward"));
+        for l in &self.layers {
+            s.push_str(&format!(
+                "  {:<28} {:>9.3} {:>9.3}\n",
+                l.name, l.forward_ms, l.backward_ms
+            ));
+        }
+        let (f, b): (f64, f64) = self
+            .layers
+            .iter()
+            .fold((0.0, 0.0), |(f, b), l| (f + l.forward_ms, b + l.backward_ms));
+        s.push_str(&format!("  {:<28} {:>9.3} {:>9.3}\n", "total", f, b));
+        s
+    }
+
+    pub fn to_json(&self) -> String {
+        let layers: Vec<String> = self
+            .layers
+            .iter()
+            .map(|l| {
+                format!(
+                    "{{\"name\":\"{}\",\"forward_ms\":{:.4},\"backward_ms\":{:.4}}}",
+                    l.name, l.forward_ms, l.backward_ms
+                )
+            })
+            .collect();
+        format!(
+            "{{\"impl\":\"mnist-cnn\",\"model\":\"{}\",\"threads\":{},\"simd\":\"{}\",\"batch_size\":{},\"train_samples\":{},\
+             \"train_samples_per_sec\":{:.1},\"train_samples_per_sec_all\":[{}],\"epoch_seconds\":{:.4},\
+             \"infer_batch1000_images_per_sec\":{:.1},\"infer_batch1_us_median\":{:.2},\"train_flop_per_sample\":{:.0},\
+             \"infer_flop_per_sample\":{:.0},\"train_gflops\":{:.3},\"peak_rss_mb\":{:.1},\"layers\":[{}]}}",
+            self.model,
+            self.threads,
+            self.simd,
+            self.batch_size,
+            self.train_samples,
+            self.train_samples_per_sec,
+            self.train_samples_per_sec_all
+                .iter()
+                .map(|r| format!("{r:.1}"))
+                .collect::<Vec<_>>()
+                .join(","),
+            self.epoch_seconds,
+            self.infer_batch1000_images_per_sec,
+            self.infer_batch1_us_median,
+            self.train_flop_per_sample,
+            self.infer_flop_per_sample,
+            self.train_gflops,
+            self.peak_rss_mb,
+            layers.join(",")
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flop_counts_match_the_issue_figures() {
+        // About 164k multiply-adds forward, about 0.93 MFLOP per training step.
+        let (f, t) = flops_per_sample(Architecture::Cnn);
+        assert_eq!(f, 2.0 * 164_160.0);
+        assert!((t / 1e6 - 0.93).abs() < 0.01, "{t}");
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&mut [4.0, 1.0, 2.0, 3.0]), 2.5);
+    }
+}

@@ -1,0 +1,99 @@
+//! A per-thread pool of f32 buffers, so the same batch shapes do not allocate and zero
+//! megabytes every step.
+//!
+//! [`take`] hands out a buffer of the asked length whose contents are arbitrary (old values):
+//! callers must overwrite every element. Tensor storage returns its buffer here when dropped.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+/// Bytes a thread keeps pooled at most; beyond that, freed buffers go back to the allocator.
+const MAX_POOLED_BYTES: usize = 48 << 20;
+/// Buffers smaller than this are not worth pooling.
+const MIN_LEN: usize = 1024;
+
+#[derive(Default)]
+struct Pool {
+    free: HashMap<usize, Vec<Vec<f32>>>,
+    bytes: usize,
+}
+
+thread_local! {
+    static POOL: RefCell<Pool> = RefCell::new(Pool::default());
+}
+
+/// A buffer of `len` values with arbitrary contents.
+pub fn take(len: usize) -> Vec<f32> {
+    if len >= MIN_LEN {
+        let reused = POOL.with(|p| {
+            let mut p = p.borrow_mut();
+            let v = p.free.get_mut(&len).and_then(Vec::pop);
+            if v.is_some() {
+                p.bytes -= len * 4;
+            }
+            v
+        });
+        if let Some(v) = reused {
+            return v;
+        }
+    }
+    vec![0.0; len]
+}
+
+/// A buffer of `len` zeros.
+pub fn zeros(len: usize) -> Vec<f32> {
+    let mut v = take(len);
+    v.fill(0.0);
+    v
+}
+
+/// A buffer that goes back to the pool when dropped (for buffers an op keeps for its backward).
+pub struct Pooled(pub Vec<f32>);
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        recycle(std::mem::take(&mut self.0));
+    }
+}
+
+impl std::ops::Deref for Pooled {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        &self.0
+    }
+}
+
+/// Gives a buffer back for reuse.
+pub fn recycle(v: Vec<f32>) {
+    let len = v.len();
+    if len < MIN_LEN || len != v.capacity() {
+        return;
+    }
+    // `try_with`: during thread shutdown the pool may already be gone; then just free.
+    let _ = POOL.try_with(|p| {
+        if let Ok(mut p) = p.try_borrow_mut()
+            && p.bytes + len * 4 <= MAX_POOLED_BYTES
+        {
+            p.bytes += len * 4;
+            p.free.entry(len).or_default().push(v);
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_recycled_buffer_is_handed_out_again() {
+        let mut v = take(5000);
+        v[0] = 42.0;
+        let ptr = v.as_ptr();
+        recycle(v);
+        let w = take(5000);
+        assert_eq!(w.as_ptr(), ptr);
+        assert_eq!(w[0], 42.0, "contents are not cleared by take");
+        recycle(w);
+        assert!(zeros(5000).iter().all(|&x| x == 0.0));
+    }
+}
