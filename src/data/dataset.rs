@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use rayon::prelude::*;
+
 use super::pixel_to_f32;
 use crate::tensor::{Tensor, pool};
 
@@ -67,14 +69,16 @@ impl TensorDataset {
     pub fn batch(&self, indices: &[usize]) -> (Tensor, Vec<usize>) {
         let d = self.features;
         let mut x = pool::take(indices.len() * d);
-        let mut y = Vec::with_capacity(indices.len());
-        for (&i, row) in indices.iter().zip(x.chunks_mut(d)) {
-            let (px, label) = self.get(i);
-            for (v, &p) in row.iter_mut().zip(px) {
-                *v = pixel_to_f32(p);
+        let convert = |(rows, idx): (&mut [f32], &[usize])| {
+            for (row, &i) in rows.chunks_mut(d).zip(idx) {
+                for (v, &p) in row.iter_mut().zip(self.get(i).0) {
+                    *v = pixel_to_f32(p);
+                }
             }
-            y.push(label as usize);
-        }
+        };
+        // Eight samples per task: large batches convert on all threads.
+        x.par_chunks_mut(8 * d).zip(indices.par_chunks(8)).for_each(convert);
+        let y = indices.iter().map(|&i| self.get(i).1 as usize).collect();
         (Tensor::from_vec(x, &[indices.len(), d]), y)
     }
 }

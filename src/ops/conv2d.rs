@@ -4,14 +4,16 @@
 //! OH = (H + 2P - KH) / S + 1 and OW likewise; CKK = C*KH*KW, OHW = OH*OW, and for a chunk of
 //! B samples M = B*OHW output pixels. Hp = H + 2P, Wp = W + 2P.
 //!
-//! Method: implicit GEMM on channels-last data. The output is stored (N, OH, OW, OC) (the
-//! tensor is marked channels-last) and x is read as (N, H, W, C), copied into a zero-padded
-//! buffer xpad (B, Hp, Wp, C) per chunk. Patch value k = (ki, kj, c) of output pixel m is then
-//! xpad[base(m) + koff(k)], so no im2col matrix is built:
-//!   forward  y[m, oc]   = bias[oc] + sum_k xpad[base(m) + koff(k)] * Wt[k, oc]
-//!   backward dWt[k, oc] = sum_m xpad[base(m) + koff(k)] * dy[m, oc]
-//!            dxpad[base(m) + koff(k)] += sum_oc dy[m, oc] * W[oc, k]
-//! with output channels in vector lanes and 16 pixels (or 16 patch values) in registers.
+//! Method: GEMM on channels-last data. The output is stored (N, OH, OW, OC) (the tensor is
+//! marked channels-last) and x is read as (N, H, W, C). Per chunk, the patch matrix A (M, CKK)
+//! holds row m = output pixel, column k = (ki, kj, c); in channels-last order each kernel row
+//! of a patch is one contiguous run of KW*C input values, so building A is a few vector copies
+//! per pixel (not the scalar strided gathers of NCHW im2col). Then
+//!   forward  y (M, OC)    = A Wt + bias          (16 pixels in registers, OC in vector lanes)
+//!   backward dWt (CKK, OC) = A^T dy              (16 patch columns in registers)
+//!            dA (M, CKK)   = dy Wr, dx = row2im(dA)
+//! A's rows have a fixed stride (16 or 160), so the kernels address the 16 register rows with
+//! constant offsets and read each broadcast operand straight from memory.
 //! Chunks of [`CHUNK`] samples run in parallel; weight gradients are summed one partial per
 //! chunk, in chunk order, so the result is the same for any number of threads.
 
@@ -21,8 +23,8 @@ use super::CHUNK;
 use super::simd::{Kernel, LANES, Simd};
 use crate::profile::{self, Phase};
 use crate::simd_dispatch;
-use crate::tensor::Tensor;
 use crate::tensor::pool::{self, Pooled};
+use crate::tensor::{Tensor, nchw_to_nhwc, nhwc_to_nchw};
 
 /// The sizes of one convolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,96 +86,19 @@ impl ConvGeom {
     }
 }
 
-/// Index tables of one convolution on the padded channels-last input.
-struct Plan {
-    g: ConvGeom,
-    hp: usize,
-    wp: usize,
-    /// Offset of patch value k = (ki, kj, c) from its pixel's base, in xpad.
-    koff: Vec<usize>,
-    /// Offset of tap t = (ki, kj) from its pixel's base, in xpad.
-    tapoff: Vec<usize>,
+/// Row stride of the patch matrix: 16 for CKK <= 16, 160 for CKK <= 160 (the kernels are
+/// compiled for these two strides), else CKK rounded up to a multiple of 16.
+fn patch_stride(ckk: usize) -> usize {
+    match ckk {
+        0..=16 => 16,
+        17..=160 => 160,
+        _ => ckk.next_multiple_of(LANES),
+    }
 }
 
-impl Plan {
-    fn new(g: ConvGeom) -> Plan {
-        let (hp, wp) = (g.h + 2 * g.padding, g.w + 2 * g.padding);
-        let tapoff: Vec<usize> = (0..g.kh * g.kw).map(|t| ((t / g.kw) * wp + t % g.kw) * g.c).collect();
-        let koff = tapoff.iter().flat_map(|&o| (0..g.c).map(move |c| o + c)).collect();
-        Plan {
-            g,
-            hp,
-            wp,
-            koff,
-            tapoff,
-        }
-    }
-
-    fn padded_size(&self) -> usize {
-        self.hp * self.wp * self.g.c
-    }
-
-    /// base(m) for the M pixels of a chunk of `b` samples (a shorter chunk uses a prefix).
-    fn bases(&self, b: usize) -> Vec<usize> {
-        let g = &self.g;
-        (0..b * g.ohw())
-            .map(|m| {
-                let (s, q) = (m / g.ohw(), m % g.ohw());
-                let (oh, ow) = (q / g.ow, q % g.ow);
-                ((s * self.hp + oh * g.stride) * self.wp + ow * g.stride) * g.c
-            })
-            .collect()
-    }
-
-    /// xpad (B, Hp, Wp, C) from a chunk of x, stored (B, H, W, C) or, if `nchw`, (B, C, H, W).
-    fn pad(&self, x: &[f32], nchw: bool, xpad: &mut [f32]) {
-        let g = &self.g;
-        let (p, c) = (g.padding, g.c);
-        let row_len = self.wp * c;
-        for (xs, ps) in x.chunks(g.in_size()).zip(xpad.chunks_mut(self.padded_size())) {
-            // Zero only the border: the top and bottom padding rows, and the left and right
-            // padding of each image row; the interior is overwritten below.
-            ps[..p * row_len].fill(0.0);
-            ps[(p + g.h) * row_len..].fill(0.0);
-            for ih in 0..g.h {
-                let line = &mut ps[(ih + p) * row_len..][..row_len];
-                line[..p * c].fill(0.0);
-                line[(p + g.w) * c..].fill(0.0);
-            }
-            for ih in 0..g.h {
-                let row = &mut ps[((ih + p) * self.wp + p) * c..][..g.w * c];
-                if nchw && c > 1 {
-                    for iw in 0..g.w {
-                        for ch in 0..c {
-                            row[iw * c + ch] = xs[(ch * g.h + ih) * g.w + iw];
-                        }
-                    }
-                } else {
-                    row.copy_from_slice(&xs[ih * g.w * c..][..g.w * c]);
-                }
-            }
-        }
-    }
-
-    /// The inverse of `pad` for gradients: dx chunk from dxpad, dropping the padding.
-    fn crop(&self, dxpad: &[f32], nchw: bool, dx: &mut [f32]) {
-        let g = &self.g;
-        let (p, c) = (g.padding, g.c);
-        for (ds, ps) in dx.chunks_mut(g.in_size()).zip(dxpad.chunks(self.padded_size())) {
-            for ih in 0..g.h {
-                let row = &ps[((ih + p) * self.wp + p) * c..][..g.w * c];
-                if nchw && c > 1 {
-                    for iw in 0..g.w {
-                        for ch in 0..c {
-                            ds[(ch * g.h + ih) * g.w + iw] = row[iw * c + ch];
-                        }
-                    }
-                } else {
-                    ds[ih * g.w * c..][..g.w * c].copy_from_slice(row);
-                }
-            }
-        }
-    }
+/// Patch-matrix rows for a chunk of `b` samples: M = b*OHW rounded up to the register block.
+fn patch_rows(g: &ConvGeom, b: usize) -> usize {
+    (b * g.ohw()).next_multiple_of(MR)
 }
 
 /// Weights as Wt (CKK, OC) with k = (ki, kj, c): the forward's and dW's layout.
@@ -189,7 +114,7 @@ fn weights_k_major(g: &ConvGeom, w: &[f32]) -> Vec<f32> {
     wt
 }
 
-/// Weights as Wr (OC, KH, KW, C): the dx pass's layout.
+/// Weights as Wr (OC, CKK) with k = (ki, kj, c): the dx pass's layout.
 fn weights_oc_major(g: &ConvGeom, w: &[f32]) -> Vec<f32> {
     let mut wr = vec![0.0; g.ckk() * g.oc];
     for o in 0..g.oc {
@@ -205,13 +130,232 @@ fn weights_oc_major(g: &ConvGeom, w: &[f32]) -> Vec<f32> {
 /// Rows of results held in registers at once.
 const MR: usize = 16;
 
-/// The forward of one chunk: y (B*OHW, OC) from xpad.
+/// dst = src (same length), a vector at a time.
+#[inline(always)]
+fn copy<S: Simd>(s: S, src: &[f32], dst: &mut [f32]) {
+    for (d, x) in dst.chunks_mut(LANES).zip(src.chunks(LANES)) {
+        s.store(d, d.len(), s.load(x, d.len()));
+    }
+}
+
+/// dst += src (same length), a vector at a time.
+#[inline(always)]
+fn add_to<S: Simd>(s: S, src: &[f32], dst: &mut [f32]) {
+    for (d, x) in dst.chunks_mut(LANES).zip(src.chunks(LANES)) {
+        let n = d.len();
+        s.store(d, n, s.add(s.load(d, n), s.load(x, n)));
+    }
+}
+
+#[inline(always)]
+fn zero<S: Simd>(s: S, dst: &mut [f32]) {
+    for d in dst.chunks_mut(LANES) {
+        s.store(d, d.len(), s.splat(0.0));
+    }
+}
+
+/// For each output column: the kernel columns [lo, hi) that fall inside the image, and the
+/// input column of kernel column lo.
+fn col_taps(g: &ConvGeom) -> Vec<(usize, usize, usize)> {
+    (0..g.ow)
+        .map(|ow| {
+            let iw0 = (ow * g.stride) as isize - g.padding as isize;
+            let lo = (-iw0).clamp(0, g.kw as isize) as usize;
+            let hi = (g.w as isize - iw0).clamp(lo as isize, g.kw as isize) as usize;
+            (lo, hi, (iw0 + lo as isize) as usize)
+        })
+        .collect()
+}
+
+/// The input row of output row oh and kernel row ki, if inside the image.
+#[inline(always)]
+fn input_row(g: &ConvGeom, oh: usize, ki: usize) -> Option<usize> {
+    (oh * g.stride + ki).checked_sub(g.padding).filter(|&ih| ih < g.h)
+}
+
+/// im2row: patch matrix A (rows of stride l) from x (B, H, W, C). Row m = (s, oh, ow) holds
+/// x[s, oh*S + ki - P, ow*S + kj - P, c] at column (ki, kj, c), 0 in the padding; columns past
+/// CKK up to a multiple of 16, and rows past B*OHW, are 0.
+#[inline(always)]
+fn im2row<S: Simd>(s: S, g: &ConvGeom, x: &[f32], l: usize, a: &mut [f32]) {
+    if g.kw * g.c < LANES {
+        return im2row_narrow(s, g, x, l, a);
+    }
+    let (c, kwc, ckk) = (g.c, g.kw * g.c, g.ckk());
+    let b = x.len() / g.in_size();
+    let cols = col_taps(g);
+    let mut rows = a.chunks_mut(l);
+    for xs in x.chunks(g.in_size()).take(b) {
+        for oh in 0..g.oh {
+            for &(lo, hi, iw) in &cols {
+                let row = rows.next().expect("patch rows");
+                for ki in 0..g.kh {
+                    let seg = &mut row[ki * kwc..][..kwc];
+                    match input_row(g, oh, ki) {
+                        None => zero(s, seg),
+                        Some(ih) => {
+                            if lo > 0 {
+                                zero(s, &mut seg[..lo * c]);
+                            }
+                            copy(s, &xs[(ih * g.w + iw) * c..][..(hi - lo) * c], &mut seg[lo * c..hi * c]);
+                            if hi < g.kw {
+                                zero(s, &mut seg[hi * c..]);
+                            }
+                        }
+                    }
+                }
+                if ckk % LANES != 0 {
+                    zero(s, &mut row[ckk..ckk.next_multiple_of(LANES)]);
+                }
+            }
+        }
+    }
+    for row in rows {
+        zero(s, row);
+    }
+}
+
+/// im2row for narrow kernel rows (KW*C < 16, such as the first layer's single channel), where
+/// vector copies of a few values cost more than they move: each sample is copied into a
+/// zero-padded plane, and each patch value is then one scalar load at a precomputed offset.
+#[inline(always)]
+fn im2row_narrow<S: Simd>(s: S, g: &ConvGeom, x: &[f32], l: usize, a: &mut [f32]) {
+    let (c, ckk, p) = (g.c, g.ckk(), g.padding);
+    let (hp, wp) = (g.h + 2 * p, g.w + 2 * p);
+    let koff: Vec<usize> = (0..g.kh)
+        .flat_map(|ki| (0..g.kw).flat_map(move |kj| (0..c).map(move |ch| (ki * wp + kj) * c + ch)))
+        .collect();
+    let max_off = koff.iter().copied().max().unwrap_or(0);
+    let mut plane = pool::zeros(hp * wp * c);
+    let mut rows = a.chunks_mut(l);
+    for xs in x.chunks(g.in_size()) {
+        for ih in 0..g.h {
+            copy(
+                s,
+                &xs[ih * g.w * c..][..g.w * c],
+                &mut plane[((ih + p) * wp + p) * c..][..g.w * c],
+            );
+        }
+        for oh in 0..g.oh {
+            for ow in 0..g.ow {
+                let row = rows.next().expect("patch rows");
+                let base = (oh * g.stride * wp + ow * g.stride) * c;
+                assert!(base + max_off < plane.len() && row.len() >= ckk);
+                for (d, &o) in row.iter_mut().zip(&koff) {
+                    // SAFETY: base + o <= base + max_off < plane.len(), asserted above.
+                    *d = unsafe { *plane.get_unchecked(base + o) };
+                }
+                if ckk % LANES != 0 {
+                    zero(s, &mut row[ckk..ckk.next_multiple_of(LANES)]);
+                }
+            }
+        }
+    }
+    for row in rows {
+        zero(s, row);
+    }
+    pool::recycle(plane);
+}
+
+/// row2im: dx (B, H, W, C) = for each input value, the sum of the dA entries it fed.
+#[inline(always)]
+fn row2im<S: Simd>(s: S, g: &ConvGeom, da: &[f32], l: usize, dx: &mut [f32]) {
+    let (c, kwc) = (g.c, g.kw * g.c);
+    let cols = col_taps(g);
+    zero(s, dx);
+    let mut rows = da.chunks(l);
+    for xs in dx.chunks_mut(g.in_size()) {
+        for oh in 0..g.oh {
+            for &(lo, hi, iw) in &cols {
+                let row = rows.next().expect("patch rows");
+                for ki in 0..g.kh {
+                    if let Some(ih) = input_row(g, oh, ki) {
+                        let src = &row[ki * kwc + lo * c..ki * kwc + hi * c];
+                        add_to(s, src, &mut xs[(ih * g.w + iw) * c..][..(hi - lo) * c]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// C (16 x N; rows < `rows` stored) = A (16 x K, row stride AS, or `st` when AS = 0) B (K x N),
+/// plus bias. With AS fixed, the 16 rows of A sit at constant offsets, so each multiply-add reads
+/// its broadcast operand straight from memory.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn rows_times_matrix<S: Simd, const AS: usize>(
+    s: S,
+    a: &[f32],
+    st: usize,
+    (k, n): (usize, usize),
+    b: &[f32],
+    ldb: usize,
+    bias: Option<&[f32]>,
+    c: &mut [f32],
+    ldc: usize,
+    rows: usize,
+) {
+    let st = if AS > 0 { AS } else { st };
+    assert!(
+        k <= st && a.len() >= (MR - 1) * st + k,
+        "rows_times_matrix: A too short"
+    );
+    for n0 in (0..n).step_by(LANES) {
+        let w = LANES.min(n - n0);
+        let mut acc = [bias.map_or(s.splat(0.0), |b| s.load(&b[n0..], w)); MR];
+        for p in 0..k {
+            let bv = s.load(&b[p * ldb + n0..], w);
+            for (r, acc) in acc.iter_mut().enumerate() {
+                // SAFETY: r * st + p <= (MR - 1) * st + k - 1 < a.len(), asserted above.
+                let av = unsafe { *a.get_unchecked(r * st + p) };
+                *acc = s.mul_add(s.splat(av), bv, *acc);
+            }
+        }
+        for (r, v) in acc.iter().enumerate().take(rows) {
+            s.store(&mut c[r * ldc + n0..], w, *v);
+        }
+    }
+}
+
+/// C (16 x N; rows < `rows` stored) = sum over m < M of A[m, k0..k0+16]^T D[m, ..N]: the
+/// transposed product, 16 columns of A in registers, reduced over the rows of A and D.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn columns_times_matrix<S: Simd>(
+    s: S,
+    a: &[f32],
+    lda: usize,
+    (m, k0, n): (usize, usize, usize),
+    d: &[f32],
+    ldd: usize,
+    c: &mut [f32],
+    ldc: usize,
+    rows: usize,
+) {
+    for n0 in (0..n).step_by(LANES) {
+        let w = LANES.min(n - n0);
+        let mut acc = [s.splat(0.0); MR];
+        for mm in 0..m {
+            let dv = s.load(&d[mm * ldd + n0..], w);
+            let ar: &[f32; MR] = a[mm * lda + k0..][..MR].try_into().expect("16 values");
+            for (v, &x) in acc.iter_mut().zip(ar) {
+                *v = s.mul_add(s.splat(x), dv, *v);
+            }
+        }
+        for (r, v) in acc.iter().enumerate().take(rows) {
+            s.store(&mut c[r * ldc + n0..], w, *v);
+        }
+    }
+}
+
+/// Forward of one chunk: A = im2row(x), y (M, OC) = A Wt + bias.
 struct ForwardChunk<'a> {
-    plan: &'a Plan,
-    xpad: &'a [f32],
-    bases: &'a [usize],
+    g: &'a ConvGeom,
+    x: &'a [f32],
     wt: &'a [f32],
     bias: &'a [f32],
+    a: &'a mut [f32],
     y: &'a mut [f32],
 }
 
@@ -219,165 +363,81 @@ impl Kernel for ForwardChunk<'_> {
     type Output = ();
     #[inline(always)]
     fn run<S: Simd>(self, s: S) {
-        let ForwardChunk {
-            plan,
-            xpad,
-            bases,
-            wt,
-            bias,
-            y,
-        } = self;
-        forward_chunk(s, plan, xpad, bases, wt, bias, y)
-    }
-}
-
-#[inline(always)]
-fn forward_chunk<S: Simd>(s: S, plan: &Plan, xpad: &[f32], bases: &[usize], wt: &[f32], bias: &[f32], y: &mut [f32]) {
-    let (oc, ckk) = (plan.g.oc, plan.g.ckk());
-    let m_total = bases.len();
-    let max_off = plan.koff.iter().copied().max().unwrap_or(0);
-    assert!(
-        bases.iter().all(|&b| b + max_off < xpad.len()),
-        "conv2d: patch outside the padded input"
-    );
-    assert!(wt.len() >= ckk * oc && bias.len() >= oc && y.len() >= m_total * oc);
-    for m0 in (0..m_total).step_by(MR) {
-        let rows = MR.min(m_total - m0);
-        // Rows past the end repeat the last pixel; their results are not stored.
-        let base: [usize; MR] = std::array::from_fn(|r| bases[(m0 + r).min(m_total - 1)]);
-        for oc0 in (0..oc).step_by(LANES) {
-            let w = LANES.min(oc - oc0);
-            let mut acc = [s.load(&bias[oc0..], w); MR];
-            for (k, &off) in plan.koff.iter().enumerate() {
-                let wv = s.load(&wt[k * oc + oc0..], w);
-                for r in 0..MR {
-                    // SAFETY: base[r] + off <= base[r] + max_off < xpad.len(), asserted above.
-                    let xv = unsafe { *xpad.get_unchecked(base[r] + off) };
-                    acc[r] = s.mul_add(s.splat(xv), wv, acc[r]);
-                }
-            }
-            for (r, a) in acc.iter().enumerate().take(rows) {
-                s.store(&mut y[(m0 + r) * oc + oc0..], w, *a);
+        let ForwardChunk { g, x, wt, bias, a, y } = self;
+        let (ckk, oc, l) = (g.ckk(), g.oc, patch_stride(g.ckk()));
+        im2row(s, g, x, l, a);
+        let m_total = y.len() / oc;
+        for m0 in (0..m_total).step_by(MR) {
+            let (ab, yb, rows) = (&a[m0 * l..], &mut y[m0 * oc..], MR.min(m_total - m0));
+            match l {
+                16 => rows_times_matrix::<S, 16>(s, ab, l, (ckk, oc), wt, oc, Some(bias), yb, oc, rows),
+                160 => rows_times_matrix::<S, 160>(s, ab, l, (ckk, oc), wt, oc, Some(bias), yb, oc, rows),
+                _ => rows_times_matrix::<S, 0>(s, ab, l, (ckk, oc), wt, oc, Some(bias), yb, oc, rows),
             }
         }
     }
 }
 
-/// The weight gradient of one chunk: dWt (CKK, OC) and dbias (OC) from xpad and dy (M, OC).
-struct WeightGradChunk<'a> {
-    plan: &'a Plan,
-    xpad: &'a [f32],
-    bases: &'a [usize],
-    dy: &'a [f32],
-    dwt: &'a mut [f32],
-    db: &'a mut [f32],
-}
-
-impl Kernel for WeightGradChunk<'_> {
-    type Output = ();
-    #[inline(always)]
-    fn run<S: Simd>(self, s: S) {
-        let WeightGradChunk {
-            plan,
-            xpad,
-            bases,
-            dy,
-            dwt,
-            db,
-        } = self;
-        weight_grad_chunk(s, plan, xpad, bases, dy, dwt, db)
-    }
-}
-
-#[inline(always)]
-fn weight_grad_chunk<S: Simd>(
-    s: S,
-    plan: &Plan,
-    xpad: &[f32],
-    bases: &[usize],
-    dy: &[f32],
-    dwt: &mut [f32],
-    db: &mut [f32],
-) {
-    let (oc, ckk) = (plan.g.oc, plan.g.ckk());
-    let max_off = plan.koff.iter().copied().max().unwrap_or(0);
-    assert!(
-        bases.iter().all(|&b| b + max_off < xpad.len()),
-        "conv2d: patch outside the padded input"
-    );
-    assert!(dy.len() >= bases.len() * oc && dwt.len() >= ckk * oc && db.len() >= oc);
-    for k0 in (0..ckk).step_by(MR) {
-        let rows = MR.min(ckk - k0);
-        let off: [usize; MR] = std::array::from_fn(|r| plan.koff[(k0 + r).min(ckk - 1)]);
-        for oc0 in (0..oc).step_by(LANES) {
-            let w = LANES.min(oc - oc0);
-            let mut acc = [s.splat(0.0); MR];
-            for (m, &base) in bases.iter().enumerate() {
-                let dv = s.load(&dy[m * oc + oc0..], w);
-                for r in 0..MR {
-                    // SAFETY: base + off[r] <= base + max_off < xpad.len(), asserted above.
-                    let xv = unsafe { *xpad.get_unchecked(base + off[r]) };
-                    acc[r] = s.mul_add(s.splat(xv), dv, acc[r]);
-                }
-            }
-            for (r, a) in acc.iter().enumerate().take(rows) {
-                s.store(&mut dwt[(k0 + r) * oc + oc0..], w, *a);
-            }
-        }
-    }
-    for oc0 in (0..oc).step_by(LANES) {
-        let w = LANES.min(oc - oc0);
-        let mut acc = s.splat(0.0);
-        for m in 0..bases.len() {
-            acc = s.add(acc, s.load(&dy[m * oc + oc0..], w));
-        }
-        s.store(&mut db[oc0..], w, acc);
-    }
-}
-
-/// The input gradient of one chunk: dxpad (B, Hp, Wp, C) = sum of patches of dy (M, OC) W.
-struct InputGradChunk<'a> {
-    plan: &'a Plan,
-    bases: &'a [usize],
+/// Backward of one chunk: dWt (CKK, OC) = A^T dy, dbias = column sums of dy, and with `dx`,
+/// dA (M, CKK) = dy Wr then dx = row2im(dA).
+struct BackwardChunk<'a> {
+    g: &'a ConvGeom,
+    a: &'a [f32],
     dy: &'a [f32],
     wr: &'a [f32],
-    dxpad: &'a mut [f32],
+    dwt: &'a mut [f32],
+    db: &'a mut [f32],
+    dx: Option<(&'a mut [f32], &'a mut [f32])>,
 }
 
-impl Kernel for InputGradChunk<'_> {
+impl Kernel for BackwardChunk<'_> {
     type Output = ();
     #[inline(always)]
     fn run<S: Simd>(self, s: S) {
-        let InputGradChunk {
-            plan,
-            bases,
+        let BackwardChunk {
+            g,
+            a,
             dy,
             wr,
-            dxpad,
+            dwt,
+            db,
+            dx,
         } = self;
-        input_grad_chunk(s, plan, bases, dy, wr, dxpad)
-    }
-}
-
-#[inline(always)]
-fn input_grad_chunk<S: Simd>(s: S, plan: &Plan, bases: &[usize], dy: &[f32], wr: &[f32], dxpad: &mut [f32]) {
-    let g = &plan.g;
-    let (oc, c, taps) = (g.oc, g.c, g.kh * g.kw);
-    dxpad.fill(0.0);
-    for (m, &base) in bases.iter().enumerate() {
-        let dym = &dy[m * oc..][..oc];
-        for (t, &toff) in plan.tapoff.iter().enumerate() {
-            for c0 in (0..c).step_by(LANES) {
-                let w = LANES.min(c - c0);
-                let mut acc = s.splat(0.0);
-                for (o, &d) in dym.iter().enumerate() {
-                    acc = s.mul_add(s.splat(d), s.load(&wr[(o * taps + t) * c + c0..], w), acc);
+        let (ckk, oc, l) = (g.ckk(), g.oc, patch_stride(g.ckk()));
+        let m_total = dy.len() / oc;
+        for k0 in (0..ckk).step_by(MR) {
+            let rows = MR.min(ckk - k0);
+            columns_times_matrix(s, a, l, (m_total, k0, oc), dy, oc, &mut dwt[k0 * oc..], oc, rows);
+        }
+        for oc0 in (0..oc).step_by(LANES) {
+            let w = LANES.min(oc - oc0);
+            let mut acc = s.splat(0.0);
+            for m in 0..m_total {
+                acc = s.add(acc, s.load(&dy[m * oc + oc0..], w));
+            }
+            s.store(&mut db[oc0..], w, acc);
+        }
+        let Some((dx, da)) = dx else { return };
+        // dy rows copied 16 at a time to a block of fixed stride (output channels padded).
+        let ocp = oc.next_multiple_of(LANES);
+        let mut block = vec![0.0f32; MR * ocp];
+        for m0 in (0..m_total).step_by(MR) {
+            let rows = MR.min(m_total - m0);
+            for r in 0..MR {
+                let dst = &mut block[r * ocp..][..oc];
+                if r < rows {
+                    copy(s, &dy[(m0 + r) * oc..][..oc], dst);
+                } else {
+                    zero(s, dst);
                 }
-                let target = &mut dxpad[base + toff + c0..];
-                let cur = s.load(target, w);
-                s.store(target, w, s.add(cur, acc));
+            }
+            let dab = &mut da[m0 * l..];
+            match ocp {
+                16 => rows_times_matrix::<S, 16>(s, &block, ocp, (oc, ckk), wr, ckk, None, dab, l, rows),
+                _ => rows_times_matrix::<S, 0>(s, &block, ocp, (oc, ckk), wr, ckk, None, dab, l, rows),
             }
         }
+        row2im(s, g, da, l, dx);
     }
 }
 
@@ -391,9 +451,20 @@ fn for_each_chunk<T: Send>(items: Vec<T>, f: impl Fn(T) + Sync + Send) {
     }
 }
 
+/// The values of `x` (N, C, H, W) stored channels-last: borrowed when they already are (or
+/// C = 1), else a converted copy.
+fn as_nhwc<'a>(g: &ConvGeom, x: &'a [f32], x_nchw: bool) -> std::borrow::Cow<'a, [f32]> {
+    if !x_nchw || g.c == 1 {
+        return std::borrow::Cow::Borrowed(x);
+    }
+    let mut out = vec![0.0; x.len()];
+    nchw_to_nhwc(x, (x.len() / g.in_size(), g.c, g.h, g.w), &mut out);
+    std::borrow::Cow::Owned(out)
+}
+
 /// Forward. x (N, C, H, W) stored channels-last unless `x_nchw`; w (OC, C, KH, KW); bias (OC).
-/// Writes y stored (N, OH, OW, OC). With `keep_padded`, returns the padded input of every
-/// chunk, one after another, for the backward.
+/// Writes y stored (N, OH, OW, OC). With `keep_patches`, returns the patch matrices of all
+/// chunks, one after another, for the backward.
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_forward<S: Simd>(
     s: S,
@@ -403,52 +474,53 @@ pub fn conv2d_forward<S: Simd>(
     w: &[f32],
     bias: Option<&[f32]>,
     y: &mut [f32],
-    keep_padded: bool,
+    keep_patches: bool,
 ) -> Option<Pooled> {
-    let plan = Plan::new(*g);
+    let x = as_nhwc(g, x, x_nchw);
     let wt = weights_k_major(g, w);
     let zeros = vec![0.0; g.oc];
     let bias = bias.unwrap_or(&zeros);
     let n = x.len() / g.in_size();
-    let bases = plan.bases(CHUNK.min(n));
-    let run = |xc: &[f32], yc: &mut [f32], xpad: &mut [f32]| {
-        let b = xc.len() / g.in_size();
-        plan.pad(xc, x_nchw, xpad);
+    let l = patch_stride(g.ckk());
+    let run = |xc: &[f32], yc: &mut [f32], a: &mut [f32]| {
         s.vectorize(ForwardChunk {
-            plan: &plan,
-            xpad,
-            bases: &bases[..b * g.ohw()],
+            g,
+            x: xc,
             wt: &wt,
             bias,
+            a,
             y: yc,
         });
     };
     let xs = x.chunks(CHUNK * g.in_size());
     let ys = y.chunks_mut(CHUNK * g.out_size());
-    if keep_padded {
-        let mut all = pool::take(n * plan.padded_size());
-        let work: Vec<_> = xs.zip(ys).zip(all.chunks_mut(CHUNK * plan.padded_size())).collect();
-        for_each_chunk(work, |((xc, yc), xpad)| run(xc, yc, xpad));
+    let chunk_a = patch_rows(g, CHUNK) * l;
+    if keep_patches {
+        let last = n % CHUNK;
+        let total = (n / CHUNK) * chunk_a + if last > 0 { patch_rows(g, last) * l } else { 0 };
+        let mut all = pool::take(total);
+        let work: Vec<_> = xs.zip(ys).zip(all.chunks_mut(chunk_a)).collect();
+        for_each_chunk(work, |((xc, yc), a)| run(xc, yc, a));
         Some(Pooled(all))
     } else {
         let work: Vec<_> = xs.zip(ys).collect();
         for_each_chunk(work, |(xc, yc)| {
-            let mut xpad = pool::take(xc.len() / g.in_size() * plan.padded_size());
-            run(xc, yc, &mut xpad);
-            pool::recycle(xpad);
+            let mut a = pool::take(patch_rows(g, xc.len() / g.in_size()) * l);
+            run(xc, yc, &mut a);
+            pool::recycle(a);
         });
         None
     }
 }
 
-/// Backward. From the forward's padded input `xpad` (all chunks) and dy stored
-/// (N, OH, OW, OC): dw (OC, C, KH, KW) and dbias (OC), overwritten, and dx when asked for
-/// (stored (N, C, H, W) if `x_nchw`, else channels-last).
+/// Backward. From the forward's patch matrices and dy stored (N, OH, OW, OC): dw
+/// (OC, C, KH, KW) and dbias (OC), overwritten, and dx when asked for (stored (N, C, H, W) if
+/// `x_nchw`, else channels-last).
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_backward<S: Simd>(
     s: S,
     g: &ConvGeom,
-    xpad: &[f32],
+    patches: &[f32],
     x_nchw: bool,
     w: &[f32],
     dy: &[f32],
@@ -456,54 +528,62 @@ pub fn conv2d_backward<S: Simd>(
     dw: &mut [f32],
     dbias: &mut [f32],
 ) {
-    let plan = Plan::new(*g);
-    let (ckk, oc) = (g.ckk(), g.oc);
+    let (ckk, oc, l) = (g.ckk(), g.oc, patch_stride(g.ckk()));
     let wr = weights_oc_major(g, w);
     let n = dy.len() / g.out_size();
-    let bases = plan.bases(CHUNK.min(n));
     let part_len = ckk * oc + oc;
     let mut partials = vec![0.0f32; n.div_ceil(CHUNK) * part_len];
-    let per_chunk = |xpc: &[f32], dyc: &[f32], dxc: Option<&mut [f32]>, part: &mut [f32]| {
-        let b = dyc.len() / g.out_size();
-        let bases = &bases[..b * g.ohw()];
-        let (pw, pb) = part.split_at_mut(ckk * oc);
-        s.vectorize(WeightGradChunk {
-            plan: &plan,
-            xpad: xpc,
-            bases,
+    // An NCHW input with several channels gets its gradient in channels-last first.
+    let (mut dx_direct, mut dx_tmp) = match dx {
+        Some(d) if x_nchw && g.c > 1 => {
+            let t = pool::take(d.len());
+            (None, Some((d, t)))
+        }
+        other => (other, None),
+    };
+    let per_chunk = |a: &[f32], dyc: &[f32], dxc: Option<&mut [f32]>, part: &mut [f32]| {
+        let (dwt, db) = part.split_at_mut(ckk * oc);
+        let mut da = dxc.is_some().then(|| pool::take(a.len()));
+        let dx = dxc.zip(da.as_deref_mut());
+        s.vectorize(BackwardChunk {
+            g,
+            a,
             dy: dyc,
-            dwt: pw,
-            db: pb,
+            wr: &wr,
+            dwt,
+            db,
+            dx,
         });
-        if let Some(dxc) = dxc {
-            let mut dxpad = pool::take(xpc.len());
-            s.vectorize(InputGradChunk {
-                plan: &plan,
-                bases,
-                dy: dyc,
-                wr: &wr,
-                dxpad: &mut dxpad,
-            });
-            plan.crop(&dxpad, x_nchw, dxc);
-            pool::recycle(dxpad);
+        if let Some(da) = da {
+            pool::recycle(da);
         }
     };
-    let xps = xpad.chunks(CHUNK * plan.padded_size());
+    let chunk_a = patch_rows(g, CHUNK) * l;
+    let as_ = patches.chunks(chunk_a);
     let dys = dy.chunks(CHUNK * g.out_size());
     let parts = partials.chunks_mut(part_len);
-    match dx {
-        Some(dx) => {
-            let work: Vec<_> = xps
+    let dx_target: Option<&mut [f32]> = match (&mut dx_direct, &mut dx_tmp) {
+        (Some(d), _) => Some(&mut **d),
+        (None, Some((_, t))) => Some(&mut t[..]),
+        (None, None) => None,
+    };
+    match dx_target {
+        Some(dxt) => {
+            let work: Vec<_> = as_
                 .zip(dys)
-                .zip(dx.chunks_mut(CHUNK * g.in_size()))
+                .zip(dxt.chunks_mut(CHUNK * g.in_size()))
                 .zip(parts)
                 .collect();
-            for_each_chunk(work, |(((xc, d), dxc), part)| per_chunk(xc, d, Some(dxc), part));
+            for_each_chunk(work, |(((a, d), dxc), part)| per_chunk(a, d, Some(dxc), part));
         }
         None => {
-            let work: Vec<_> = xps.zip(dys).zip(parts).collect();
-            for_each_chunk(work, |((xc, d), part)| per_chunk(xc, d, None, part));
+            let work: Vec<_> = as_.zip(dys).zip(parts).collect();
+            for_each_chunk(work, |((a, d), part)| per_chunk(a, d, None, part));
         }
+    }
+    if let Some((d, t)) = dx_tmp {
+        nhwc_to_nchw(&t, (n, g.c, g.h, g.w), d);
+        pool::recycle(t);
     }
     dw.fill(0.0);
     dbias.fill(0.0);
@@ -542,7 +622,7 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, stride: usize,
     let mut y = pool::take(n * g.out_size());
     let needs_graph = crate::tensor::is_grad_enabled()
         && (x.requires_grad() || weight.requires_grad() || bias.is_some_and(|b| b.requires_grad()));
-    let xpad = profile::time(
+    let patches = profile::time(
         || profile::label("conv2d", xs),
         Phase::Forward,
         || {
@@ -567,16 +647,16 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, stride: usize,
         "conv2d",
         inputs,
         Box::new(move |inp, _out, dy| {
-            let xpad = xpad
+            let patches = patches
                 .as_ref()
-                .expect("conv2d: padded input kept when the graph is recorded");
+                .expect("conv2d: patches kept when the graph is recorded");
             let mut dx = inp[0].requires_grad().then(|| pool::take(inp[0].numel()));
             let mut dw = vec![0.0f32; inp[1].numel()];
             let mut db = vec![0.0f32; g.oc];
             let wd = inp[1].data();
             simd_dispatch!(conv2d_backward(
                 &g,
-                xpad,
+                patches,
                 x_nchw,
                 &wd,
                 dy,

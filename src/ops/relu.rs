@@ -1,15 +1,35 @@
 //! ReLU, y = max(x, 0), elementwise on any shape. Backward passes the gradient where y > 0.
 
+use rayon::prelude::*;
+
 use crate::profile::{self, Phase};
 use crate::tensor::{BackwardFn, Tensor, pool};
 
+/// Elementwise work is split into pieces of this many values across threads.
+const PIECE: usize = 16 * 1024;
+
 pub fn relu_forward(x: &[f32], y: &mut [f32]) {
-    y.iter_mut().zip(x).for_each(|(y, &x)| *y = x.max(0.0));
+    let f = |(y, x): (&mut [f32], &[f32])| y.iter_mut().zip(x).for_each(|(y, &x)| *y = x.max(0.0));
+    if y.len() <= PIECE {
+        f((y, x));
+    } else {
+        y.par_chunks_mut(PIECE).zip(x.par_chunks(PIECE)).for_each(f);
+    }
 }
 
 pub fn relu_backward(y: &[f32], dy: &[f32], dx: &mut [f32]) {
-    for ((dx, &y), &dy) in dx.iter_mut().zip(y).zip(dy) {
-        *dx = if y > 0.0 { dy } else { 0.0 };
+    let f = |((dx, y), dy): ((&mut [f32], &[f32]), &[f32])| {
+        for ((dx, &y), &dy) in dx.iter_mut().zip(y).zip(dy) {
+            *dx = if y > 0.0 { dy } else { 0.0 };
+        }
+    };
+    if dx.len() <= PIECE {
+        f(((dx, y), dy));
+    } else {
+        dx.par_chunks_mut(PIECE)
+            .zip(y.par_chunks(PIECE))
+            .zip(dy.par_chunks(PIECE))
+            .for_each(f);
     }
 }
 
