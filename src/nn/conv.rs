@@ -4,7 +4,7 @@ use std::cell::Cell;
 
 use super::Module;
 use super::init::{kaiming_uniform_bounds, uniform_parameter};
-use crate::ops::conv2d;
+use crate::ops::{conv2d, conv2d_relu};
 use crate::rng::Rng;
 use crate::tensor::Tensor;
 
@@ -66,6 +66,13 @@ pub struct Conv2d {
     pub stride: usize,
     pub padding: usize,
     training: Cell<bool>,
+}
+
+impl Conv2d {
+    /// `F.relu(self.forward(x))`, fused into one op (same values and gradients, faster).
+    pub fn forward_relu(&self, x: &Tensor) -> Tensor {
+        conv2d_relu(x, &self.weight, self.bias.as_ref(), self.stride, self.padding)
+    }
 }
 
 impl Module for Conv2d {

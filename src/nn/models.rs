@@ -8,7 +8,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use super::{Conv2d, Conv2dConfig, Linear, LinearConfig, Module, prefixed};
-use crate::ops::{avg_pool2d, relu, reshape};
+use crate::ops::{avg_pool2d, reshape};
 use crate::rng::Rng;
 use crate::tensor::Tensor;
 
@@ -36,8 +36,9 @@ impl MnistCnn {
 impl Module for MnistCnn {
     fn forward(&self, xb: &Tensor) -> Tensor {
         let mut x = reshape(xb, &[None, Some(1), Some(28), Some(28)]);
+        // The tutorial's F.relu(self.convN(xb)), each pair fused into one op.
         for (_, conv) in self.layers() {
-            x = relu(&conv.forward(&x));
+            x = conv.forward_relu(&x);
         }
         let x = avg_pool2d(&x, 4);
         let c = x.shape()[1];

@@ -280,7 +280,7 @@ fn row2im<S: Simd>(s: S, g: &ConvGeom, da: &[f32], l: usize, dx: &mut [f32]) {
 }
 
 /// C (16 x N; rows < `rows` stored) = A (16 x K, row stride AS, or `st` when AS = 0) B (K x N),
-/// plus bias. With AS fixed, the 16 rows of A sit at constant offsets, so each multiply-add reads
+/// plus bias, then max(., 0) with `relu`. With AS fixed, the 16 rows of A sit at constant offsets, so each multiply-add reads
 /// its broadcast operand straight from memory.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
@@ -294,7 +294,7 @@ fn rows_times_matrix<S: Simd, const AS: usize>(
     bias: Option<&[f32]>,
     c: &mut [f32],
     ldc: usize,
-    rows: usize,
+    (rows, relu): (usize, bool),
 ) {
     let st = if AS > 0 { AS } else { st };
     assert!(
@@ -313,7 +313,7 @@ fn rows_times_matrix<S: Simd, const AS: usize>(
             }
         }
         for (r, v) in acc.iter().enumerate().take(rows) {
-            s.store(&mut c[r * ldc + n0..], w, *v);
+            s.store(&mut c[r * ldc + n0..], w, if relu { s.relu(*v) } else { *v });
         }
     }
 }
@@ -352,6 +352,7 @@ fn columns_times_matrix<S: Simd>(
 /// Forward of one chunk: A = im2row(x), y (M, OC) = A Wt + bias.
 struct ForwardChunk<'a> {
     g: &'a ConvGeom,
+    relu: bool,
     x: &'a [f32],
     wt: &'a [f32],
     bias: &'a [f32],
@@ -363,16 +364,16 @@ impl Kernel for ForwardChunk<'_> {
     type Output = ();
     #[inline(always)]
     fn run<S: Simd>(self, s: S) {
-        let ForwardChunk { g, x, wt, bias, a, y } = self;
+        let ForwardChunk { g, relu, x, wt, bias, a, y } = self;
         let (ckk, oc, l) = (g.ckk(), g.oc, patch_stride(g.ckk()));
         im2row(s, g, x, l, a);
         let m_total = y.len() / oc;
         for m0 in (0..m_total).step_by(MR) {
             let (ab, yb, rows) = (&a[m0 * l..], &mut y[m0 * oc..], MR.min(m_total - m0));
             match l {
-                16 => rows_times_matrix::<S, 16>(s, ab, l, (ckk, oc), wt, oc, Some(bias), yb, oc, rows),
-                160 => rows_times_matrix::<S, 160>(s, ab, l, (ckk, oc), wt, oc, Some(bias), yb, oc, rows),
-                _ => rows_times_matrix::<S, 0>(s, ab, l, (ckk, oc), wt, oc, Some(bias), yb, oc, rows),
+                16 => rows_times_matrix::<S, 16>(s, ab, l, (ckk, oc), wt, oc, Some(bias), yb, oc, (rows, relu)),
+                160 => rows_times_matrix::<S, 160>(s, ab, l, (ckk, oc), wt, oc, Some(bias), yb, oc, (rows, relu)),
+                _ => rows_times_matrix::<S, 0>(s, ab, l, (ckk, oc), wt, oc, Some(bias), yb, oc, (rows, relu)),
             }
         }
     }
@@ -384,6 +385,8 @@ struct BackwardChunk<'a> {
     g: &'a ConvGeom,
     a: &'a [f32],
     dy: &'a [f32],
+    /// With a fused ReLU: the forward's output, so that dy is first masked to where y > 0.
+    y: Option<&'a [f32]>,
     wr: &'a [f32],
     dwt: &'a mut [f32],
     db: &'a mut [f32],
@@ -394,16 +397,17 @@ impl Kernel for BackwardChunk<'_> {
     type Output = ();
     #[inline(always)]
     fn run<S: Simd>(self, s: S) {
-        let BackwardChunk {
-            g,
-            a,
-            dy,
-            wr,
-            dwt,
-            db,
-            dx,
-        } = self;
+        let BackwardChunk { g, a, dy, y, wr, dwt, db, dx } = self;
         let (ckk, oc, l) = (g.ckk(), g.oc, patch_stride(g.ckk()));
+        let mut masked = y.map(|y| {
+            let mut m = pool::take(dy.len());
+            for ((mv, dv), yv) in m.chunks_mut(LANES).zip(dy.chunks(LANES)).zip(y.chunks(LANES)) {
+                let n = mv.len();
+                s.store(mv, n, s.pass_where_positive(s.load(yv, n), s.load(dv, n)));
+            }
+            m
+        });
+        let dy: &[f32] = masked.as_deref().unwrap_or(dy);
         let m_total = dy.len() / oc;
         for k0 in (0..ckk).step_by(MR) {
             let rows = MR.min(ckk - k0);
@@ -417,7 +421,12 @@ impl Kernel for BackwardChunk<'_> {
             }
             s.store(&mut db[oc0..], w, acc);
         }
-        let Some((dx, da)) = dx else { return };
+        let Some((dx, da)) = dx else {
+            if let Some(m) = masked.take() {
+                pool::recycle(m);
+            }
+            return;
+        };
         // dy rows copied 16 at a time to a block of fixed stride (output channels padded).
         let ocp = oc.next_multiple_of(LANES);
         let mut block = vec![0.0f32; MR * ocp];
@@ -433,11 +442,14 @@ impl Kernel for BackwardChunk<'_> {
             }
             let dab = &mut da[m0 * l..];
             match ocp {
-                16 => rows_times_matrix::<S, 16>(s, &block, ocp, (oc, ckk), wr, ckk, None, dab, l, rows),
-                _ => rows_times_matrix::<S, 0>(s, &block, ocp, (oc, ckk), wr, ckk, None, dab, l, rows),
+                16 => rows_times_matrix::<S, 16>(s, &block, ocp, (oc, ckk), wr, ckk, None, dab, l, (rows, false)),
+                _ => rows_times_matrix::<S, 0>(s, &block, ocp, (oc, ckk), wr, ckk, None, dab, l, (rows, false)),
             }
         }
         row2im(s, g, da, l, dx);
+        if let Some(m) = masked.take() {
+            pool::recycle(m);
+        }
     }
 }
 
@@ -463,7 +475,7 @@ fn as_nhwc<'a>(g: &ConvGeom, x: &'a [f32], x_nchw: bool) -> std::borrow::Cow<'a,
 }
 
 /// Forward. x (N, C, H, W) stored channels-last unless `x_nchw`; w (OC, C, KH, KW); bias (OC).
-/// Writes y stored (N, OH, OW, OC). With `keep_patches`, returns the patch matrices of all
+/// Writes y stored (N, OH, OW, OC), or relu(y) with `relu`. With `keep_patches`, returns the patch matrices of all
 /// chunks, one after another, for the backward.
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_forward<S: Simd>(
@@ -474,7 +486,7 @@ pub fn conv2d_forward<S: Simd>(
     w: &[f32],
     bias: Option<&[f32]>,
     y: &mut [f32],
-    keep_patches: bool,
+    (keep_patches, relu): (bool, bool),
 ) -> Option<Pooled> {
     let x = as_nhwc(g, x, x_nchw);
     let wt = weights_k_major(g, w);
@@ -485,6 +497,7 @@ pub fn conv2d_forward<S: Simd>(
     let run = |xc: &[f32], yc: &mut [f32], a: &mut [f32]| {
         s.vectorize(ForwardChunk {
             g,
+            relu,
             x: xc,
             wt: &wt,
             bias,
@@ -513,7 +526,8 @@ pub fn conv2d_forward<S: Simd>(
     }
 }
 
-/// Backward. From the forward's patch matrices and dy stored (N, OH, OW, OC): dw
+/// Backward. From the forward's patch matrices and dy stored (N, OH, OW, OC) (with a fused
+/// ReLU, also its output y, to mask dy where y <= 0): dw
 /// (OC, C, KH, KW) and dbias (OC), overwritten, and dx when asked for (stored (N, C, H, W) if
 /// `x_nchw`, else channels-last).
 #[allow(clippy::too_many_arguments)]
@@ -523,7 +537,7 @@ pub fn conv2d_backward<S: Simd>(
     patches: &[f32],
     x_nchw: bool,
     w: &[f32],
-    dy: &[f32],
+    (dy, y): (&[f32], Option<&[f32]>),
     dx: Option<&mut [f32]>,
     dw: &mut [f32],
     dbias: &mut [f32],
@@ -541,7 +555,7 @@ pub fn conv2d_backward<S: Simd>(
         }
         other => (other, None),
     };
-    let per_chunk = |a: &[f32], dyc: &[f32], dxc: Option<&mut [f32]>, part: &mut [f32]| {
+    let per_chunk = |a: &[f32], (dyc, yc): (&[f32], Option<&[f32]>), dxc: Option<&mut [f32]>, part: &mut [f32]| {
         let (dwt, db) = part.split_at_mut(ckk * oc);
         let mut da = dxc.is_some().then(|| pool::take(a.len()));
         let dx = dxc.zip(da.as_deref_mut());
@@ -549,6 +563,7 @@ pub fn conv2d_backward<S: Simd>(
             g,
             a,
             dy: dyc,
+            y: yc,
             wr: &wr,
             dwt,
             db,
@@ -560,7 +575,11 @@ pub fn conv2d_backward<S: Simd>(
     };
     let chunk_a = patch_rows(g, CHUNK) * l;
     let as_ = patches.chunks(chunk_a);
-    let dys = dy.chunks(CHUNK * g.out_size());
+    let ys: Vec<Option<&[f32]>> = match y {
+        Some(y) => y.chunks(CHUNK * g.out_size()).map(Some).collect(),
+        None => vec![None; n.div_ceil(CHUNK)],
+    };
+    let dys = dy.chunks(CHUNK * g.out_size()).zip(ys);
     let parts = partials.chunks_mut(part_len);
     let dx_target: Option<&mut [f32]> = match (&mut dx_direct, &mut dx_tmp) {
         (Some(d), _) => Some(&mut **d),
@@ -603,16 +622,20 @@ pub fn conv2d_backward<S: Simd>(
 /// `F.conv2d(x, weight, bias, stride, padding)`: x (N, C, H, W), weight (OC, C, KH, KW).
 /// The result is stored channels-last (see the module header); x may be stored either way.
 pub fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, stride: usize, padding: usize) -> Tensor {
+    conv2d_op(x, weight, bias, (stride, padding), false)
+}
+
+/// `F.relu(F.conv2d(x, weight, bias, stride, padding))` as one op: the ReLU is applied as the
+/// results are stored, and its backward masks dy inside the convolution's backward. Values and
+/// gradients are bit-identical to the two ops, with two fewer passes over the activations.
+pub fn conv2d_relu(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, stride: usize, padding: usize) -> Tensor {
+    conv2d_op(x, weight, bias, (stride, padding), true)
+}
+
+fn conv2d_op(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, (stride, padding): (usize, usize), relu: bool) -> Tensor {
     let (xs, ws) = (x.shape(), weight.shape());
-    assert!(
-        xs.len() == 4 && ws.len() == 4,
-        "conv2d: x {xs:?} and weight {ws:?} must be 4-d"
-    );
-    assert_eq!(
-        xs[1], ws[1],
-        "conv2d: x has {} channels, weight expects {}",
-        xs[1], ws[1]
-    );
+    assert!(xs.len() == 4 && ws.len() == 4, "conv2d: x {xs:?} and weight {ws:?} must be 4-d");
+    assert_eq!(xs[1], ws[1], "conv2d: x has {} channels, weight expects {}", xs[1], ws[1]);
     if let Some(b) = bias {
         assert_eq!(b.shape(), &[ws[0]], "conv2d: bias shape");
     }
@@ -622,21 +645,15 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, stride: usize,
     let mut y = pool::take(n * g.out_size());
     let needs_graph = crate::tensor::is_grad_enabled()
         && (x.requires_grad() || weight.requires_grad() || bias.is_some_and(|b| b.requires_grad()));
+    let name = if relu { "conv2d_relu" } else { "conv2d" };
     let patches = profile::time(
-        || profile::label("conv2d", xs),
+        || profile::label(name, xs),
         Phase::Forward,
         || {
             let bias_data = bias.map(|b| b.data());
             let b = bias_data.as_deref().map(|v| &v[..]);
-            simd_dispatch!(conv2d_forward(
-                &g,
-                &x.data(),
-                x_nchw,
-                &weight.data(),
-                b,
-                &mut y,
-                needs_graph
-            ))
+            let (xd, wd) = (x.data(), weight.data());
+            simd_dispatch!(conv2d_forward(&g, &xd, x_nchw, &wd, b, &mut y, (needs_graph, relu)))
         },
     );
     let mut inputs = vec![x.clone(), weight.clone()];
@@ -644,26 +661,16 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, stride: usize,
     Tensor::from_op_channels_last(
         y,
         &[n, g.oc, g.oh, g.ow],
-        "conv2d",
+        name,
         inputs,
-        Box::new(move |inp, _out, dy| {
-            let patches = patches
-                .as_ref()
-                .expect("conv2d: patches kept when the graph is recorded");
+        Box::new(move |inp, out, dy| {
+            let patches = patches.as_ref().expect("conv2d: patches kept when the graph is recorded");
             let mut dx = inp[0].requires_grad().then(|| pool::take(inp[0].numel()));
             let mut dw = vec![0.0f32; inp[1].numel()];
             let mut db = vec![0.0f32; g.oc];
-            let wd = inp[1].data();
-            simd_dispatch!(conv2d_backward(
-                &g,
-                patches,
-                x_nchw,
-                &wd,
-                dy,
-                dx.as_deref_mut(),
-                &mut dw,
-                &mut db
-            ));
+            let (wd, yd) = (inp[1].data(), out.data());
+            let y = relu.then_some(&yd[..]);
+            simd_dispatch!(conv2d_backward(&g, patches, x_nchw, &wd, (dy, y), dx.as_deref_mut(), &mut dw, &mut db));
             let mut grads = vec![dx, Some(dw)];
             if inp.len() == 3 {
                 grads.push(Some(db));
@@ -743,6 +750,29 @@ mod tests {
         gradcheck_case(3, (1, 5, 5), (2, 3), 1, 0, true, true);
         gradcheck_case(2, (3, 4, 4), (2, 2), 2, 0, false, true);
         gradcheck_case(9, (1, 6, 6), (4, 3), 2, 1, true, false);
+    }
+
+    #[test]
+    fn fused_relu_is_bit_identical_to_relu_of_conv() {
+        let run = |fused: bool| {
+            let x = Tensor::parameter(random(9 * 16 * 7 * 7, 3), &[9, 16, 7, 7]);
+            let w = Tensor::parameter(random(10 * 16 * 9, 4), &[10, 16, 3, 3]);
+            let b = Tensor::parameter(random(10, 5), &[10]);
+            // A channels-last input, as in the model: made by a first (fused or not) layer.
+            let x1 = conv2d(&x, &Tensor::parameter(random(16 * 16, 6), &[16, 16, 1, 1]), None, 1, 0);
+            let y = if fused {
+                conv2d_relu(&x1, &w, Some(&b), 2, 1)
+            } else {
+                crate::ops::relu(&conv2d(&x1, &w, Some(&b), 2, 1))
+            };
+            let r: Vec<f32> = (0..y.numel()).map(|i| (i as f32 * 0.7).sin()).collect();
+            y.contiguous().backward_with(r);
+            let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<_>>();
+            (bits(y.to_vec()), bits(w.grad().unwrap()), bits(b.grad().unwrap()), bits(x.grad().unwrap()))
+        };
+        let (fused, plain) = (run(true), run(false));
+        assert!(fused.0.iter().any(|&v| v == 0) && fused.0.iter().any(|&v| v != 0), "some units off, some on");
+        assert_eq!(fused, plain);
     }
 
     #[test]

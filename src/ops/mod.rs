@@ -21,7 +21,7 @@ pub mod simd;
 pub(crate) mod gradcheck;
 
 pub use avg_pool2d::avg_pool2d;
-pub use conv2d::conv2d;
+pub use conv2d::{conv2d, conv2d_relu};
 pub use cross_entropy::cross_entropy;
 pub use linear::{linear, matmul};
 pub use log_softmax::log_softmax;

@@ -30,6 +30,10 @@ pub trait Simd: Copy + Send + Sync {
     /// a * b + c (fused on AVX-512; two roundings on the portable path).
     fn mul_add(self, a: Self::V, b: Self::V, c: Self::V) -> Self::V;
     fn add(self, a: Self::V, b: Self::V) -> Self::V;
+    /// max(a, 0) per lane (0 for NaN, as `f32::max`): ReLU.
+    fn relu(self, a: Self::V) -> Self::V;
+    /// v where y > 0, else 0, per lane: ReLU's backward.
+    fn pass_where_positive(self, y: Self::V, v: Self::V) -> Self::V;
 }
 
 /// Plain Rust on 16-value arrays (the compiler vectorises it for the baseline CPU).
@@ -71,6 +75,14 @@ impl Simd for Portable {
             out[i] += b[i];
         }
         out
+    }
+    #[inline(always)]
+    fn relu(self, a: Self::V) -> Self::V {
+        a.map(|x| x.max(0.0))
+    }
+    #[inline(always)]
+    fn pass_where_positive(self, y: Self::V, v: Self::V) -> Self::V {
+        std::array::from_fn(|i| if y[i] > 0.0 { v[i] } else { 0.0 })
     }
 }
 
@@ -137,6 +149,17 @@ mod x86 {
             // SAFETY: AVX-512F is present; register-only.
             unsafe { _mm512_add_ps(a, b) }
         }
+        #[inline(always)]
+        fn relu(self, a: __m512) -> __m512 {
+            // SAFETY: AVX-512F is present; register-only. vmaxps returns the second operand
+            // (0) when a is NaN, as f32::max(a, 0) does.
+            unsafe { _mm512_max_ps(a, _mm512_setzero_ps()) }
+        }
+        #[inline(always)]
+        fn pass_where_positive(self, y: __m512, v: __m512) -> __m512 {
+            // SAFETY: AVX-512F is present; register-only.
+            unsafe { _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_GT_OQ>(y, _mm512_setzero_ps()), v) }
+        }
     }
 }
 
@@ -180,8 +203,12 @@ mod tests {
             let a: Vec<f32> = (0..20).map(|i| i as f32).collect();
             let v = s.load(&a[3..], 5);
             let r = s.mul_add(v, s.splat(2.0), s.add(s.splat(1.0), s.splat(0.5)));
-            let mut out = vec![-1.0f32; 8];
+            let mut out = vec![-1.0f32; 10];
             s.store(&mut out, 6, r);
+            let signs: Vec<f32> = (0..16).map(|i| if i % 2 == 0 { 1.0 } else { -1.0 }).collect();
+            let y = s.load(&signs, 16);
+            let r2 = s.pass_where_positive(y, s.relu(s.mul_add(y, s.splat(3.0), s.splat(0.0))));
+            s.store(&mut out[6..], 4, r2);
             out
         }
     }
@@ -192,8 +219,8 @@ mod tests {
 
     #[test]
     fn backends_agree_and_respect_counts() {
-        // lanes 0..5 = 2*(3..8) + 1.5; lane 5 was loaded as 0 -> 1.5; lanes 6.. untouched.
-        let want = vec![7.5, 9.5, 11.5, 13.5, 15.5, 1.5, -1.0, -1.0];
+        // lanes 0..5 = 2*(3..8) + 1.5; lane 5 was loaded as 0 -> 1.5; then relu(3y) where y > 0.
+        let want = vec![7.5, 9.5, 11.5, 13.5, 15.5, 1.5, 3.0, 0.0, 3.0, 0.0];
         assert_eq!(exercise(Portable), want);
         #[cfg(target_arch = "x86_64")]
         if let Some(s) = Avx512::detect() {
