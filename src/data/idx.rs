@@ -29,8 +29,9 @@ pub fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, DataError> {
     }
 }
 
-/// Parses IDX bytes (already decompressed). `path` is only for error messages.
-pub fn parse_idx(bytes: &[u8], path: &Path) -> Result<IdxArray, DataError> {
+/// Parses IDX bytes (already decompressed), reusing their buffer for the values. `path` is
+/// only for error messages.
+pub fn parse_idx(mut bytes: Vec<u8>, path: &Path) -> Result<IdxArray, DataError> {
     let err = |m: String| DataError::new(path, m);
     if bytes.len() < 4 {
         return Err(err(format!("too short for an IDX header ({} bytes)", bytes.len())));
@@ -74,15 +75,13 @@ pub fn parse_idx(bytes: &[u8], path: &Path) -> Result<IdxArray, DataError> {
             if body.len() < n { "truncated" } else { "trailing bytes" }
         )));
     }
-    Ok(IdxArray {
-        dims,
-        data: body.to_vec(),
-    })
+    bytes.drain(..header);
+    Ok(IdxArray { dims, data: bytes })
 }
 
 /// Reads an IDX file (gzipped or not).
 pub fn read_idx(path: &Path) -> Result<IdxArray, DataError> {
-    parse_idx(&read_maybe_gz(path)?, path)
+    parse_idx(read_maybe_gz(path)?, path)
 }
 
 /// Encodes u8 values as IDX bytes (for tests and tools).
@@ -141,7 +140,7 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let a = parse_idx(&encode_idx(&[2, 2, 3], &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]), p()).unwrap();
+        let a = parse_idx(encode_idx(&[2, 2, 3], &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]), p()).unwrap();
         assert_eq!(a.dims, vec![2, 2, 3]);
         assert_eq!(a.data[11], 12);
     }
@@ -157,7 +156,7 @@ mod tests {
             (encode_idx(&[1], &[1, 2]), "trailing bytes"),
         ];
         for (bytes, want) in cases {
-            let e = parse_idx(&bytes, p()).unwrap_err().to_string();
+            let e = parse_idx(bytes, p()).unwrap_err().to_string();
             assert!(
                 e.starts_with("x.idx: ") && e.contains(want),
                 "{e:?} should say {want:?}"
