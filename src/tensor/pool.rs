@@ -5,16 +5,18 @@
 //! callers must overwrite every element. Tensor storage returns its buffer here when dropped.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
-/// Bytes a thread keeps pooled at most; beyond that, freed buffers go back to the allocator.
-const MAX_POOLED_BYTES: usize = 48 << 20;
+/// Bytes a thread keeps pooled at most; beyond that, the oldest pooled buffers are freed.
+const MAX_POOLED_BYTES: usize = 12 << 20;
 /// Buffers smaller than this are not worth pooling.
 const MIN_LEN: usize = 1024;
 
 #[derive(Default)]
 struct Pool {
     free: HashMap<usize, Vec<Vec<f32>>>,
+    /// Lengths of the pooled buffers, oldest first (for eviction).
+    order: VecDeque<usize>,
     bytes: usize,
 }
 
@@ -30,6 +32,9 @@ pub fn take(len: usize) -> Vec<f32> {
             let v = p.free.get_mut(&len).and_then(Vec::pop);
             if v.is_some() {
                 p.bytes -= len * 4;
+                if let Some(i) = p.order.iter().rposition(|&l| l == len) {
+                    p.order.remove(i);
+                }
             }
             v
         });
@@ -71,18 +76,44 @@ pub fn recycle(v: Vec<f32>) {
     }
     // `try_with`: during thread shutdown the pool may already be gone; then just free.
     let _ = POOL.try_with(|p| {
-        if let Ok(mut p) = p.try_borrow_mut()
-            && p.bytes + len * 4 <= MAX_POOLED_BYTES
-        {
-            p.bytes += len * 4;
-            p.free.entry(len).or_default().push(v);
+        let Ok(mut p) = p.try_borrow_mut() else { return };
+        if len * 4 > MAX_POOLED_BYTES {
+            return;
         }
+        // Evict the oldest buffers until this one fits (a new batch size replaces the old).
+        while p.bytes + len * 4 > MAX_POOLED_BYTES {
+            let Some(old) = p.order.pop_front() else { break };
+            if p.free.get_mut(&old).and_then(Vec::pop).is_some() {
+                p.bytes -= old * 4;
+            }
+        }
+        p.bytes += len * 4;
+        p.order.push_back(len);
+        p.free.entry(len).or_default().push(v);
     });
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pooled_bytes_stay_under_the_cap_by_evicting_the_oldest() {
+        let big = MAX_POOLED_BYTES / 4 / 4; // four fill the pool
+        for _ in 0..4 {
+            recycle(vec![1.0; big]);
+        }
+        recycle(vec![2.0; big + 1]); // needs two of the first four evicted
+        POOL.with(|p| {
+            let p = p.borrow();
+            assert!(p.bytes <= MAX_POOLED_BYTES);
+            assert_eq!(p.free[&big].len(), 2);
+            assert_eq!(p.free[&(big + 1)].len(), 1);
+            assert_eq!(p.order.len(), 3);
+        });
+        let _ = take(big);
+        POOL.with(|p| assert_eq!(p.borrow().order.len(), 2));
+    }
 
     #[test]
     fn a_recycled_buffer_is_handed_out_again() {
