@@ -101,8 +101,8 @@ fn patch_rows(g: &ConvGeom, b: usize) -> usize {
     (b * g.ohw()).next_multiple_of(MR)
 }
 
-/// Weights as Wt (CKK, OC) with k = (ki, kj, c): the forward's and dW's layout.
-fn weights_k_major(g: &ConvGeom, w: &[f32]) -> Vec<f32> {
+/// Weights (OC, C, KH, KW) as Wt (CKK, OC) with k = (ki, kj, c): the forward's layout.
+pub fn weights_k_major(g: &ConvGeom, w: &[f32]) -> Vec<f32> {
     let mut wt = vec![0.0; g.ckk() * g.oc];
     for o in 0..g.oc {
         for c in 0..g.c {
@@ -474,7 +474,8 @@ fn as_nhwc<'a>(g: &ConvGeom, x: &'a [f32], x_nchw: bool) -> std::borrow::Cow<'a,
     std::borrow::Cow::Owned(out)
 }
 
-/// Forward. x (N, C, H, W) stored channels-last unless `x_nchw`; w (OC, C, KH, KW); bias (OC).
+/// Forward. x (N, C, H, W) stored channels-last unless `x_nchw`; the weights as Wt (CKK, OC)
+/// (see [`weights_k_major`]); bias (OC).
 /// Writes y stored (N, OH, OW, OC), or relu(y) with `relu`. With `keep_patches`, returns the patch matrices of all
 /// chunks, one after another, for the backward.
 #[allow(clippy::too_many_arguments)]
@@ -483,13 +484,12 @@ pub fn conv2d_forward<S: Simd>(
     g: &ConvGeom,
     x: &[f32],
     x_nchw: bool,
-    w: &[f32],
+    wt: &[f32],
     bias: Option<&[f32]>,
     y: &mut [f32],
     (keep_patches, relu): (bool, bool),
 ) -> Option<Pooled> {
     let x = as_nhwc(g, x, x_nchw);
-    let wt = weights_k_major(g, w);
     let zeros = vec![0.0; g.oc];
     let bias = bias.unwrap_or(&zeros);
     let n = x.len() / g.in_size();
@@ -499,7 +499,7 @@ pub fn conv2d_forward<S: Simd>(
             g,
             relu,
             x: xc,
-            wt: &wt,
+            wt,
             bias,
             a,
             y: yc,
@@ -652,8 +652,8 @@ fn conv2d_op(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, (stride, paddin
         || {
             let bias_data = bias.map(|b| b.data());
             let b = bias_data.as_deref().map(|v| &v[..]);
-            let (xd, wd) = (x.data(), weight.data());
-            simd_dispatch!(conv2d_forward(&g, &xd, x_nchw, &wd, b, &mut y, (needs_graph, relu)))
+            let wt = weight.derived("conv2d.k_major", |w| weights_k_major(&g, w));
+            simd_dispatch!(conv2d_forward(&g, &x.data(), x_nchw, &wt, b, &mut y, (needs_graph, relu)))
         },
     );
     let mut inputs = vec![x.clone(), weight.clone()];

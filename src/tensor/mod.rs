@@ -31,11 +31,28 @@ pub struct GradFn {
 
 /// The values behind one or more tensors (a reshape shares them). The buffer goes back to the
 /// [`pool`] when the last tensor using it is dropped.
-struct Storage(RefCell<Vec<f32>>);
+struct Storage {
+    values: RefCell<Vec<f32>>,
+    /// Bumped by every `data_mut`, so layouts derived from the values know when they are stale.
+    version: Cell<u64>,
+    /// Layouts derived from the values (such as a convolution's re-ordered weights), by name,
+    /// with the version they were made from.
+    derived: RefCell<Vec<(&'static str, u64, Rc<Vec<f32>>)>>,
+}
+
+impl Storage {
+    fn new(values: Vec<f32>) -> Rc<Storage> {
+        Rc::new(Storage {
+            values: RefCell::new(values),
+            version: Cell::new(0),
+            derived: RefCell::new(Vec::new()),
+        })
+    }
+}
 
 impl Drop for Storage {
     fn drop(&mut self) {
-        pool::recycle(std::mem::take(self.0.get_mut()));
+        pool::recycle(std::mem::take(self.values.get_mut()));
     }
 }
 
@@ -90,7 +107,7 @@ impl Tensor {
             data.len()
         );
         Tensor(Rc::new(Inner {
-            data: Rc::new(Storage(RefCell::new(data))),
+            data: Storage::new(data),
             shape: shape.to_vec(),
             channels_last: false,
             requires_grad: false,
@@ -123,7 +140,7 @@ impl Tensor {
     ) -> Tensor {
         assert_eq!(data.len(), numel(shape), "{name}: output size vs shape");
         Tensor::with_storage(
-            Rc::new(Storage(RefCell::new(data))),
+            Storage::new(data),
             shape,
             false,
             name,
@@ -144,7 +161,7 @@ impl Tensor {
         assert_eq!(shape.len(), 4, "{name}: channels-last needs a 4-d shape");
         assert_eq!(data.len(), numel(shape), "{name}: output size vs shape");
         Tensor::with_storage(
-            Rc::new(Storage(RefCell::new(data))),
+            Storage::new(data),
             shape,
             true,
             name,
@@ -223,12 +240,31 @@ impl Tensor {
     /// The values as stored (see [`Tensor::is_channels_last`]); [`Tensor::to_vec`] gives them
     /// in logical row-major order.
     pub fn data(&self) -> Ref<'_, Vec<f32>> {
-        self.0.data.0.borrow()
+        self.0.data.values.borrow()
     }
 
     /// Mutable access to the values, for optimizers and initialisers (like `with no_grad(): p -= ...`).
     pub fn data_mut(&self) -> RefMut<'_, Vec<f32>> {
-        self.0.data.0.borrow_mut()
+        let st = &self.0.data;
+        st.version.set(st.version.get() + 1);
+        st.values.borrow_mut()
+    }
+
+    /// A layout derived from the current values by `make` (for example a re-ordered copy of
+    /// weights), made once and reused until the values change (`data_mut` bumps a version).
+    pub fn derived(&self, name: &'static str, make: impl FnOnce(&[f32]) -> Vec<f32>) -> Rc<Vec<f32>> {
+        let st = &self.0.data;
+        let version = st.version.get();
+        let mut cache = st.derived.borrow_mut();
+        if let Some((_, v, d)) = cache.iter().find(|(n, _, _)| *n == name)
+            && *v == version
+        {
+            return d.clone();
+        }
+        let d = Rc::new(make(&st.values.borrow()));
+        cache.retain(|(n, _, _)| *n != name);
+        cache.push((name, version, d.clone()));
+        d
     }
 
     /// The values in logical row-major order ((N, C, H, W) for images), whatever the layout.
@@ -484,6 +520,22 @@ mod tests {
         assert_eq!(x.grad().unwrap(), vec![18.0, 26.0], "grads accumulate");
         x.zero_grad();
         assert!(x.grad().is_none());
+    }
+
+    #[test]
+    fn derived_layouts_are_remade_after_the_values_change() {
+        let t = Tensor::parameter(vec![1.0, 2.0], &[2]);
+        let calls = Cell::new(0);
+        let double = |v: &[f32]| {
+            calls.set(calls.get() + 1);
+            v.iter().map(|x| 2.0 * x).collect()
+        };
+        assert_eq!(*t.derived("double", double), vec![2.0, 4.0]);
+        assert_eq!(*t.derived("double", double), vec![2.0, 4.0]);
+        assert_eq!(calls.get(), 1, "reused while the values are unchanged");
+        t.data_mut()[0] = 5.0;
+        assert_eq!(*t.derived("double", double), vec![10.0, 4.0]);
+        assert_eq!(calls.get(), 2);
     }
 
     #[test]

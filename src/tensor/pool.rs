@@ -8,7 +8,7 @@ use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 
 /// Bytes a thread keeps pooled at most; beyond that, the oldest pooled buffers are freed.
-const MAX_POOLED_BYTES: usize = 12 << 20;
+const MAX_POOLED_BYTES: usize = 24 << 20;
 /// Buffers smaller than this are not worth pooling.
 const MIN_LEN: usize = 1024;
 
