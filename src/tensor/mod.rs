@@ -139,14 +139,7 @@ impl Tensor {
         backward: BackwardFn,
     ) -> Tensor {
         assert_eq!(data.len(), numel(shape), "{name}: output size vs shape");
-        Tensor::with_storage(
-            Storage::new(data),
-            shape,
-            false,
-            name,
-            inputs,
-            backward,
-        )
+        Tensor::with_storage(Storage::new(data), shape, false, name, inputs, backward)
     }
 
     /// Like [`Tensor::from_op`] for a 4-d result of logical shape (N, C, H, W) whose values
@@ -160,14 +153,7 @@ impl Tensor {
     ) -> Tensor {
         assert_eq!(shape.len(), 4, "{name}: channels-last needs a 4-d shape");
         assert_eq!(data.len(), numel(shape), "{name}: output size vs shape");
-        Tensor::with_storage(
-            Storage::new(data),
-            shape,
-            true,
-            name,
-            inputs,
-            backward,
-        )
+        Tensor::with_storage(Storage::new(data), shape, true, name, inputs, backward)
     }
 
     /// A tensor of another shape over the same values (a view, as `x.view(...)`), recording
