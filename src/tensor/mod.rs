@@ -31,13 +31,16 @@ pub struct GradFn {
 
 /// The values behind one or more tensors (a reshape shares them). The buffer goes back to the
 /// [`pool`] when the last tensor using it is dropped.
+/// A derived layout: its name, the version of the values it was made from, and the values.
+type Derived = (&'static str, u64, Rc<Vec<f32>>);
+
 struct Storage {
     values: RefCell<Vec<f32>>,
     /// Bumped by every `data_mut`, so layouts derived from the values know when they are stale.
     version: Cell<u64>,
     /// Layouts derived from the values (such as a convolution's re-ordered weights), by name,
     /// with the version they were made from.
-    derived: RefCell<Vec<(&'static str, u64, Rc<Vec<f32>>)>>,
+    derived: RefCell<Vec<Derived>>,
 }
 
 impl Storage {
