@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use rayon::prelude::*;
+use crate::ops::{CHUNK, for_each_chunk};
 
 use super::pixel_to_f32;
 use crate::tensor::{Tensor, pool};
@@ -76,8 +76,9 @@ impl TensorDataset {
                 }
             }
         };
-        // Eight samples per task: large batches convert on all threads.
-        x.par_chunks_mut(8 * d).zip(indices.par_chunks(8)).for_each(convert);
+        // Chunk by chunk, on the threads that will run the model's kernels on those samples.
+        let work: Vec<_> = x.chunks_mut(CHUNK * d).zip(indices.chunks(CHUNK)).collect();
+        for_each_chunk(work, convert);
         let y = indices.iter().map(|&i| self.get(i).1 as usize).collect();
         (Tensor::from_vec(x, &[indices.len(), d]), y)
     }

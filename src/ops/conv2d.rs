@@ -17,10 +17,8 @@
 //! Chunks of [`CHUNK`] samples run in parallel; weight gradients are summed one partial per
 //! chunk, in chunk order, so the result is the same for any number of threads.
 
-use rayon::prelude::*;
-
-use super::CHUNK;
 use super::simd::{Kernel, LANES, Simd};
+use super::{CHUNK, for_each_chunk};
 use crate::profile::{self, Phase};
 use crate::simd_dispatch;
 use crate::tensor::pool::{self, Pooled};
@@ -467,16 +465,6 @@ impl Kernel for BackwardChunk<'_> {
         if let Some(m) = masked.take() {
             pool::recycle(m);
         }
-    }
-}
-
-/// Runs `f` on each work item, in parallel when there is more than one (a single chunk runs
-/// on the calling thread, which keeps batch-1 latency low).
-fn for_each_chunk<T: Send>(items: Vec<T>, f: impl Fn(T) + Sync + Send) {
-    if items.len() == 1 {
-        items.into_iter().for_each(f);
-    } else {
-        items.into_par_iter().for_each(f);
     }
 }
 

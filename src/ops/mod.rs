@@ -27,10 +27,63 @@ pub use linear::{linear, matmul};
 pub use log_softmax::log_softmax;
 pub use nll::nll_loss;
 pub use relu::relu;
+
 pub use reshape::reshape;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 /// Samples per work item in batched kernels. Fixed, so reductions do not depend on threads.
 pub const CHUNK: usize = 8;
+
+/// Runs `f` on every work item (chunk j of a batch), in parallel when there is more than one.
+/// Chunk j always runs on thread j mod T of the pool, in every op and in the batch loader, so
+/// the activations of a chunk's samples stay in the caches of the core that made them.
+/// A single item runs on the calling thread, which keeps batch-1 latency low.
+pub fn for_each_chunk<T: Send>(items: Vec<T>, f: impl Fn(T) + Sync + Send) {
+    let threads = rayon::current_num_threads();
+    if items.len() == 1 || threads == 1 {
+        items.into_iter().for_each(f);
+        return;
+    }
+    let slots: Vec<std::sync::Mutex<Option<T>>> = items.into_iter().map(|t| std::sync::Mutex::new(Some(t))).collect();
+    REGION.fetch_add(1, Ordering::Relaxed);
+    rayon::broadcast(|ctx| {
+        for slot in slots.iter().skip(ctx.index()).step_by(ctx.num_threads()) {
+            let item = slot.lock().map(|mut s| s.take()).unwrap_or(None);
+            if let Some(item) = item {
+                f(item);
+            }
+        }
+    });
+    keep_workers_warm(threads);
+}
+
+/// Counts parallel regions; a warm-keeping spinner stops when it changes.
+static REGION: AtomicU64 = AtomicU64::new(0);
+
+/// How long idle workers spin waiting for the next parallel region.
+const SPIN: Duration = Duration::from_micros(300);
+
+/// Keeps the other workers busy-waiting for a short while after a parallel region, so the
+/// next region (usually a few microseconds of serial work away: the next layer) starts at once
+/// instead of waiting for a sleeping thread to be woken, like OpenMP's active wait policy.
+/// A spinner ends as soon as the next region starts, or after [`SPIN`].
+fn keep_workers_warm(threads: usize) {
+    let region = REGION.load(Ordering::Relaxed);
+    for _ in 1..threads {
+        rayon::spawn(move || {
+            let t0 = Instant::now();
+            while REGION.load(Ordering::Relaxed) == region {
+                for _ in 0..64 {
+                    std::hint::spin_loop();
+                }
+                if t0.elapsed() > SPIN {
+                    break;
+                }
+            }
+        });
+    }
+}
 
 /// C (m x n) = A (m x k) * B (k x n) + beta * C, all row-major, any strides through the
 /// `t` flags: `ta` reads A as its transpose (A stored k x m), `tb` likewise for B.
