@@ -4,7 +4,14 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::data::{DataLoader, Format, load_mnist};
+use std::collections::BTreeMap;
+
+use crate::checkpoint::{
+    TensorFile, latest_checkpoint, load_model, load_state_dict, load_training_checkpoint, save_training_checkpoint,
+    state_dict,
+};
+use crate::data::{DataError, DataLoader, Format, load_mnist};
+use crate::metrics::Confusion;
 use crate::nn::Architecture;
 use crate::optim::SgdConfig;
 use crate::rng::Rng;
@@ -25,6 +32,8 @@ pub struct Cli {
 pub enum Command {
     /// Train a model on MNIST with the tutorial's settings and report validation and test metrics.
     Train(TrainArgs),
+    /// Evaluate saved weights: loss, accuracy, confusion matrix, precision and recall per class.
+    Eval(EvalArgs),
     /// Measure training and inference speed, per-layer times, GFLOP/s and peak memory.
     Bench(BenchArgs),
 }
@@ -93,6 +102,47 @@ pub struct TrainArgs {
     /// Train on only the first N training images (for quick runs).
     #[arg(long)]
     pub limit: Option<usize>,
+    /// Write the trained weights here (safetensors, PyTorch state_dict names), with metadata.
+    #[arg(long, value_name = "FILE")]
+    pub save: Option<PathBuf>,
+    /// Start from these weights (a safetensors file, from here or from PyTorch) instead of a
+    /// random initialisation.
+    #[arg(long, value_name = "FILE")]
+    pub init: Option<PathBuf>,
+    /// After every epoch, write a training checkpoint (weights, momentum buffers, epoch, seed)
+    /// to this directory.
+    #[arg(long, value_name = "DIR")]
+    pub checkpoint_dir: Option<PathBuf>,
+    /// Continue from the newest checkpoint in this directory, with its settings (seed, batch
+    /// size, learning rate, momentum, shuffling), up to --epochs. The result is bit-identical to
+    /// an uninterrupted run.
+    #[arg(long, value_name = "DIR")]
+    pub resume: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct EvalArgs {
+    /// The weights to evaluate (safetensors).
+    #[arg(long, value_name = "FILE")]
+    pub model: PathBuf,
+    /// Which images: `test` (t10k) or `valid` (the last 10,000 training images).
+    #[arg(long, default_value = "test", value_parser = ["test", "valid"])]
+    pub split: String,
+    /// Print one JSON object instead of the tables.
+    #[arg(long)]
+    pub json: bool,
+    /// Batch size of the evaluation.
+    #[arg(long, default_value_t = 1000)]
+    pub batch_size: usize,
+    /// Worker threads [default: one per core].
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Data directory, as for `train` [default: the bundled data/mnist].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Data format: `idx` or `pickle`.
+    #[arg(long, default_value = "idx")]
+    pub format: Format,
 }
 
 /// The bundled `data/mnist`: relative to the working directory when it is there (a checkout),
@@ -110,6 +160,11 @@ pub fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     match cli.command {
         Command::Train(args) => train(args),
         Command::Bench(args) => bench(args),
+        Command::Eval(args) => {
+            let threads = args.threads;
+            in_pool(threads, move || eval(args).map_err(|e| e.to_string()))??;
+            Ok(())
+        }
     }
 }
 
@@ -156,10 +211,72 @@ fn train(a: TrainArgs) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-fn train_in_pool(a: TrainArgs) -> Result<(), Box<dyn std::error::Error>> {
+fn eval(a: EvalArgs) -> Result<(), Box<dyn std::error::Error>> {
     if a.batch_size == 0 {
         return Err("--batch-size must be at least 1".into());
     }
+    let (arch, model, _) = load_model(&a.model)?;
+    let data = load_mnist(&a.data_dir.clone().unwrap_or_else(default_data_dir), a.format)?;
+    let split = if a.split == "valid" { data.valid } else { data.test };
+    let dl = DataLoader::new(split, a.batch_size, false, 0);
+    let c = Confusion::of(model.as_ref(), LOSS_FUNC, &dl, 10);
+    if a.json {
+        println!("{}", c.to_json());
+    } else {
+        println!("model {} ({arch}), {} split", a.model.display(), a.split);
+        print!("{}", c.to_text(&[]));
+    }
+    Ok(())
+}
+
+/// Training settings as checkpoint metadata.
+fn settings(a: &TrainArgs, lr: f32, momentum: f32) -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    m.insert("seed".into(), a.seed.to_string());
+    m.insert("batch_size".into(), a.batch_size.to_string());
+    m.insert("lr".into(), lr.to_string());
+    m.insert("momentum".into(), momentum.to_string());
+    m.insert("shuffle".into(), (!a.no_shuffle).to_string());
+    m.insert("epochs".into(), a.epochs.to_string());
+    m.insert("dataset".into(), "MNIST".into());
+    if let Some(n) = a.limit {
+        m.insert("limit".into(), n.to_string());
+    }
+    m
+}
+
+fn train_in_pool(mut a: TrainArgs) -> Result<(), Box<dyn std::error::Error>> {
+    if a.batch_size == 0 {
+        return Err("--batch-size must be at least 1".into());
+    }
+    // Resuming: the newest checkpoint, whose settings replace the command line's.
+    let resume = match &a.resume {
+        None => None,
+        Some(dir) => {
+            let (epoch, path) = latest_checkpoint(dir)?
+                .ok_or_else(|| DataError::new(dir, "no checkpoint-epoch-*.safetensors to resume from"))?;
+            let file = TensorFile::load(&path)?;
+            let meta = &file.metadata;
+            let get = |k: &str| {
+                meta.get(k)
+                    .cloned()
+                    .ok_or_else(|| DataError::new(&path, format!("metadata lacks '{k}'")))
+            };
+            let bad = |k: &str| DataError::new(&path, format!("metadata '{k}' is not valid"));
+            a.model = file.architecture().map_err(|e| DataError::new(&path, e))?;
+            a.seed = get("seed")?.parse().map_err(|_| bad("seed"))?;
+            a.batch_size = get("batch_size")?.parse().map_err(|_| bad("batch_size"))?;
+            a.lr = Some(get("lr")?.parse().map_err(|_| bad("lr"))?);
+            a.momentum = Some(get("momentum")?.parse().map_err(|_| bad("momentum"))?);
+            a.no_shuffle = get("shuffle")? == "false";
+            a.limit = meta
+                .get("limit")
+                .map(|v| v.parse())
+                .transpose()
+                .map_err(|_| bad("limit"))?;
+            Some((epoch, path))
+        }
+    };
     let dir = a.data_dir.clone().unwrap_or_else(default_data_dir);
     let mut data = load_mnist(&dir, a.format)?;
     if let Some(n) = a.limit {
@@ -170,7 +287,23 @@ fn train_in_pool(a: TrainArgs) -> Result<(), Box<dyn std::error::Error>> {
         Architecture::Logistic => (a.lr.unwrap_or(0.5), a.momentum.unwrap_or(0.0)),
     };
     let model = a.model.build(&mut Rng::new(a.seed));
+    if let Some(init) = &a.init {
+        let file = TensorFile::load(init)?;
+        let arch = file.architecture().map_err(|e| DataError::new(init, e))?;
+        if arch != a.model {
+            return Err(DataError::new(init, format!("holds a {arch} model, --model is {}", a.model)).into());
+        }
+        load_state_dict(model.as_ref(), &file).map_err(|e| DataError::new(init, e))?;
+    }
     let mut opt = SgdConfig::new(lr).with_momentum(momentum).init(model.parameters());
+    let start = match &resume {
+        Some((epoch, path)) => {
+            load_training_checkpoint(path, model.as_ref(), &mut opt)?;
+            println!("resuming from {} (epoch {epoch} done)", path.display());
+            *epoch
+        }
+        None => 0,
+    };
     let train_dl = DataLoader::new(data.train.clone(), a.batch_size, !a.no_shuffle, a.seed);
     let valid_dl = DataLoader::new(data.valid.clone(), a.batch_size * 2, false, 0);
     let test_dl = DataLoader::new(data.test.clone(), a.batch_size * 2, false, 0);
@@ -186,14 +319,15 @@ fn train_in_pool(a: TrainArgs) -> Result<(), Box<dyn std::error::Error>> {
         rayon::current_num_threads()
     );
     let epochs = a.epochs;
-    fit(
-        0..epochs,
+    let meta = settings(&a, lr, momentum);
+    let history = fit(
+        start..epochs,
         model.as_ref(),
         LOSS_FUNC,
         &mut opt,
         &train_dl,
         &valid_dl,
-        |s| {
+        |s, opt| {
             println!(
                 "epoch {:>2}/{epochs}  valid_loss {:.4}  valid_acc {:6.2}%  train_loss {:.4}  time {:.2}s",
                 s.epoch,
@@ -202,8 +336,13 @@ fn train_in_pool(a: TrainArgs) -> Result<(), Box<dyn std::error::Error>> {
                 s.train_loss,
                 s.seconds
             );
+            if let Some(dir) = &a.checkpoint_dir {
+                save_training_checkpoint(dir, model.as_ref(), a.model, opt, s.epoch, &meta)
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok(())
         },
-    );
+    )?;
     let t = evaluate(model.as_ref(), LOSS_FUNC, &test_dl);
     println!(
         "test  loss {:.4}  acc {:6.2}%  ({} images)",
@@ -211,5 +350,18 @@ fn train_in_pool(a: TrainArgs) -> Result<(), Box<dyn std::error::Error>> {
         100.0 * t.accuracy,
         t.samples
     );
+    if let Some(path) = &a.save {
+        let mut m = meta.clone();
+        m.insert("epochs_trained".into(), epochs.to_string());
+        m.insert("data".into(), format!("{} ({:?})", dir.display(), a.format));
+        if let Some(last) = history.last() {
+            m.insert("valid_loss".into(), last.valid.loss.to_string());
+            m.insert("valid_accuracy".into(), last.valid.accuracy.to_string());
+        }
+        m.insert("test_loss".into(), t.loss.to_string());
+        m.insert("test_accuracy".into(), t.accuracy.to_string());
+        state_dict(model.as_ref(), a.model, &m).save(path)?;
+        println!("saved {}", path.display());
+    }
     Ok(())
 }

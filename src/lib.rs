@@ -11,8 +11,10 @@ pub mod tensor;
 
 pub use tensor::{Tensor, no_grad};
 pub mod bench;
+pub mod checkpoint;
 pub mod cli;
 pub mod data;
+pub mod metrics;
 pub mod nn;
 pub mod optim;
 pub mod train;

@@ -86,7 +86,8 @@ pub struct EpochStats {
 
 /// The tutorial's `fit`: for each epoch, train on every batch of `train_dl`, then evaluate on
 /// `valid_dl`. Runs epochs `start..epochs` (0-based; start > 0 resumes) and calls `on_epoch` after
-/// each.
+/// each with the epoch's figures and the optimizer (for checkpoints); an error from it stops
+/// training and is returned.
 pub fn fit(
     epochs: std::ops::Range<usize>,
     model: &dyn Module,
@@ -94,8 +95,8 @@ pub fn fit(
     opt: &mut Sgd,
     train_dl: &DataLoader,
     valid_dl: &DataLoader,
-    mut on_epoch: impl FnMut(&EpochStats),
-) -> Vec<EpochStats> {
+    mut on_epoch: impl FnMut(&EpochStats, &Sgd) -> Result<(), String>,
+) -> Result<Vec<EpochStats>, String> {
     let mut history = Vec::new();
     for epoch in epochs {
         let t0 = Instant::now();
@@ -115,8 +116,8 @@ pub fn fit(
             seconds: t0.elapsed().as_secs_f64(),
             train_samples_per_sec: samples as f64 / train_secs,
         };
-        on_epoch(&stats);
+        on_epoch(&stats, opt)?;
         history.push(stats);
     }
-    history
+    Ok(history)
 }

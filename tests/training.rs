@@ -32,7 +32,16 @@ fn run(
     let mut opt = SgdConfig::new(lr).with_momentum(momentum).init(model.parameters());
     let train = DataLoader::new(data.train.subset(0..n), 64, true, seed);
     let valid = DataLoader::new(data.valid.subset(0..1000), 128, false, 0);
-    let hist = fit(0..epochs, model.as_ref(), LOSS_FUNC, &mut opt, &train, &valid, |_| {});
+    let hist = fit(
+        0..epochs,
+        model.as_ref(),
+        LOSS_FUNC,
+        &mut opt,
+        &train,
+        &valid,
+        |_, _| Ok(()),
+    )
+    .unwrap();
     (hist, model.parameters().iter().map(|p| p.to_vec()).collect())
 }
 

@@ -1,0 +1,403 @@
+//! Saving and loading models (the tutorial's `torch.save(model.state_dict())`, as safetensors).
+//!
+//! Weights files hold each parameter under PyTorch's state_dict name and shape (`conv1.weight`
+//! (16, 1, 3, 3), ..., or `lin.weight` / `lin.bias`) as little-endian f32, plus string metadata
+//! (architecture, input scaling, training settings and metrics, program version). A file that
+//! `safetensors.torch.save_file(model.state_dict(), path)` wrote for the tutorial's model loads
+//! here, and one written here loads in PyTorch with `model.load_state_dict(load_file(path))`.
+//!
+//! Training checkpoints (`checkpoint-epoch-NNNN.safetensors`) add the SGD momentum buffers as
+//! `optim.momentum_buffer.<name>` and the epoch, seed and settings in the metadata. The data
+//! order of an epoch is derived from (seed, epoch), so that is all the random state there is.
+//!
+//! Every write goes to a temporary file in the same directory, is fsynced, and is renamed over
+//! the target, so a crash leaves either the old file or the new one.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use safetensors::tensor::{Dtype, TensorView};
+
+use crate::data::DataError;
+use crate::nn::{Architecture, Module};
+use crate::optim::Sgd;
+
+/// Metadata key naming the architecture (`cnn` or `logistic`).
+pub const ARCH_KEY: &str = "architecture";
+/// Prefix of the momentum buffers' names in a training checkpoint.
+pub const MOMENTUM_PREFIX: &str = "optim.momentum_buffer.";
+
+/// Writes `bytes` to `path` atomically: temporary file, fsync, rename, fsync of the directory.
+pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), DataError> {
+    let err = |what: &str, e: std::io::Error| DataError::new(path, format!("{what}: {e}"));
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| DataError::new(path, "not a file name"))?;
+    let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()
+    };
+    if let Err(e) = write() {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(err("cannot write", e));
+    }
+    if let Err(e) = std::fs::rename(&tmp, path) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(err("cannot rename the temporary file into place", e));
+    }
+    if let Ok(d) = std::fs::File::open(&dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// A named f32 tensor read from a file.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Entry {
+    pub shape: Vec<usize>,
+    pub values: Vec<f32>,
+}
+
+/// The contents of a safetensors file: tensors by name, and metadata.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TensorFile {
+    pub tensors: BTreeMap<String, Entry>,
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl TensorFile {
+    /// Serialises to safetensors bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = self
+            .tensors
+            .iter()
+            .map(|(n, e)| {
+                (
+                    n.clone(),
+                    e.shape.clone(),
+                    e.values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                )
+            })
+            .collect();
+        let views: Vec<(String, TensorView)> = bytes
+            .iter()
+            .map(|(n, s, b)| {
+                (
+                    n.clone(),
+                    TensorView::new(Dtype::F32, s.clone(), b).expect("shape matches bytes"),
+                )
+            })
+            .collect();
+        let meta: HashMap<String, String> = self.metadata.clone().into_iter().collect();
+        safetensors::serialize(views, Some(meta)).expect("serialising f32 tensors")
+    }
+
+    /// Writes the file atomically.
+    pub fn save(&self, path: &Path) -> Result<(), DataError> {
+        atomic_write(path, &self.to_bytes())
+    }
+
+    /// Reads a safetensors file of f32 tensors. Another dtype is an error naming the tensor.
+    pub fn load(path: &Path) -> Result<TensorFile, DataError> {
+        let bytes = std::fs::read(path).map_err(|e| DataError::new(path, format!("cannot read: {e}")))?;
+        TensorFile::parse(&bytes).map_err(|e| DataError::new(path, e))
+    }
+
+    /// Parses safetensors bytes.
+    pub fn parse(bytes: &[u8]) -> Result<TensorFile, String> {
+        let st =
+            safetensors::SafeTensors::deserialize(bytes).map_err(|e| format!("not a valid safetensors file: {e}"))?;
+        let (_, meta) = safetensors::SafeTensors::read_metadata(bytes).map_err(|e| format!("bad header: {e}"))?;
+        let mut out = TensorFile::default();
+        if let Some(m) = meta.metadata() {
+            out.metadata = m.clone().into_iter().collect();
+        }
+        for (name, view) in st.tensors() {
+            if view.dtype() != Dtype::F32 {
+                return Err(format!("tensor '{name}' has dtype {:?}, expected F32", view.dtype()));
+            }
+            let values = view
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            out.tensors.insert(
+                name,
+                Entry {
+                    shape: view.shape().to_vec(),
+                    values,
+                },
+            );
+        }
+        Ok(out)
+    }
+
+    /// The architecture: from the metadata, else from the tensor names.
+    pub fn architecture(&self) -> Result<Architecture, String> {
+        if let Some(a) = self.metadata.get(ARCH_KEY) {
+            return a.parse();
+        }
+        if self.tensors.contains_key("conv1.weight") {
+            Ok(Architecture::Cnn)
+        } else if self.tensors.contains_key("lin.weight") {
+            Ok(Architecture::Logistic)
+        } else {
+            Err("cannot tell the architecture: no 'architecture' metadata, no conv1.weight or lin.weight".into())
+        }
+    }
+}
+
+/// The model's parameters as a file, with metadata (the architecture is added).
+pub fn state_dict(model: &dyn Module, arch: Architecture, metadata: &BTreeMap<String, String>) -> TensorFile {
+    let mut f = TensorFile {
+        metadata: metadata.clone(),
+        ..Default::default()
+    };
+    f.metadata.insert(ARCH_KEY.into(), arch.to_string());
+    f.metadata.insert("format".into(), "pt".into());
+    f.metadata
+        .entry("program".into())
+        .or_insert_with(|| format!("mnist-cnn {}", env!("CARGO_PKG_VERSION")));
+    f.metadata
+        .entry("input_scaling".into())
+        .or_insert_with(|| "pixel/256, (N, 784) or (N, 1, 28, 28)".into());
+    for (name, p) in model.named_parameters() {
+        f.tensors.insert(
+            name,
+            Entry {
+                shape: p.shape().to_vec(),
+                values: p.to_vec(),
+            },
+        );
+    }
+    f
+}
+
+/// Copies the file's tensors into the model's parameters (`load_state_dict`, strict): every
+/// parameter must be there with the same shape; extra tensors other than momentum buffers are
+/// an error too.
+pub fn load_state_dict(model: &dyn Module, file: &TensorFile) -> Result<(), String> {
+    let params = model.named_parameters();
+    for (name, p) in &params {
+        let e = file
+            .tensors
+            .get(name)
+            .ok_or_else(|| format!("missing tensor '{name}' (shape {:?})", p.shape()))?;
+        if e.shape != p.shape() {
+            return Err(format!(
+                "tensor '{name}' has shape {:?}, the model expects {:?}",
+                e.shape,
+                p.shape()
+            ));
+        }
+    }
+    if let Some(extra) = file
+        .tensors
+        .keys()
+        .find(|k| !k.starts_with(MOMENTUM_PREFIX) && !params.iter().any(|(n, _)| n == *k))
+    {
+        return Err(format!("unexpected tensor '{extra}' (not a parameter of this model)"));
+    }
+    for (name, p) in &params {
+        p.data_mut().copy_from_slice(&file.tensors[name].values);
+    }
+    Ok(())
+}
+
+/// Builds the model a weights file describes, with its weights.
+pub fn load_model(path: &Path) -> Result<(Architecture, Box<dyn Module>, TensorFile), DataError> {
+    let file = TensorFile::load(path)?;
+    let arch = file.architecture().map_err(|e| DataError::new(path, e))?;
+    let model = arch.build(&mut crate::rng::Rng::new(0));
+    load_state_dict(model.as_ref(), &file).map_err(|e| DataError::new(path, format!("{e} (architecture {arch})")))?;
+    Ok((arch, model, file))
+}
+
+/// A training checkpoint's file name for a completed epoch (1-based).
+pub fn checkpoint_name(epoch: usize) -> String {
+    format!("checkpoint-epoch-{epoch:04}.safetensors")
+}
+
+/// Writes a training checkpoint: weights, momentum buffers, and `metadata` (epoch etc.).
+pub fn save_training_checkpoint(
+    dir: &Path,
+    model: &dyn Module,
+    arch: Architecture,
+    opt: &Sgd,
+    epoch: usize,
+    metadata: &BTreeMap<String, String>,
+) -> Result<PathBuf, DataError> {
+    std::fs::create_dir_all(dir).map_err(|e| DataError::new(dir, format!("cannot create the directory: {e}")))?;
+    let mut f = state_dict(model, arch, metadata);
+    f.metadata.insert("kind".into(), "training-checkpoint".into());
+    f.metadata.insert("epoch".into(), epoch.to_string());
+    for ((name, p), buf) in model.named_parameters().iter().zip(&opt.momentum_buffers) {
+        if let Some(b) = buf {
+            f.tensors.insert(
+                format!("{MOMENTUM_PREFIX}{name}"),
+                Entry {
+                    shape: p.shape().to_vec(),
+                    values: b.clone(),
+                },
+            );
+        }
+    }
+    let path = dir.join(checkpoint_name(epoch));
+    f.save(&path)?;
+    Ok(path)
+}
+
+/// The newest training checkpoint in `dir` (highest epoch), if any.
+pub fn latest_checkpoint(dir: &Path) -> Result<Option<(usize, PathBuf)>, DataError> {
+    let rd = std::fs::read_dir(dir).map_err(|e| DataError::new(dir, format!("cannot list: {e}")))?;
+    let mut best: Option<(usize, PathBuf)> = None;
+    for entry in rd.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        let Some(n) = name
+            .strip_prefix("checkpoint-epoch-")
+            .and_then(|r| r.strip_suffix(".safetensors"))
+        else {
+            continue;
+        };
+        if let Ok(e) = n.parse::<usize>()
+            && best.as_ref().is_none_or(|(b, _)| e > *b)
+        {
+            best = Some((e, entry.path()));
+        }
+    }
+    Ok(best)
+}
+
+/// Restores weights and momentum buffers from a training checkpoint; returns its metadata.
+pub fn load_training_checkpoint(
+    path: &Path,
+    model: &dyn Module,
+    opt: &mut Sgd,
+) -> Result<BTreeMap<String, String>, DataError> {
+    let file = TensorFile::load(path)?;
+    load_state_dict(model, &file).map_err(|e| DataError::new(path, e))?;
+    for ((name, p), buf) in model.named_parameters().iter().zip(opt.momentum_buffers.iter_mut()) {
+        *buf = match file.tensors.get(&format!("{MOMENTUM_PREFIX}{name}")) {
+            None => None,
+            Some(e) if e.shape == p.shape() => Some(e.values.clone()),
+            Some(e) => {
+                let problem = format!(
+                    "momentum buffer of '{name}' has shape {:?}, expected {:?}",
+                    e.shape,
+                    p.shape()
+                );
+                return Err(DataError::new(path, problem));
+            }
+        };
+    }
+    Ok(file.metadata)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    fn tmpdir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("mnist-cnn-ckpt-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn weights_round_trip_with_names_shapes_and_metadata() {
+        let d = tmpdir("rt");
+        let m = Architecture::Cnn.build(&mut Rng::new(1));
+        let mut meta = BTreeMap::new();
+        meta.insert("seed".to_string(), "1".to_string());
+        let path = d.join("m.safetensors");
+        state_dict(m.as_ref(), Architecture::Cnn, &meta).save(&path).unwrap();
+        let (arch, m2, file) = load_model(&path).unwrap();
+        assert_eq!(arch, Architecture::Cnn);
+        assert_eq!(file.metadata["seed"], "1");
+        assert_eq!(file.tensors["conv1.weight"].shape, vec![16, 1, 3, 3]);
+        for ((n, a), (_, b)) in m.named_parameters().iter().zip(m2.named_parameters()) {
+            assert_eq!(a.to_vec(), b.to_vec(), "{n}");
+        }
+        let leftovers: Vec<_> = std::fs::read_dir(&d)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().contains("tmp"))
+            .collect();
+        assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn loading_wrong_files_names_the_tensor_and_both_shapes() {
+        let d = tmpdir("bad");
+        let cnn = Architecture::Cnn.build(&mut Rng::new(0));
+        let mut f = state_dict(cnn.as_ref(), Architecture::Cnn, &BTreeMap::new());
+        f.tensors.remove("conv2.bias");
+        let e = load_state_dict(cnn.as_ref(), &f).unwrap_err();
+        assert_eq!(e, "missing tensor 'conv2.bias' (shape [16])");
+        let mut f = state_dict(cnn.as_ref(), Architecture::Cnn, &BTreeMap::new());
+        f.tensors.get_mut("conv3.weight").unwrap().shape = vec![10, 16, 1, 9];
+        let e = load_state_dict(cnn.as_ref(), &f).unwrap_err();
+        assert_eq!(
+            e,
+            "tensor 'conv3.weight' has shape [10, 16, 1, 9], the model expects [10, 16, 3, 3]"
+        );
+        // A logistic model's file given to a CNN.
+        let lin = Architecture::Logistic.build(&mut Rng::new(0));
+        let f = state_dict(lin.as_ref(), Architecture::Logistic, &BTreeMap::new());
+        assert!(
+            load_state_dict(cnn.as_ref(), &f)
+                .unwrap_err()
+                .contains("missing tensor 'conv1.weight'")
+        );
+        // f64 data, a truncated file, a missing file.
+        let view = TensorView::new(Dtype::F64, vec![1], &[0u8; 8]).unwrap();
+        let bytes = safetensors::serialize(vec![("conv1.bias", view)], None).unwrap();
+        std::fs::write(d.join("f64.safetensors"), &bytes).unwrap();
+        let e = TensorFile::load(&d.join("f64.safetensors")).unwrap_err().to_string();
+        assert!(
+            e.contains("f64.safetensors: tensor 'conv1.bias' has dtype F64, expected F32"),
+            "{e}"
+        );
+        std::fs::write(d.join("cut.safetensors"), &bytes[..bytes.len() - 3]).unwrap();
+        let e = TensorFile::load(&d.join("cut.safetensors")).unwrap_err().to_string();
+        assert!(e.contains("cut.safetensors: not a valid safetensors file"), "{e}");
+        let e = load_model(&d.join("none.safetensors"))
+            .err()
+            .expect("missing file")
+            .to_string();
+        assert!(e.contains("cannot read"), "{e}");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_failed_write_leaves_the_previous_file_intact() {
+        let d = tmpdir("atomic");
+        let path = d.join("keep.bin");
+        atomic_write(&path, b"old").unwrap();
+        // Writing into a directory that does not exist fails; so does renaming onto a directory.
+        assert!(atomic_write(&d.join("no/such/file"), b"x").is_err());
+        std::fs::create_dir(d.join("adir")).unwrap();
+        std::fs::write(d.join("adir/f"), b"in dir").unwrap();
+        assert!(atomic_write(&d.join("adir"), b"new").is_err());
+        assert_eq!(std::fs::read(&path).unwrap(), b"old");
+        atomic_write(&path, b"new").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"new");
+        let names: Vec<String> = std::fs::read_dir(&d)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .collect();
+        assert!(names.iter().all(|n| !n.contains(".tmp-")), "{names:?}");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}
