@@ -7,8 +7,8 @@ use clap::{Args, Parser, Subcommand};
 use std::collections::BTreeMap;
 
 use crate::checkpoint::{
-    TensorFile, latest_checkpoint, load_model, load_state_dict, load_training_checkpoint, save_training_checkpoint,
-    state_dict,
+    TensorFile, atomic_write, latest_checkpoint, load_model, load_state_dict, load_training_checkpoint,
+    save_training_checkpoint, state_dict,
 };
 use crate::data::{DataError, DataLoader, Format, load_mnist};
 use crate::metrics::Confusion;
@@ -34,6 +34,8 @@ pub enum Command {
     Train(TrainArgs),
     /// Evaluate saved weights: loss, accuracy, confusion matrix, precision and recall per class.
     Eval(EvalArgs),
+    /// Predict the digit in each image (PNG, JPEG, BMP, GIF, PGM; any size and colour).
+    Predict(PredictArgs),
     /// Measure training and inference speed, per-layer times, GFLOP/s and peak memory.
     Bench(BenchArgs),
 }
@@ -121,6 +123,30 @@ pub struct TrainArgs {
 }
 
 #[derive(Args, Debug, Clone)]
+pub struct PredictArgs {
+    /// The weights to use (safetensors).
+    #[arg(long, value_name = "FILE")]
+    pub model: PathBuf,
+    /// Images to classify.
+    #[arg(required = true, value_name = "IMAGE")]
+    pub images: Vec<PathBuf>,
+    /// Print one JSON array instead of lines.
+    #[arg(long)]
+    pub json: bool,
+    /// Show the K most likely digits instead of all ten probabilities.
+    #[arg(long, value_name = "K")]
+    pub top: Option<usize>,
+    /// Take 28x28 images as they are (light digit on black, as MNIST) instead of preparing them
+    /// the way MNIST was made (grayscale, inverted if the background is light, cropped, scaled
+    /// into 20x20, centred by mass in 28x28).
+    #[arg(long)]
+    pub no_preprocess: bool,
+    /// Write what the network saw (28x28 PNG per image) into this directory.
+    #[arg(long, value_name = "DIR")]
+    pub save_preprocessed: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
 pub struct EvalArgs {
     /// The weights to evaluate (safetensors).
     #[arg(long, value_name = "FILE")]
@@ -160,6 +186,7 @@ pub fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     match cli.command {
         Command::Train(args) => train(args),
         Command::Bench(args) => bench(args),
+        Command::Predict(args) => predict(args),
         Command::Eval(args) => {
             let threads = args.threads;
             in_pool(threads, move || eval(args).map_err(|e| e.to_string()))??;
@@ -227,6 +254,110 @@ fn eval(a: EvalArgs) -> Result<(), Box<dyn std::error::Error>> {
         print!("{}", c.to_text(&[]));
     }
     Ok(())
+}
+
+fn predict(a: PredictArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let (_, model, _) = load_model(&a.model)?;
+    if let Some(dir) = &a.save_preprocessed {
+        std::fs::create_dir_all(dir).map_err(|e| DataError::new(dir, format!("cannot create the directory: {e}")))?;
+    }
+    // Each image: what the network sees, or why it could not be read.
+    let prepared: Vec<Result<image::GrayImage, String>> = a
+        .images
+        .iter()
+        .map(|path| {
+            let img = crate::predict::load_gray(path).map_err(|e| e.to_string())?;
+            let ready = if a.no_preprocess {
+                crate::predict::as_is(&img)
+            } else {
+                crate::predict::preprocess(&img)
+            };
+            let ready = ready.map_err(|e| format!("{}: {e}", path.display()))?;
+            if let Some(dir) = &a.save_preprocessed {
+                let stem = path
+                    .file_stem()
+                    .map_or("image".into(), |s| s.to_string_lossy().to_string());
+                atomic_write(&dir.join(format!("{stem}.png")), &crate::predict::png_bytes(&ready))
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok(ready)
+        })
+        .collect();
+    let ok: Vec<&image::GrayImage> = prepared.iter().filter_map(|r| r.as_ref().ok()).collect();
+    let x: Vec<f32> = ok
+        .iter()
+        .flat_map(|img| img.as_raw().iter().map(|&p| crate::data::pixel_to_f32(p)))
+        .collect();
+    model.set_training(false);
+    let probs = if ok.is_empty() {
+        Vec::new()
+    } else {
+        let logits = crate::tensor::no_grad(|| model.forward(&crate::tensor::Tensor::from_vec(x, &[ok.len(), 784])));
+        crate::predict::softmax_rows(&logits.to_vec(), 10)
+    };
+    let mut probs = probs.into_iter();
+    let mut failed = 0;
+    let mut json = Vec::new();
+    for (path, r) in a.images.iter().zip(&prepared) {
+        let file = path.display().to_string();
+        let p = match r {
+            Err(e) => {
+                failed += 1;
+                if a.json {
+                    json.push(format!("{{\"file\":{},\"error\":{}}}", json_str(&file), json_str(e)));
+                } else {
+                    eprintln!("error: {e}");
+                }
+                continue;
+            }
+            Ok(_) => probs.next().expect("one result per image"),
+        };
+        let mut order: Vec<usize> = (0..p.len()).collect();
+        order.sort_by(|&i, &j| p[j].total_cmp(&p[i]));
+        let top = a.top.unwrap_or(p.len()).min(p.len());
+        if a.json {
+            let ps: Vec<String> = p.iter().map(|v| format!("{v:.6}")).collect();
+            let tops: Vec<String> = order[..top].iter().map(|&d| format!("[{d},{:.6}]", p[d])).collect();
+            json.push(format!(
+                "{{\"file\":{},\"digit\":{},\"probabilities\":[{}],\"top\":[{}]}}",
+                json_str(&file),
+                order[0],
+                ps.join(","),
+                tops.join(",")
+            ));
+        } else if a.top.is_some() {
+            let tops: Vec<String> = order[..top]
+                .iter()
+                .map(|&d| format!("{d} {:.1}%", 100.0 * p[d]))
+                .collect();
+            println!("{file}: {}", tops.join(", "));
+        } else {
+            let all: Vec<String> = p.iter().enumerate().map(|(d, v)| format!("{d}:{v:.3}")).collect();
+            println!("{file}: {} ({:.1}%)  {}", order[0], 100.0 * p[order[0]], all.join(" "));
+        }
+    }
+    if a.json {
+        println!("[{}]", json.join(","));
+    }
+    if failed > 0 {
+        return Err(format!("{failed} of {} images could not be predicted", a.images.len()).into());
+    }
+    Ok(())
+}
+
+/// A JSON string literal.
+fn json_str(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// Training settings as checkpoint metadata.

@@ -17,4 +17,5 @@ pub mod data;
 pub mod metrics;
 pub mod nn;
 pub mod optim;
+pub mod predict;
 pub mod train;
