@@ -11,41 +11,23 @@
 usage: python3 scripts/torch_interop.py [--check FILE]
 """
 import argparse
-import gzip
 import pathlib
-import struct
+import sys
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
-from torch import nn, optim
+from torch import optim
 from torch.utils.data import DataLoader, TensorDataset
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+from pytorch_reference import Mnist_CNN, idx as read_idx  # noqa: E402  (the tutorial's model)
 
 
 def idx(name):
-    data = gzip.open(ROOT / "data" / "mnist" / name, "rb").read()
-    ndim = data[3]
-    dims = struct.unpack(">" + "I" * ndim, data[4 : 4 + 4 * ndim])
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
-
-
-class Mnist_CNN(nn.Module):  # the tutorial's model
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 16, kernel_size=3, stride=2, padding=1)
-        self.conv2 = nn.Conv2d(16, 16, kernel_size=3, stride=2, padding=1)
-        self.conv3 = nn.Conv2d(16, 10, kernel_size=3, stride=2, padding=1)
-
-    def forward(self, xb):
-        xb = xb.view(-1, 1, 28, 28)
-        xb = F.relu(self.conv1(xb))
-        xb = F.relu(self.conv2(xb))
-        xb = F.relu(self.conv3(xb))
-        xb = F.avg_pool2d(xb, 4)
-        return xb.view(-1, xb.size(1))
+    return read_idx(ROOT / "data" / "mnist" / name)
 
 
 def data():

@@ -2,7 +2,7 @@
 
 use std::cell::Cell;
 
-use super::Module;
+use super::{Module, weight_and_bias};
 use super::init::{kaiming_uniform_bounds, uniform_parameter};
 use crate::ops::{conv2d, conv2d_relu};
 use crate::rng::Rng;
@@ -80,9 +80,7 @@ impl Module for Conv2d {
         conv2d(x, &self.weight, self.bias.as_ref(), self.stride, self.padding)
     }
     fn named_parameters(&self) -> Vec<(String, Tensor)> {
-        let mut v = vec![("weight".to_string(), self.weight.clone())];
-        v.extend(self.bias.iter().map(|b| ("bias".to_string(), b.clone())));
-        v
+        weight_and_bias(&self.weight, self.bias.as_ref())
     }
     fn set_training(&self, training: bool) {
         self.training.set(training);

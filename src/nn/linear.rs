@@ -2,7 +2,7 @@
 
 use std::cell::Cell;
 
-use super::Module;
+use super::{Module, weight_and_bias};
 use super::init::{kaiming_uniform_bounds, uniform_parameter};
 use crate::ops::linear;
 use crate::rng::Rng;
@@ -51,9 +51,7 @@ impl Module for Linear {
         linear(x, &self.weight, self.bias.as_ref())
     }
     fn named_parameters(&self) -> Vec<(String, Tensor)> {
-        let mut v = vec![("weight".to_string(), self.weight.clone())];
-        v.extend(self.bias.iter().map(|b| ("bias".to_string(), b.clone())));
-        v
+        weight_and_bias(&self.weight, self.bias.as_ref())
     }
     fn set_training(&self, training: bool) {
         self.training.set(training);

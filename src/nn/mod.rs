@@ -42,6 +42,13 @@ pub trait Module {
     }
 }
 
+/// `weight` and, if present, `bias`: the parameters of a layer.
+pub(crate) fn weight_and_bias(weight: &Tensor, bias: Option<&Tensor>) -> Vec<(String, Tensor)> {
+    let mut v = vec![("weight".to_string(), weight.clone())];
+    v.extend(bias.map(|b| ("bias".to_string(), b.clone())));
+    v
+}
+
 /// Prefixes names of a child's parameters (`weight` -> `conv1.weight`).
 pub(crate) fn prefixed(prefix: &str, params: Vec<(String, Tensor)>) -> Vec<(String, Tensor)> {
     params.into_iter().map(|(n, t)| (format!("{prefix}.{n}"), t)).collect()
