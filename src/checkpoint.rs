@@ -6,9 +6,11 @@
 //! `safetensors.torch.save_file(model.state_dict(), path)` wrote for the tutorial's model loads
 //! here, and one written here loads in PyTorch with `model.load_state_dict(load_file(path))`.
 //!
-//! Training checkpoints (`checkpoint-epoch-NNNN.safetensors`) add the SGD momentum buffers as
-//! `optim.momentum_buffer.<name>` and the epoch, seed and settings in the metadata. The data
-//! order of an epoch is derived from (seed, epoch), so that is all the random state there is.
+//! Training checkpoints add the SGD momentum buffers as `optim.momentum_buffer.<name>`, and in
+//! the metadata the position (epochs done, batches done of the next one, its running loss sums),
+//! the seed and the settings. `checkpoint-epoch-NNNN.safetensors` follows a finished epoch,
+//! `checkpoint-epoch-NNNN-batch-BBBBB.safetensors` an interrupted one. The data order of an
+//! epoch is derived from (seed, epoch), so that is all the random state there is.
 //!
 //! Every write goes to a temporary file in the same directory, is fsynced, and is renamed over
 //! the target, so a crash leaves either the old file or the new one.
@@ -22,6 +24,7 @@ use safetensors::tensor::{Dtype, TensorView};
 use crate::data::DataError;
 use crate::nn::{Architecture, Module};
 use crate::optim::Sgd;
+use crate::train::Position;
 
 /// Metadata key naming the architecture (`cnn` or `logistic`).
 pub const ARCH_KEY: &str = "architecture";
@@ -220,24 +223,32 @@ pub fn load_model(path: &Path) -> Result<(Architecture, Box<dyn Module>, TensorF
     Ok((arch, model, file))
 }
 
-/// A training checkpoint's file name for a completed epoch (1-based).
-pub fn checkpoint_name(epoch: usize) -> String {
-    format!("checkpoint-epoch-{epoch:04}.safetensors")
+/// A training checkpoint's file name for a position.
+pub fn checkpoint_name(pos: &Position) -> String {
+    if pos.batch == 0 {
+        format!("checkpoint-epoch-{:04}.safetensors", pos.epoch)
+    } else {
+        format!("checkpoint-epoch-{:04}-batch-{:05}.safetensors", pos.epoch, pos.batch)
+    }
 }
 
-/// Writes a training checkpoint: weights, momentum buffers, and `metadata` (epoch etc.).
+/// Writes a training checkpoint: weights, momentum buffers, the position and `metadata`.
 pub fn save_training_checkpoint(
     dir: &Path,
     model: &dyn Module,
     arch: Architecture,
     opt: &Sgd,
-    epoch: usize,
+    pos: &Position,
     metadata: &BTreeMap<String, String>,
 ) -> Result<PathBuf, DataError> {
     std::fs::create_dir_all(dir).map_err(|e| DataError::new(dir, format!("cannot create the directory: {e}")))?;
     let mut f = state_dict(model, arch, metadata);
     f.metadata.insert("kind".into(), "training-checkpoint".into());
-    f.metadata.insert("epoch".into(), epoch.to_string());
+    f.metadata.insert("epoch".into(), pos.epoch.to_string());
+    f.metadata.insert("batch".into(), pos.batch.to_string());
+    // Rust prints f64 in its shortest form that reads back exactly.
+    f.metadata.insert("loss_sum".into(), pos.loss_sum.to_string());
+    f.metadata.insert("samples".into(), pos.samples.to_string());
     for ((name, p), buf) in model.named_parameters().iter().zip(&opt.momentum_buffers) {
         if let Some(b) = buf {
             f.tensors.insert(
@@ -249,27 +260,53 @@ pub fn save_training_checkpoint(
             );
         }
     }
-    let path = dir.join(checkpoint_name(epoch));
+    let path = dir.join(checkpoint_name(pos));
     f.save(&path)?;
     Ok(path)
 }
 
-/// The newest training checkpoint in `dir` (highest epoch), if any.
-pub fn latest_checkpoint(dir: &Path) -> Result<Option<(usize, PathBuf)>, DataError> {
+/// The position a checkpoint's metadata records.
+pub fn position(meta: &BTreeMap<String, String>) -> Result<Position, String> {
+    let get = |k: &str| meta.get(k).ok_or_else(|| format!("metadata lacks '{k}'"));
+    let bad = |k: &str| format!("metadata '{k}' is not valid");
+    Ok(Position {
+        epoch: get("epoch")?.parse().map_err(|_| bad("epoch"))?,
+        batch: meta
+            .get("batch")
+            .map_or(Ok(0), |v| v.parse())
+            .map_err(|_| bad("batch"))?,
+        loss_sum: meta
+            .get("loss_sum")
+            .map_or(Ok(0.0), |v| v.parse())
+            .map_err(|_| bad("loss_sum"))?,
+        samples: meta
+            .get("samples")
+            .map_or(Ok(0), |v| v.parse())
+            .map_err(|_| bad("samples"))?,
+    })
+}
+
+/// The newest training checkpoint in `dir` (furthest position), if any: (epochs done, batches
+/// done of the next, path).
+pub fn latest_checkpoint(dir: &Path) -> Result<Option<(usize, usize, PathBuf)>, DataError> {
     let rd = std::fs::read_dir(dir).map_err(|e| DataError::new(dir, format!("cannot list: {e}")))?;
-    let mut best: Option<(usize, PathBuf)> = None;
+    let mut best: Option<(usize, usize, PathBuf)> = None;
     for entry in rd.flatten() {
         let name = entry.file_name().to_string_lossy().to_string();
-        let Some(n) = name
+        let Some(rest) = name
             .strip_prefix("checkpoint-epoch-")
             .and_then(|r| r.strip_suffix(".safetensors"))
         else {
             continue;
         };
-        if let Ok(e) = n.parse::<usize>()
-            && best.as_ref().is_none_or(|(b, _)| e > *b)
+        let (e, b) = match rest.split_once("-batch-") {
+            Some((e, b)) => (e.parse::<usize>(), b.parse::<usize>()),
+            None => (rest.parse::<usize>(), Ok(0)),
+        };
+        if let (Ok(e), Ok(b)) = (e, b)
+            && best.as_ref().is_none_or(|(be, bb, _)| (e, b) > (*be, *bb))
         {
-            best = Some((e, entry.path()));
+            best = Some((e, b, entry.path()));
         }
     }
     Ok(best)

@@ -6,16 +6,25 @@ use clap::{Args, Parser, Subcommand};
 
 use std::collections::BTreeMap;
 
+use std::io::IsTerminal;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
 use crate::checkpoint::{
-    TensorFile, atomic_write, latest_checkpoint, load_model, load_state_dict, load_training_checkpoint,
+    TensorFile, atomic_write, latest_checkpoint, load_model, load_state_dict, load_training_checkpoint, position,
     save_training_checkpoint, state_dict,
 };
 use crate::data::{DataError, DataLoader, Format, load_mnist};
+use crate::log::{MetricsLog, json_str};
 use crate::metrics::Confusion;
 use crate::nn::Architecture;
 use crate::optim::SgdConfig;
 use crate::rng::Rng;
-use crate::train::{LOSS_FUNC, evaluate, fit};
+use crate::train::{EpochStats, FitEnd, LOSS_FUNC, Observer, Position, evaluate, fit_from};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -115,6 +124,13 @@ pub struct TrainArgs {
     /// to this directory.
     #[arg(long, value_name = "DIR")]
     pub checkpoint_dir: Option<PathBuf>,
+    /// Append one record per epoch to this file: JSON lines (.jsonl) or CSV (.csv), after a
+    /// header record with the run's settings.
+    #[arg(long, value_name = "FILE")]
+    pub log: Option<PathBuf>,
+    /// No progress bar (it is shown only when the output is a terminal anyway).
+    #[arg(long)]
+    pub quiet: bool,
     /// Continue from the newest checkpoint in this directory, with its settings (seed, batch
     /// size, learning rate, momentum, shuffling), up to --epochs. The result is bit-identical to
     /// an uninterrupted run.
@@ -345,21 +361,6 @@ fn predict(a: PredictArgs) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// A JSON string literal.
-fn json_str(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
 /// Training settings as checkpoint metadata.
 fn settings(a: &TrainArgs, lr: f32, momentum: f32) -> BTreeMap<String, String> {
     let mut m = BTreeMap::new();
@@ -384,7 +385,7 @@ fn train_in_pool(mut a: TrainArgs) -> Result<(), Box<dyn std::error::Error>> {
     let resume = match &a.resume {
         None => None,
         Some(dir) => {
-            let (epoch, path) = latest_checkpoint(dir)?
+            let (_, _, path) = latest_checkpoint(dir)?
                 .ok_or_else(|| DataError::new(dir, "no checkpoint-epoch-*.safetensors to resume from"))?;
             let file = TensorFile::load(&path)?;
             let meta = &file.metadata;
@@ -405,7 +406,7 @@ fn train_in_pool(mut a: TrainArgs) -> Result<(), Box<dyn std::error::Error>> {
                 .map(|v| v.parse())
                 .transpose()
                 .map_err(|_| bad("limit"))?;
-            Some((epoch, path))
+            Some(path)
         }
     };
     let dir = a.data_dir.clone().unwrap_or_else(default_data_dir);
@@ -428,12 +429,18 @@ fn train_in_pool(mut a: TrainArgs) -> Result<(), Box<dyn std::error::Error>> {
     }
     let mut opt = SgdConfig::new(lr).with_momentum(momentum).init(model.parameters());
     let start = match &resume {
-        Some((epoch, path)) => {
-            load_training_checkpoint(path, model.as_ref(), &mut opt)?;
-            println!("resuming from {} (epoch {epoch} done)", path.display());
-            *epoch
+        Some(path) => {
+            let meta = load_training_checkpoint(path, model.as_ref(), &mut opt)?;
+            let pos = position(&meta).map_err(|e| DataError::new(path, e))?;
+            println!(
+                "resuming from {} (epoch {} done, {} batches of the next)",
+                path.display(),
+                pos.epoch,
+                pos.batch
+            );
+            pos
         }
-        None => 0,
+        None => Position::default(),
     };
     let train_dl = DataLoader::new(data.train.clone(), a.batch_size, !a.no_shuffle, a.seed);
     let valid_dl = DataLoader::new(data.valid.clone(), a.batch_size * 2, false, 0);
@@ -449,31 +456,73 @@ fn train_in_pool(mut a: TrainArgs) -> Result<(), Box<dyn std::error::Error>> {
         a.seed,
         rayon::current_num_threads()
     );
-    let epochs = a.epochs;
     let meta = settings(&a, lr, momentum);
-    let history = fit(
-        start..epochs,
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        // A second Ctrl-C while stopping exits at once.
+        let _ = ctrlc::set_handler(move || {
+            if stop.swap(true, Ordering::SeqCst) {
+                std::process::exit(130);
+            }
+        });
+    }
+    let log = match &a.log {
+        Some(path) => Some(MetricsLog::open(path, &meta)?),
+        None => None,
+    };
+    let show_bar = !a.quiet && std::io::stderr().is_terminal();
+    let mut obs = TrainObserver {
+        epochs: a.epochs,
+        lr,
+        bar: None,
+        show_bar,
+        epoch_started: Instant::now(),
+        samples_at_start: 0,
+        log,
+        stop: stop.clone(),
+        checkpoint: a
+            .checkpoint_dir
+            .as_ref()
+            .map(|d| (d.as_path(), model.as_ref(), a.model, &meta)),
+    };
+    let end = fit_from(
+        start,
+        a.epochs,
         model.as_ref(),
         LOSS_FUNC,
         &mut opt,
         &train_dl,
         &valid_dl,
-        |s, opt| {
-            println!(
-                "epoch {:>2}/{epochs}  valid_loss {:.4}  valid_acc {:6.2}%  train_loss {:.4}  time {:.2}s",
-                s.epoch,
-                s.valid.loss,
-                100.0 * s.valid.accuracy,
-                s.train_loss,
-                s.seconds
-            );
-            if let Some(dir) = &a.checkpoint_dir {
-                save_training_checkpoint(dir, model.as_ref(), a.model, opt, s.epoch, &meta)
-                    .map_err(|e| e.to_string())?;
-            }
-            Ok(())
-        },
+        &mut obs,
     )?;
+    let history = match end {
+        FitEnd::Finished(h) => h,
+        FitEnd::Stopped { at, .. } => {
+            let how = match &a.checkpoint_dir {
+                Some(d) => {
+                    let path = save_training_checkpoint(d, model.as_ref(), a.model, &opt, &at, &meta)?;
+                    format!(
+                        "checkpoint saved to {}; resume with: mnist-cnn train --resume {} --epochs {}",
+                        path.display(),
+                        d.display(),
+                        a.epochs
+                    )
+                }
+                None => {
+                    "no checkpoint (no --checkpoint-dir): run with --checkpoint-dir DIR to be able to resume".into()
+                }
+            };
+            eprintln!(
+                "interrupted in epoch {}/{} after {} of {} batches; {how}",
+                at.epoch + 1,
+                a.epochs,
+                at.batch,
+                train_dl.len()
+            );
+            std::process::exit(130);
+        }
+    };
     let t = evaluate(model.as_ref(), LOSS_FUNC, &test_dl);
     println!(
         "test  loss {:.4}  acc {:6.2}%  ({} images)",
@@ -483,7 +532,7 @@ fn train_in_pool(mut a: TrainArgs) -> Result<(), Box<dyn std::error::Error>> {
     );
     if let Some(path) = &a.save {
         let mut m = meta.clone();
-        m.insert("epochs_trained".into(), epochs.to_string());
+        m.insert("epochs_trained".into(), a.epochs.to_string());
         m.insert("data".into(), format!("{} ({:?})", dir.display(), a.format));
         if let Some(last) = history.last() {
             m.insert("valid_loss".into(), last.valid.loss.to_string());
@@ -495,4 +544,86 @@ fn train_in_pool(mut a: TrainArgs) -> Result<(), Box<dyn std::error::Error>> {
         println!("saved {}", path.display());
     }
     Ok(())
+}
+
+/// Where and what to checkpoint after each epoch: directory, model, architecture, settings.
+type CheckpointTo<'a> = (
+    &'a Path,
+    &'a dyn crate::nn::Module,
+    Architecture,
+    &'a BTreeMap<String, String>,
+);
+
+/// What `train` does around the loop: the progress bar, the summary lines, the metrics log,
+/// checkpoints, and stopping on Ctrl-C.
+struct TrainObserver<'a> {
+    epochs: usize,
+    lr: f32,
+    bar: Option<ProgressBar>,
+    show_bar: bool,
+    epoch_started: Instant,
+    samples_at_start: usize,
+    log: Option<MetricsLog>,
+    stop: Arc<AtomicBool>,
+    checkpoint: Option<CheckpointTo<'a>>,
+}
+
+impl Observer for TrainObserver<'_> {
+    fn epoch_start(&mut self, epoch: usize, batches: usize, first: usize) {
+        self.epoch_started = Instant::now();
+        self.samples_at_start = 0;
+        if self.show_bar {
+            let bar = ProgressBar::new(batches as u64);
+            let style = ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} batches  {msg}  ETA {eta}")
+                .expect("a valid template")
+                .progress_chars("=> ");
+            bar.set_style(style);
+            bar.set_prefix(format!("{}/{}", epoch + 1, self.epochs));
+            bar.set_position(first as u64);
+            self.bar = Some(bar);
+        }
+    }
+
+    fn batch_end(&mut self, pos: &Position, _loss: f32) -> bool {
+        if self.samples_at_start == 0 {
+            self.samples_at_start = pos.samples.saturating_sub(1).max(1);
+        }
+        if let Some(bar) = &self.bar {
+            bar.set_position(pos.batch as u64);
+            if pos.batch.is_multiple_of(10) {
+                let rate = (pos.samples - self.samples_at_start) as f64 / self.epoch_started.elapsed().as_secs_f64();
+                bar.set_message(format!(
+                    "{rate:>7.0} samples/s  loss {:.4}",
+                    pos.loss_sum / pos.samples.max(1) as f64
+                ));
+            }
+        }
+        !self.stop.load(Ordering::SeqCst)
+    }
+
+    fn epoch_end(&mut self, s: &EpochStats, opt: &crate::optim::Sgd) -> Result<(), String> {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+        println!(
+            "epoch {:>2}/{}  valid_loss {:.4}  valid_acc {:6.2}%  train_loss {:.4}  time {:.2}s",
+            s.epoch,
+            self.epochs,
+            s.valid.loss,
+            100.0 * s.valid.accuracy,
+            s.train_loss,
+            s.seconds
+        );
+        if let Some(log) = &mut self.log {
+            log.epoch(s, self.lr).map_err(|e| e.to_string())?;
+        }
+        if let Some((dir, model, arch, meta)) = self.checkpoint {
+            let pos = Position {
+                epoch: s.epoch,
+                ..Position::default()
+            };
+            save_training_checkpoint(dir, model, arch, opt, &pos, meta).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
 }

@@ -14,6 +14,7 @@ pub mod bench;
 pub mod checkpoint;
 pub mod cli;
 pub mod data;
+pub mod log;
 pub mod metrics;
 pub mod nn;
 pub mod optim;

@@ -84,6 +84,89 @@ pub struct EpochStats {
     pub train_samples_per_sec: f64,
 }
 
+/// Where a run is: `batch` batches of epoch `epoch` (0-based) are done, with the running sums of
+/// that epoch's training loss. A finished epoch k is `Position { epoch: k, batch: 0, .. }`.
+/// Checkpoints store it, and [`fit_from`] continues from it with bit-identical results.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Position {
+    pub epoch: usize,
+    pub batch: usize,
+    /// Sum of loss x batch size over the epoch's batches so far.
+    pub loss_sum: f64,
+    pub samples: usize,
+}
+
+/// Hooks around the training loop: progress, logs, checkpoints, stopping.
+pub trait Observer {
+    /// Before the batches of `epoch` (0-based): `batches` in all, starting at `first`.
+    fn epoch_start(&mut self, _epoch: usize, _batches: usize, _first: usize) {}
+    /// After each training batch, with the position after it and the batch's loss. Returning
+    /// false stops training here.
+    fn batch_end(&mut self, _pos: &Position, _loss: f32) -> bool {
+        true
+    }
+    /// After each epoch, training and validation done. An error stops training.
+    fn epoch_end(&mut self, stats: &EpochStats, opt: &Sgd) -> Result<(), String>;
+}
+
+/// How [`fit_from`] ended.
+#[derive(Clone, Debug, PartialEq)]
+pub enum FitEnd {
+    /// All epochs ran.
+    Finished(Vec<EpochStats>),
+    /// An observer asked to stop; `at` is where training can continue from.
+    Stopped { history: Vec<EpochStats>, at: Position },
+}
+
+/// The tutorial's `fit` from a given position: for each epoch up to `epochs`, train on every
+/// batch of `train_dl` (skipping the batches already done in a resumed epoch), then evaluate on
+/// `valid_dl`, telling `obs` as it goes.
+#[allow(clippy::too_many_arguments)]
+pub fn fit_from(
+    start: Position,
+    epochs: usize,
+    model: &dyn Module,
+    loss_func: LossFn,
+    opt: &mut Sgd,
+    train_dl: &DataLoader,
+    valid_dl: &DataLoader,
+    obs: &mut dyn Observer,
+) -> Result<FitEnd, String> {
+    let mut history = Vec::new();
+    let mut pos = start;
+    while pos.epoch < epochs {
+        let t0 = Instant::now();
+        let (first, samples_before) = (pos.batch, pos.samples);
+        obs.epoch_start(pos.epoch, train_dl.len(), first);
+        model.set_training(true);
+        for b in train_dl.epoch(pos.epoch).skip(first) {
+            let (loss, n) = loss_batch(model, loss_func, &b.x, &b.y, Some(opt));
+            pos.loss_sum += loss as f64 * n as f64;
+            pos.samples += n;
+            pos.batch += 1;
+            if !obs.batch_end(&pos, loss) && pos.batch < train_dl.len() {
+                return Ok(FitEnd::Stopped { history, at: pos });
+            }
+        }
+        let train_secs = t0.elapsed().as_secs_f64();
+        let valid = evaluate(model, loss_func, valid_dl);
+        let stats = EpochStats {
+            epoch: pos.epoch + 1,
+            train_loss: (pos.loss_sum / pos.samples.max(1) as f64) as f32,
+            valid,
+            seconds: t0.elapsed().as_secs_f64(),
+            train_samples_per_sec: (pos.samples - samples_before) as f64 / train_secs,
+        };
+        obs.epoch_end(&stats, opt)?;
+        history.push(stats);
+        pos = Position {
+            epoch: pos.epoch + 1,
+            ..Position::default()
+        };
+    }
+    Ok(FitEnd::Finished(history))
+}
+
 /// The tutorial's `fit`: for each epoch, train on every batch of `train_dl`, then evaluate on
 /// `valid_dl`. Runs epochs `start..epochs` (0-based; start > 0 resumes) and calls `on_epoch` after
 /// each with the epoch's figures and the optimizer (for checkpoints); an error from it stops
@@ -95,29 +178,28 @@ pub fn fit(
     opt: &mut Sgd,
     train_dl: &DataLoader,
     valid_dl: &DataLoader,
-    mut on_epoch: impl FnMut(&EpochStats, &Sgd) -> Result<(), String>,
+    on_epoch: impl FnMut(&EpochStats, &Sgd) -> Result<(), String>,
 ) -> Result<Vec<EpochStats>, String> {
-    let mut history = Vec::new();
-    for epoch in epochs {
-        let t0 = Instant::now();
-        model.set_training(true);
-        let (mut weighted, mut samples) = (0.0f64, 0usize);
-        for b in train_dl.epoch(epoch) {
-            let (loss, n) = loss_batch(model, loss_func, &b.x, &b.y, Some(opt));
-            weighted += loss as f64 * n as f64;
-            samples += n;
+    struct OnEpoch<F>(F);
+    impl<F: FnMut(&EpochStats, &Sgd) -> Result<(), String>> Observer for OnEpoch<F> {
+        fn epoch_end(&mut self, stats: &EpochStats, opt: &Sgd) -> Result<(), String> {
+            (self.0)(stats, opt)
         }
-        let train_secs = t0.elapsed().as_secs_f64();
-        let valid = evaluate(model, loss_func, valid_dl);
-        let stats = EpochStats {
-            epoch: epoch + 1,
-            train_loss: (weighted / samples.max(1) as f64) as f32,
-            valid,
-            seconds: t0.elapsed().as_secs_f64(),
-            train_samples_per_sec: samples as f64 / train_secs,
-        };
-        on_epoch(&stats, opt)?;
-        history.push(stats);
     }
-    Ok(history)
+    let start = Position {
+        epoch: epochs.start,
+        ..Position::default()
+    };
+    match fit_from(
+        start,
+        epochs.end,
+        model,
+        loss_func,
+        opt,
+        train_dl,
+        valid_dl,
+        &mut OnEpoch(on_epoch),
+    )? {
+        FitEnd::Finished(h) | FitEnd::Stopped { history: h, .. } => Ok(h),
+    }
 }

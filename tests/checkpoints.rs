@@ -64,7 +64,10 @@ fn resumed_training_equals_uninterrupted_training_bit_for_bit() {
         "--save",
         s(&resumed),
     ]);
-    assert!(b.contains("resuming from") && b.contains("(epoch 1 done)"), "{b}");
+    assert!(
+        b.contains("resuming from") && b.contains("(epoch 1 done, 0 batches of the next)"),
+        "{b}"
+    );
     assert_eq!(epochs(&a)[1..], epochs(&b)[..], "epochs 2 and 3 print the same figures");
     let (wa, wb) = (TensorFile::load(&whole).unwrap(), TensorFile::load(&resumed).unwrap());
     assert_eq!(wa.tensors.len(), 6);

@@ -2,8 +2,8 @@
 
 use std::cell::Cell;
 
-use super::{Module, weight_and_bias};
 use super::init::{kaiming_uniform_bounds, uniform_parameter};
+use super::{Module, weight_and_bias};
 use crate::ops::linear;
 use crate::rng::Rng;
 use crate::tensor::Tensor;

@@ -1,0 +1,101 @@
+//! Ctrl-C during training: it stops after the current batch, keeps the log, saves a checkpoint,
+//! exits non-zero saying how to resume, and the resumed run ends with exactly the weights of an
+//! uninterrupted one.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use mnist_cnn::checkpoint::TensorFile;
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_mnist-cnn"));
+    c.current_dir(env!("CARGO_MANIFEST_DIR"));
+    c
+}
+
+#[test]
+fn ctrl_c_stops_saves_and_resumes_bit_for_bit() {
+    let d = std::env::temp_dir().join(format!("mnist-cnn-int-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    let p = |n: &str| -> String { d.join(n).to_str().unwrap().to_string() };
+    let settings = ["train", "--epochs", "2", "--seed", "7", "--limit", "30000"];
+    let whole = bin()
+        .args(settings)
+        .args(["--save", &p("whole.safetensors")])
+        .output()
+        .unwrap();
+    assert!(whole.status.success(), "{}", String::from_utf8_lossy(&whole.stderr));
+
+    let mut child = bin()
+        .args(settings)
+        .args(["--checkpoint-dir", &p("ck"), "--log", &p("m.jsonl")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once the header is printed the handler is installed; interrupt during the first epoch.
+    let mut header = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut header)
+        .unwrap();
+    assert!(header.starts_with("model cnn"), "{header}");
+    std::thread::sleep(Duration::from_millis(150));
+    let pid = child.id().to_string();
+    assert!(Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(
+        err.contains("interrupted in epoch") && err.contains("resume with: mnist-cnn train --resume"),
+        "{err}"
+    );
+    let saved: Vec<String> = std::fs::read_dir(d.join("ck"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .collect();
+    assert!(
+        saved.iter().any(|n| n.contains("-batch-")),
+        "a mid-epoch checkpoint: {saved:?}"
+    );
+    assert!(
+        std::fs::read_to_string(d.join("m.jsonl"))
+            .unwrap()
+            .starts_with("{\"type\":\"header\"")
+    );
+
+    let resumed = bin()
+        .args([
+            "train",
+            "--resume",
+            &p("ck"),
+            "--epochs",
+            "2",
+            "--save",
+            &p("resumed.safetensors"),
+            "--log",
+            &p("m.jsonl"),
+        ])
+        .output()
+        .unwrap();
+    assert!(resumed.status.success(), "{}", String::from_utf8_lossy(&resumed.stderr));
+    let (a, b) = (
+        TensorFile::load(&PathBuf::from(p("whole.safetensors"))).unwrap(),
+        TensorFile::load(&PathBuf::from(p("resumed.safetensors"))).unwrap(),
+    );
+    for (name, t) in &a.tensors {
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&t.values), bits(&b.tensors[name].values), "{name}");
+    }
+    // The log continues: a header per run, then epochs 1 and 2 from the resumed run.
+    let log = std::fs::read_to_string(d.join("m.jsonl")).unwrap();
+    assert_eq!(log.matches("\"type\":\"header\"").count(), 2, "{log}");
+    assert!(
+        log.contains("\"type\":\"epoch\",\"epoch\":1,") && log.contains("\"type\":\"epoch\",\"epoch\":2,"),
+        "{log}"
+    );
+    std::fs::remove_dir_all(&d).unwrap();
+}
