@@ -45,6 +45,8 @@ pub enum Command {
     Eval(EvalArgs),
     /// Predict the digit in each image (PNG, JPEG, BMP, GIF, PGM; any size and colour).
     Predict(PredictArgs),
+    /// Fetch a dataset's four IDX files (or the tutorial's pickle), checked, into the cache.
+    Download(DownloadArgs),
     /// Measure training and inference speed, per-layer times, GFLOP/s and peak memory.
     Bench(BenchArgs),
 }
@@ -110,6 +112,10 @@ pub struct TrainArgs {
     /// Data format: `idx` (the four standard files) or `pickle` (the tutorial's mnist.pkl.gz).
     #[arg(long, default_value = "idx")]
     pub format: Format,
+    /// Dataset: `mnist` (bundled), or `fashion-mnist` / `kmnist` from the download cache
+    /// (`mnist-cnn download NAME` first).
+    #[arg(long, default_value = "mnist", value_parser = ["mnist", "fashion-mnist", "kmnist"])]
+    pub dataset: String,
     /// Train on only the first N training images (for quick runs).
     #[arg(long)]
     pub limit: Option<usize>,
@@ -136,6 +142,23 @@ pub struct TrainArgs {
     /// an uninterrupted run.
     #[arg(long, value_name = "DIR")]
     pub resume: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DownloadArgs {
+    /// Which: `mnist`, `fashion-mnist`, `kmnist`, or `tutorial-pickle` (the tutorial's mnist.pkl.gz).
+    #[arg(value_parser = ["mnist", "fashion-mnist", "kmnist", "tutorial-pickle"])]
+    pub dataset: String,
+    /// Cache directory [default: the platform's data directory, e.g. ~/.local/share/mnist-cnn].
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// A mirror to try first (a URL prefix to which the file names are appended); also read
+    /// from the MNIST_CNN_MIRROR environment variable.
+    #[arg(long)]
+    pub mirror: Option<String>,
+    /// No progress bars.
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -203,6 +226,7 @@ pub fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         Command::Train(args) => train(args),
         Command::Bench(args) => bench(args),
         Command::Predict(args) => predict(args),
+        Command::Download(args) => download(args),
         Command::Eval(args) => {
             let threads = args.threads;
             in_pool(threads, move || eval(args).map_err(|e| e.to_string()))??;
@@ -254,12 +278,60 @@ fn train(a: TrainArgs) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+fn download(a: DownloadArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let spec = crate::data::download::spec(&a.dataset).ok_or("unknown dataset")?;
+    let dir = crate::data::download::cache_dir(a.dir.as_deref());
+    let mirror = a
+        .mirror
+        .clone()
+        .or_else(|| std::env::var("MNIST_CNN_MIRROR").ok().filter(|m| !m.is_empty()));
+    let progress = !a.quiet && std::io::stderr().is_terminal();
+    let (target, outcomes) =
+        crate::data::download::download(&spec, &dir, mirror.as_deref(), progress, |m| eprintln!("{m}"))?;
+    let fetched = outcomes
+        .iter()
+        .filter(|o| matches!(o, crate::data::download::Outcome::Fetched { .. }))
+        .count();
+    println!(
+        "{}: {} files in {} ({fetched} fetched, {} already there)",
+        a.dataset,
+        outcomes.len(),
+        target.display(),
+        outcomes.len() - fetched
+    );
+    Ok(())
+}
+
+/// The data directory for a dataset: the given one, the bundled MNIST, or the download cache.
+fn dataset_dir(data_dir: Option<&PathBuf>, dataset: &str) -> PathBuf {
+    match (data_dir, dataset) {
+        (Some(d), _) => d.clone(),
+        (None, "mnist") | (None, "") => default_data_dir(),
+        (None, other) => crate::data::download::cache_dir(None).join(other),
+    }
+}
+
+/// Loads a dataset, with a hint to download it when its files are missing.
+fn load_dataset(dir: &Path, format: Format, dataset: &str) -> Result<crate::data::Mnist, Box<dyn std::error::Error>> {
+    load_mnist(dir, format).map_err(|e| {
+        if dataset != "mnist" && e.problem.contains("not found") {
+            format!("{e} (run `mnist-cnn download {dataset}` first, or pass --data-dir)").into()
+        } else {
+            e.into()
+        }
+    })
+}
+
 fn eval(a: EvalArgs) -> Result<(), Box<dyn std::error::Error>> {
     if a.batch_size == 0 {
         return Err("--batch-size must be at least 1".into());
     }
-    let (arch, model, _) = load_model(&a.model)?;
-    let data = load_mnist(&a.data_dir.clone().unwrap_or_else(default_data_dir), a.format)?;
+    let (arch, model, file) = load_model(&a.model)?;
+    let dataset = file
+        .metadata
+        .get("dataset")
+        .map_or("mnist".to_string(), |d| d.to_lowercase());
+    let data = load_dataset(&dataset_dir(a.data_dir.as_ref(), &dataset), a.format, &dataset)?;
     let split = if a.split == "valid" { data.valid } else { data.test };
     let dl = DataLoader::new(split, a.batch_size, false, 0);
     let c = Confusion::of(model.as_ref(), LOSS_FUNC, &dl, 10);
@@ -267,13 +339,16 @@ fn eval(a: EvalArgs) -> Result<(), Box<dyn std::error::Error>> {
         println!("{}", c.to_json());
     } else {
         println!("model {} ({arch}), {} split", a.model.display(), a.split);
-        print!("{}", c.to_text(&[]));
+        print!("{}", c.to_text(&crate::data::download::class_names(&dataset)));
     }
     Ok(())
 }
 
 fn predict(a: PredictArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let (_, model, _) = load_model(&a.model)?;
+    let (_, model, file) = load_model(&a.model)?;
+    let names =
+        crate::data::download::class_names(&file.metadata.get("dataset").map_or(String::new(), |d| d.to_lowercase()));
+    let name = |d: usize| names.get(d).map_or(String::new(), |n| format!(" {n}"));
     if let Some(dir) = &a.save_preprocessed {
         std::fs::create_dir_all(dir).map_err(|e| DataError::new(dir, format!("cannot create the directory: {e}")))?;
     }
@@ -349,7 +424,13 @@ fn predict(a: PredictArgs) -> Result<(), Box<dyn std::error::Error>> {
             println!("{file}: {}", tops.join(", "));
         } else {
             let all: Vec<String> = p.iter().enumerate().map(|(d, v)| format!("{d}:{v:.3}")).collect();
-            println!("{file}: {} ({:.1}%)  {}", order[0], 100.0 * p[order[0]], all.join(" "));
+            println!(
+                "{file}: {}{} ({:.1}%)  {}",
+                order[0],
+                name(order[0]),
+                100.0 * p[order[0]],
+                all.join(" ")
+            );
         }
     }
     if a.json {
@@ -370,7 +451,7 @@ fn settings(a: &TrainArgs, lr: f32, momentum: f32) -> BTreeMap<String, String> {
     m.insert("momentum".into(), momentum.to_string());
     m.insert("shuffle".into(), (!a.no_shuffle).to_string());
     m.insert("epochs".into(), a.epochs.to_string());
-    m.insert("dataset".into(), "MNIST".into());
+    m.insert("dataset".into(), a.dataset.clone());
     if let Some(n) = a.limit {
         m.insert("limit".into(), n.to_string());
     }
@@ -409,8 +490,8 @@ fn train_in_pool(mut a: TrainArgs) -> Result<(), Box<dyn std::error::Error>> {
             Some(path)
         }
     };
-    let dir = a.data_dir.clone().unwrap_or_else(default_data_dir);
-    let mut data = load_mnist(&dir, a.format)?;
+    let dir = dataset_dir(a.data_dir.as_ref(), &a.dataset);
+    let mut data = load_dataset(&dir, a.format, &a.dataset)?;
     if let Some(n) = a.limit {
         data.train = data.train.subset(0..n.min(data.train.len()));
     }
@@ -418,6 +499,15 @@ fn train_in_pool(mut a: TrainArgs) -> Result<(), Box<dyn std::error::Error>> {
         Architecture::Cnn => (a.lr.unwrap_or(0.1), a.momentum.unwrap_or(0.9)),
         Architecture::Logistic => (a.lr.unwrap_or(0.5), a.momentum.unwrap_or(0.0)),
     };
+    let names = crate::data::download::class_names(&a.dataset);
+    if !names.is_empty() {
+        println!(
+            "dataset {} ({}), classes: {}",
+            a.dataset,
+            dir.display(),
+            names.join(", ")
+        );
+    }
     let model = a.model.build(&mut Rng::new(a.seed));
     if let Some(init) = &a.init {
         let file = TensorFile::load(init)?;

@@ -5,6 +5,7 @@
 //! pixel/256 as the tutorial's file is, so both sources give bit-identical tensors.
 
 mod dataset;
+pub mod download;
 mod error;
 pub mod idx;
 mod loader;
