@@ -295,7 +295,7 @@ pub fn download(
         for m in &mirrors {
             let url = format!("{m}{}", f.name);
             if let Err(e) = fetch(&url, &part, progress) {
-                log(&format!("{e}"));
+                log(&e);
                 failures.push(e);
                 // A cut transfer keeps its .part for the next try; another failure starts over.
                 if !failures.last().is_some_and(|e| e.contains("run again to resume")) {
