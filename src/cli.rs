@@ -47,6 +47,8 @@ pub enum Command {
     Predict(PredictArgs),
     /// Fetch a dataset's four IDX files (or the tutorial's pickle), checked, into the cache.
     Download(DownloadArgs),
+    /// Draw training curves from `train --log` files (several logs: one chart, labelled by file).
+    Plot(PlotArgs),
     /// Measure training and inference speed, per-layer times, GFLOP/s and peak memory.
     Bench(BenchArgs),
 }
@@ -145,6 +147,16 @@ pub struct TrainArgs {
 }
 
 #[derive(Args, Debug, Clone)]
+pub struct PlotArgs {
+    /// Metrics logs written by `train --log` (.jsonl or .csv).
+    #[arg(required = true, value_name = "LOG")]
+    pub logs: Vec<PathBuf>,
+    /// The picture to write: PNG or SVG by extension.
+    #[arg(long, value_name = "FILE", default_value = "curves.png")]
+    pub out: PathBuf,
+}
+
+#[derive(Args, Debug, Clone)]
 pub struct DownloadArgs {
     /// Which: `mnist`, `fashion-mnist`, `kmnist`, or `tutorial-pickle` (the tutorial's mnist.pkl.gz).
     #[arg(value_parser = ["mnist", "fashion-mnist", "kmnist", "tutorial-pickle"])]
@@ -196,6 +208,9 @@ pub struct EvalArgs {
     /// Print one JSON object instead of the tables.
     #[arg(long)]
     pub json: bool,
+    /// Also draw the confusion matrix as a heat map with counts (PNG or SVG by extension).
+    #[arg(long, value_name = "FILE")]
+    pub confusion_png: Option<PathBuf>,
     /// Batch size of the evaluation.
     #[arg(long, default_value_t = 1000)]
     pub batch_size: usize,
@@ -227,6 +242,16 @@ pub fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         Command::Bench(args) => bench(args),
         Command::Predict(args) => predict(args),
         Command::Download(args) => download(args),
+        Command::Plot(args) => {
+            let curves = args
+                .logs
+                .iter()
+                .map(|l| crate::plot::read_log(l))
+                .collect::<Result<Vec<_>, _>>()?;
+            crate::plot::plot_curves(&curves, &args.out)?;
+            println!("wrote {} ({} runs)", args.out.display(), curves.len());
+            Ok(())
+        }
         Command::Eval(args) => {
             let threads = args.threads;
             in_pool(threads, move || eval(args).map_err(|e| e.to_string()))??;
@@ -335,6 +360,9 @@ fn eval(a: EvalArgs) -> Result<(), Box<dyn std::error::Error>> {
     let split = if a.split == "valid" { data.valid } else { data.test };
     let dl = DataLoader::new(split, a.batch_size, false, 0);
     let c = Confusion::of(model.as_ref(), LOSS_FUNC, &dl, 10);
+    if let Some(out) = &a.confusion_png {
+        crate::plot::plot_confusion(&c, &crate::data::download::class_names(&dataset), out)?;
+    }
     if a.json {
         println!("{}", c.to_json());
     } else {

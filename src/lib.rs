@@ -18,5 +18,6 @@ pub mod log;
 pub mod metrics;
 pub mod nn;
 pub mod optim;
+pub mod plot;
 pub mod predict;
 pub mod train;

@@ -284,3 +284,59 @@ fn the_tutorial_pickle_is_checked_by_parsing_it() {
     assert_eq!(head, [0x1f, 0x8b]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn train_dataset_reads_the_cache_shows_class_names_and_says_how_to_download() {
+    let home = tmp("xdg");
+    let bin = || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_mnist-cnn"));
+        c.current_dir(root()).env("XDG_DATA_HOME", &home);
+        c
+    };
+    let out = bin()
+        .args(["train", "--dataset", "kmnist", "--epochs", "1"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        err.contains("mnist-cnn/kmnist/train-images-idx3-ubyte: not found")
+            && err.contains("run `mnist-cnn download kmnist` first"),
+        "{err}"
+    );
+    // A cache holding IDX files (here the bundled MNIST, standing in for Fashion-MNIST).
+    let cache = home.join("mnist-cnn/fashion-mnist");
+    std::fs::create_dir_all(&cache).unwrap();
+    for e in std::fs::read_dir(root().join("data/mnist")).unwrap().flatten() {
+        std::fs::copy(e.path(), cache.join(e.file_name())).unwrap();
+    }
+    let model = home.join("f.safetensors");
+    let out = bin()
+        .args([
+            "train",
+            "--dataset",
+            "fashion-mnist",
+            "--epochs",
+            "1",
+            "--limit",
+            "300",
+            "--save",
+            model.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        text.contains("classes: T-shirt/top, Trouser, Pullover, Dress, Coat, Sandal, Shirt, Sneaker, Bag, Ankle boot"),
+        "{text}"
+    );
+    // eval finds the dataset from the model's metadata and names the classes.
+    let out = bin()
+        .args(["eval", "--model", model.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("Ankle boot"), "{text}");
+    std::fs::remove_dir_all(&home).unwrap();
+}
