@@ -1,0 +1,58 @@
+//! `mnist-cnn bench`.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::{default_data_dir, in_pool};
+use crate::data::{Format, load_mnist};
+use crate::nn::Architecture;
+
+#[derive(Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Model: `cnn` or `logistic`.
+    #[arg(long, default_value = "cnn")]
+    pub model: Architecture,
+    /// Worker threads [default: one per core].
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Training batch size.
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    /// Timed training epochs (each from a fresh model); the median is reported.
+    #[arg(long, default_value_t = 3)]
+    pub repeats: usize,
+    /// Training batches run with the per-layer profiler on.
+    #[arg(long, default_value_t = 200)]
+    pub profile_batches: usize,
+    /// Single-image forwards timed for the batch-1 latency.
+    #[arg(long, default_value_t = 2000)]
+    pub latency_images: usize,
+    /// Directory with the MNIST IDX files [default: the bundled data/mnist].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub(crate) fn bench(a: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let data = load_mnist(&a.data_dir.clone().unwrap_or_else(default_data_dir), Format::Idx)?;
+    if a.batch_size == 0 {
+        return Err("--batch-size must be at least 1".into());
+    }
+    let cfg = crate::bench::BenchConfig {
+        model: a.model,
+        batch_size: a.batch_size,
+        repeats: a.repeats,
+        profile_batches: a.profile_batches,
+        latency_images: a.latency_images,
+    };
+    let report = in_pool(a.threads, || crate::bench::run(&cfg, &data))?;
+    if a.json {
+        println!("{}", report.to_json());
+    } else {
+        print!("{}", report.to_text());
+    }
+    Ok(())
+}

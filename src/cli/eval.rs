@@ -1,0 +1,64 @@
+//! `mnist-cnn eval`.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::{dataset_dir, load_dataset};
+use crate::checkpoint::load_model;
+use crate::data::{DataLoader, Format};
+use crate::metrics::Confusion;
+use crate::train::LOSS_FUNC;
+
+#[derive(Args, Debug, Clone)]
+pub struct EvalArgs {
+    /// The weights to evaluate (safetensors).
+    #[arg(long, value_name = "FILE")]
+    pub model: PathBuf,
+    /// Which images: `test` (t10k) or `valid` (the last 10,000 training images).
+    #[arg(long, default_value = "test", value_parser = ["test", "valid"])]
+    pub split: String,
+    /// Print one JSON object instead of the tables.
+    #[arg(long)]
+    pub json: bool,
+    /// Also draw the confusion matrix as a heat map with counts (PNG or SVG by extension).
+    #[arg(long, value_name = "FILE")]
+    pub confusion_png: Option<PathBuf>,
+    /// Batch size of the evaluation.
+    #[arg(long, default_value_t = 1000)]
+    pub batch_size: usize,
+    /// Worker threads [default: one per core].
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Data directory, as for `train` [default: the bundled data/mnist].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Data format: `idx` or `pickle`.
+    #[arg(long, default_value = "idx")]
+    pub format: Format,
+}
+
+pub(crate) fn eval(a: EvalArgs) -> Result<(), Box<dyn std::error::Error>> {
+    if a.batch_size == 0 {
+        return Err("--batch-size must be at least 1".into());
+    }
+    let (arch, model, file) = load_model(&a.model)?;
+    let dataset = file
+        .metadata
+        .get("dataset")
+        .map_or("mnist".to_string(), |d| d.to_lowercase());
+    let data = load_dataset(&dataset_dir(a.data_dir.as_ref(), &dataset), a.format, &dataset)?;
+    let split = if a.split == "valid" { data.valid } else { data.test };
+    let dl = DataLoader::new(split, a.batch_size, false, 0);
+    let c = Confusion::of(model.as_ref(), LOSS_FUNC, &dl, 10);
+    if let Some(out) = &a.confusion_png {
+        crate::plot::plot_confusion(&c, &crate::data::download::class_names(&dataset), out)?;
+    }
+    if a.json {
+        println!("{}", c.to_json());
+    } else {
+        println!("model {} ({arch}), {} split", a.model.display(), a.split);
+        print!("{}", c.to_text(&crate::data::download::class_names(&dataset)));
+    }
+    Ok(())
+}

@@ -1,0 +1,131 @@
+//! `mnist-cnn predict`.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::checkpoint::{atomic_write, load_model};
+use crate::data::DataError;
+use crate::log::json_str;
+
+#[derive(Args, Debug, Clone)]
+pub struct PredictArgs {
+    /// The weights to use (safetensors).
+    #[arg(long, value_name = "FILE")]
+    pub model: PathBuf,
+    /// Images to classify.
+    #[arg(required = true, value_name = "IMAGE")]
+    pub images: Vec<PathBuf>,
+    /// Print one JSON array instead of lines.
+    #[arg(long)]
+    pub json: bool,
+    /// Show the K most likely digits instead of all ten probabilities.
+    #[arg(long, value_name = "K")]
+    pub top: Option<usize>,
+    /// Take 28x28 images as they are (light digit on black, as MNIST) instead of preparing them
+    /// the way MNIST was made (grayscale, inverted if the background is light, cropped, scaled
+    /// into 20x20, centred by mass in 28x28).
+    #[arg(long)]
+    pub no_preprocess: bool,
+    /// Write what the network saw (28x28 PNG per image) into this directory.
+    #[arg(long, value_name = "DIR")]
+    pub save_preprocessed: Option<PathBuf>,
+}
+
+pub(crate) fn predict(a: PredictArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let (_, model, file) = load_model(&a.model)?;
+    let names =
+        crate::data::download::class_names(&file.metadata.get("dataset").map_or(String::new(), |d| d.to_lowercase()));
+    let name = |d: usize| names.get(d).map_or(String::new(), |n| format!(" {n}"));
+    if let Some(dir) = &a.save_preprocessed {
+        std::fs::create_dir_all(dir).map_err(|e| DataError::new(dir, format!("cannot create the directory: {e}")))?;
+    }
+    // Each image: what the network sees, or why it could not be read.
+    let prepared: Vec<Result<image::GrayImage, String>> = a
+        .images
+        .iter()
+        .map(|path| {
+            let img = crate::predict::load_gray(path).map_err(|e| e.to_string())?;
+            let ready = if a.no_preprocess {
+                crate::predict::as_is(&img)
+            } else {
+                crate::predict::preprocess(&img)
+            };
+            let ready = ready.map_err(|e| format!("{}: {e}", path.display()))?;
+            if let Some(dir) = &a.save_preprocessed {
+                let stem = path
+                    .file_stem()
+                    .map_or("image".into(), |s| s.to_string_lossy().to_string());
+                atomic_write(&dir.join(format!("{stem}.png")), &crate::predict::png_bytes(&ready))
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok(ready)
+        })
+        .collect();
+    let ok: Vec<&image::GrayImage> = prepared.iter().filter_map(|r| r.as_ref().ok()).collect();
+    let x: Vec<f32> = ok
+        .iter()
+        .flat_map(|img| img.as_raw().iter().map(|&p| crate::data::pixel_to_f32(p)))
+        .collect();
+    model.set_training(false);
+    let probs = if ok.is_empty() {
+        Vec::new()
+    } else {
+        let logits = crate::tensor::no_grad(|| model.forward(&crate::tensor::Tensor::from_vec(x, &[ok.len(), 784])));
+        crate::predict::softmax_rows(&logits.to_vec(), 10)
+    };
+    let mut probs = probs.into_iter();
+    let mut failed = 0;
+    let mut json = Vec::new();
+    for (path, r) in a.images.iter().zip(&prepared) {
+        let file = path.display().to_string();
+        let p = match r {
+            Err(e) => {
+                failed += 1;
+                if a.json {
+                    json.push(format!("{{\"file\":{},\"error\":{}}}", json_str(&file), json_str(e)));
+                } else {
+                    eprintln!("error: {e}");
+                }
+                continue;
+            }
+            Ok(_) => probs.next().expect("one result per image"),
+        };
+        let mut order: Vec<usize> = (0..p.len()).collect();
+        order.sort_by(|&i, &j| p[j].total_cmp(&p[i]));
+        let top = a.top.unwrap_or(p.len()).min(p.len());
+        if a.json {
+            let ps: Vec<String> = p.iter().map(|v| format!("{v:.6}")).collect();
+            let tops: Vec<String> = order[..top].iter().map(|&d| format!("[{d},{:.6}]", p[d])).collect();
+            json.push(format!(
+                "{{\"file\":{},\"digit\":{},\"probabilities\":[{}],\"top\":[{}]}}",
+                json_str(&file),
+                order[0],
+                ps.join(","),
+                tops.join(",")
+            ));
+        } else if a.top.is_some() {
+            let tops: Vec<String> = order[..top]
+                .iter()
+                .map(|&d| format!("{d} {:.1}%", 100.0 * p[d]))
+                .collect();
+            println!("{file}: {}", tops.join(", "));
+        } else {
+            let all: Vec<String> = p.iter().enumerate().map(|(d, v)| format!("{d}:{v:.3}")).collect();
+            println!(
+                "{file}: {}{} ({:.1}%)  {}",
+                order[0],
+                name(order[0]),
+                100.0 * p[order[0]],
+                all.join(" ")
+            );
+        }
+    }
+    if a.json {
+        println!("[{}]", json.join(","));
+    }
+    if failed > 0 {
+        return Err(format!("{failed} of {} images could not be predicted", a.images.len()).into());
+    }
+    Ok(())
+}
