@@ -4,9 +4,9 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::{dataset_dir, load_dataset};
+use super::{DataArgs, dataset_dir, load_dataset};
 use crate::checkpoint::load_model;
-use crate::data::{DataLoader, Format};
+use crate::data::DataLoader;
 use crate::metrics::Confusion;
 use crate::train::LOSS_FUNC;
 
@@ -27,15 +27,8 @@ pub struct EvalArgs {
     /// Batch size of the evaluation.
     #[arg(long, default_value_t = 1000)]
     pub batch_size: usize,
-    /// Worker threads [default: one per core].
-    #[arg(long)]
-    pub threads: Option<usize>,
-    /// Data directory, as for `train` [default: the bundled data/mnist].
-    #[arg(long)]
-    pub data_dir: Option<PathBuf>,
-    /// Data format: `idx` or `pickle`.
-    #[arg(long, default_value = "idx")]
-    pub format: Format,
+    #[command(flatten)]
+    pub data: DataArgs,
 }
 
 pub(crate) fn eval(a: EvalArgs) -> Result<(), Box<dyn std::error::Error>> {
@@ -47,7 +40,11 @@ pub(crate) fn eval(a: EvalArgs) -> Result<(), Box<dyn std::error::Error>> {
         .metadata
         .get("dataset")
         .map_or("mnist".to_string(), |d| d.to_lowercase());
-    let data = load_dataset(&dataset_dir(a.data_dir.as_ref(), &dataset), a.format, &dataset)?;
+    let data = load_dataset(
+        &dataset_dir(a.data.data_dir.as_ref(), &dataset),
+        a.data.format,
+        &dataset,
+    )?;
     let split = if a.split == "valid" { data.valid } else { data.test };
     let dl = DataLoader::new(split, a.batch_size, false, 0);
     let c = Confusion::of(model.as_ref(), LOSS_FUNC, &dl, 10);

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 use crate::data::{Format, load_mnist};
 
@@ -46,6 +46,22 @@ pub enum Command {
     Bench(BenchArgs),
 }
 
+/// Where the images come from, and on how many threads (shared by `train` and `eval`).
+#[derive(Args, Debug, Clone)]
+pub struct DataArgs {
+    /// Worker threads [default: one per core]. Results are identical for any count.
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Directory with the four MNIST IDX files (gzipped or not), or with `--format pickle` the
+    /// directory holding `mnist.pkl.gz` (or the pickle file itself) [default: the bundled
+    /// data/mnist, or the download cache for --dataset fashion-mnist / kmnist].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Data format: `idx` (the four standard files) or `pickle` (the tutorial's mnist.pkl.gz).
+    #[arg(long, default_value = "idx")]
+    pub format: Format,
+}
+
 /// The bundled `data/mnist`: relative to the working directory when it is there (a checkout),
 /// else where the crate was built.
 pub(crate) fn default_data_dir() -> PathBuf {
@@ -74,7 +90,7 @@ pub fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             Ok(())
         }
         Command::Eval(args) => {
-            let threads = args.threads;
+            let threads = args.data.threads;
             in_pool(threads, move || eval::eval(args).map_err(|e| e.to_string()))??;
             Ok(())
         }

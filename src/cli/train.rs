@@ -11,12 +11,12 @@ use std::time::Instant;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::{dataset_dir, in_pool, load_dataset};
+use super::{DataArgs, dataset_dir, in_pool, load_dataset};
 use crate::checkpoint::{
     TensorFile, latest_checkpoint, load_state_dict, load_training_checkpoint, position, save_training_checkpoint,
     state_dict,
 };
-use crate::data::{DataError, DataLoader, Format};
+use crate::data::{DataError, DataLoader};
 use crate::log::MetricsLog;
 use crate::nn::Architecture;
 use crate::optim::SgdConfig;
@@ -46,16 +46,8 @@ pub struct TrainArgs {
     /// Serve training batches in file order instead of shuffling them each epoch.
     #[arg(long)]
     pub no_shuffle: bool,
-    /// Worker threads [default: one per core]. Results are identical for any count.
-    #[arg(long)]
-    pub threads: Option<usize>,
-    /// Directory with the four MNIST IDX files (gzipped or not), or with `--format pickle` the
-    /// directory holding `mnist.pkl.gz` (or the pickle file itself) [default: the bundled data/mnist].
-    #[arg(long)]
-    pub data_dir: Option<PathBuf>,
-    /// Data format: `idx` (the four standard files) or `pickle` (the tutorial's mnist.pkl.gz).
-    #[arg(long, default_value = "idx")]
-    pub format: Format,
+    #[command(flatten)]
+    pub data: DataArgs,
     /// Dataset: `mnist` (bundled), or `fashion-mnist` / `kmnist` from the download cache
     /// (`mnist-cnn download NAME` first).
     #[arg(long, default_value = "mnist", value_parser = ["mnist", "fashion-mnist", "kmnist"])]
@@ -89,7 +81,7 @@ pub struct TrainArgs {
 }
 
 pub(crate) fn train(a: TrainArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let threads = a.threads;
+    let threads = a.data.threads;
     in_pool(threads, move || train_in_pool(a).map_err(|e| e.to_string()))??;
     Ok(())
 }
@@ -142,8 +134,8 @@ fn train_in_pool(mut a: TrainArgs) -> Result<(), Box<dyn std::error::Error>> {
             Some(path)
         }
     };
-    let dir = dataset_dir(a.data_dir.as_ref(), &a.dataset);
-    let mut data = load_dataset(&dir, a.format, &a.dataset)?;
+    let dir = dataset_dir(a.data.data_dir.as_ref(), &a.dataset);
+    let mut data = load_dataset(&dir, a.data.format, &a.dataset)?;
     if let Some(n) = a.limit {
         data.train = data.train.subset(0..n.min(data.train.len()));
     }
@@ -275,7 +267,7 @@ fn train_in_pool(mut a: TrainArgs) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(path) = &a.save {
         let mut m = meta.clone();
         m.insert("epochs_trained".into(), a.epochs.to_string());
-        m.insert("data".into(), format!("{} ({:?})", dir.display(), a.format));
+        m.insert("data".into(), format!("{} ({:?})", dir.display(), a.data.format));
         if let Some(last) = history.last() {
             m.insert("valid_loss".into(), last.valid.loss.to_string());
             m.insert("valid_accuracy".into(), last.valid.accuracy.to_string());
