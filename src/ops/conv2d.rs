@@ -78,10 +78,6 @@ impl ConvGeom {
     pub fn out_size(&self) -> usize {
         self.oc * self.ohw()
     }
-    /// Multiply-adds per sample in the forward pass.
-    pub fn macs(&self) -> usize {
-        self.out_size() * self.ckk()
-    }
 }
 
 /// Row stride of the patch matrix: 16 for CKK <= 16, 160 for CKK <= 160 (the kernels are
