@@ -117,11 +117,7 @@ pub fn avg_pool2d(x: &Tensor, k: usize) -> Tensor {
         vec![Some(dx)]
     });
     let shape = [s[0], c, oh, ow];
-    if nhwc {
-        Tensor::from_op_channels_last(y, &shape, "avg_pool2d", vec![x.clone()], backward)
-    } else {
-        Tensor::from_op(y, &shape, "avg_pool2d", vec![x.clone()], backward)
-    }
+    Tensor::from_op_in_layout(y, &shape, nhwc, "avg_pool2d", vec![x.clone()], backward)
 }
 
 #[cfg(test)]

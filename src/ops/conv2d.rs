@@ -680,9 +680,10 @@ fn conv2d_op(
     );
     let mut inputs = vec![x.clone(), weight.clone()];
     inputs.extend(bias.cloned());
-    Tensor::from_op_channels_last(
+    Tensor::from_op_in_layout(
         y,
         &[n, g.oc, g.oh, g.ow],
+        true,
         name,
         inputs,
         Box::new(move |inp, out, dy| {

@@ -46,11 +46,7 @@ pub fn relu(x: &Tensor) -> Tensor {
         relu_backward(&out.data(), dy, &mut dx);
         vec![Some(dx)]
     });
-    if x.is_channels_last() {
-        Tensor::from_op_channels_last(y, x.shape(), "relu", vec![x.clone()], backward)
-    } else {
-        Tensor::from_op(y, x.shape(), "relu", vec![x.clone()], backward)
-    }
+    Tensor::from_op_in_layout(y, x.shape(), x.is_channels_last(), "relu", vec![x.clone()], backward)
 }
 
 #[cfg(test)]

@@ -141,22 +141,25 @@ impl Tensor {
         inputs: Vec<Tensor>,
         backward: BackwardFn,
     ) -> Tensor {
-        assert_eq!(data.len(), numel(shape), "{name}: output size vs shape");
-        Tensor::with_storage(Storage::new(data), shape, false, name, inputs, backward)
+        Tensor::from_op_in_layout(data, shape, false, name, inputs, backward)
     }
 
-    /// Like [`Tensor::from_op`] for a 4-d result of logical shape (N, C, H, W) whose values
-    /// are stored channels-last, (N, H, W, C). Its gradient comes in the same layout.
-    pub fn from_op_channels_last(
+    /// Like [`Tensor::from_op`]; with `channels_last`, a 4-d result of logical shape
+    /// (N, C, H, W) whose values are stored (N, H, W, C), its gradient in the same layout.
+    pub fn from_op_in_layout(
         data: Vec<f32>,
         shape: &[usize],
+        channels_last: bool,
         name: &'static str,
         inputs: Vec<Tensor>,
         backward: BackwardFn,
     ) -> Tensor {
-        assert_eq!(shape.len(), 4, "{name}: channels-last needs a 4-d shape");
+        assert!(
+            !channels_last || shape.len() == 4,
+            "{name}: channels-last needs a 4-d shape"
+        );
         assert_eq!(data.len(), numel(shape), "{name}: output size vs shape");
-        Tensor::with_storage(Storage::new(data), shape, true, name, inputs, backward)
+        Tensor::with_storage(Storage::new(data), shape, channels_last, name, inputs, backward)
     }
 
     /// A tensor of another shape over the same values (a view, as `x.view(...)`), recording
@@ -533,7 +536,7 @@ mod tests {
         let mut nhwc = vec![0.0; nchw.len()];
         nchw_to_nhwc(&nchw, (2, 3, 2, 2), &mut nhwc);
         assert_eq!(&nhwc[..6], &[0.0, 4.0, 8.0, 1.0, 5.0, 9.0]);
-        let t = Tensor::from_op_channels_last(nhwc, &[2, 3, 2, 2], "test", vec![], Box::new(|_, _, _| vec![]));
+        let t = Tensor::from_op_in_layout(nhwc, &[2, 3, 2, 2], true, "test", vec![], Box::new(|_, _, _| vec![]));
         assert!(t.is_channels_last());
         assert_eq!(t.to_vec(), nchw);
         assert_eq!(t.contiguous().data().clone(), nchw);
