@@ -98,8 +98,9 @@ pub struct Position {
 
 /// Hooks around the training loop: progress, logs, checkpoints, stopping.
 pub trait Observer {
-    /// Before the batches of `epoch` (0-based): `batches` in all, starting at `first`.
-    fn epoch_start(&mut self, _epoch: usize, _batches: usize, _first: usize) {}
+    /// Before an epoch's batches: `start` is where it begins (batch 0, or further when resumed
+    /// mid-epoch), of `batches` in all.
+    fn epoch_start(&mut self, _start: &Position, _batches: usize) {}
     /// After each training batch, with the position after it and the batch's loss. Returning
     /// false stops training here.
     fn batch_end(&mut self, _pos: &Position, _loss: f32) -> bool {
@@ -137,7 +138,7 @@ pub fn fit_from(
     while pos.epoch < epochs {
         let t0 = Instant::now();
         let (first, samples_before) = (pos.batch, pos.samples);
-        obs.epoch_start(pos.epoch, train_dl.len(), first);
+        obs.epoch_start(&pos, train_dl.len());
         model.set_training(true);
         for b in train_dl.epoch(pos.epoch).skip(first) {
             let (loss, n) = loss_batch(model, loss_func, &b.x, &b.y, Some(opt));

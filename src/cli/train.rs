@@ -303,9 +303,10 @@ struct TrainObserver<'a> {
 }
 
 impl Observer for TrainObserver<'_> {
-    fn epoch_start(&mut self, epoch: usize, batches: usize, first: usize) {
+    fn epoch_start(&mut self, start: &Position, batches: usize) {
+        let (epoch, first) = (start.epoch, start.batch);
         self.epoch_started = Instant::now();
-        self.samples_at_start = 0;
+        self.samples_at_start = start.samples;
         if self.show_bar {
             let bar = ProgressBar::new(batches as u64);
             let style = ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} batches  {msg}  ETA {eta}")
@@ -319,9 +320,6 @@ impl Observer for TrainObserver<'_> {
     }
 
     fn batch_end(&mut self, pos: &Position, _loss: f32) -> bool {
-        if self.samples_at_start == 0 {
-            self.samples_at_start = pos.samples.saturating_sub(1).max(1);
-        }
         if let Some(bar) = &self.bar {
             bar.set_position(pos.batch as u64);
             if pos.batch.is_multiple_of(10) {
