@@ -734,19 +734,21 @@ pub fn conv2d_backward<S: Simd>(
         nhwc_to_nchw(&t, (n, g.c, g.h, g.w), d);
         pool::recycle(t);
     }
-    dw.fill(0.0);
-    dbias.fill(0.0);
+    // The partials summed in chunk order (each value 0 + p0 + p1 + ...), then laid out as
+    // (OC, C, KH, KW).
+    let mut sum = vec![0.0f32; part_len];
     for part in partials.chunks(part_len) {
-        let (pw, pb) = part.split_at(ckk * oc);
-        for o in 0..oc {
-            for c in 0..g.c {
-                for t in 0..g.kh * g.kw {
-                    dw[(o * g.c + c) * g.kh * g.kw + t] += pw[(t * g.c + c) * oc + o];
-                }
+        sum.iter_mut().zip(part).for_each(|(a, b)| *a += b);
+    }
+    let (pw, pb) = sum.split_at(ckk * oc);
+    for o in 0..oc {
+        for c in 0..g.c {
+            for t in 0..g.kh * g.kw {
+                dw[(o * g.c + c) * g.kh * g.kw + t] = pw[(t * g.c + c) * oc + o];
             }
         }
-        dbias.iter_mut().zip(pb).for_each(|(a, b)| *a += b);
     }
+    dbias.copy_from_slice(pb);
 }
 
 /// `F.conv2d(x, weight, bias, stride, padding)`: x (N, C, H, W), weight (OC, C, KH, KW).
