@@ -11,7 +11,8 @@
 //! per pixel (not the scalar strided gathers of NCHW im2col). Then
 //!   forward  y (M, OC)    = A Wt + bias          (16 pixels in registers, OC in vector lanes)
 //!   backward dWt (CKK, OC) = A^T dy              (16 patch columns in registers)
-//!            dA (M, CKK)   = dy Wr, dx = row2im(dA)
+//!            dA (M, CKK)   = dy Wr, dx = row2im(dA)   (when C is a multiple of 16, each 16-column
+//!                             block of dA goes straight into dx instead: no dA matrix)
 //! A's rows have a fixed stride (16 or 160), so the kernels address the 16 register rows with
 //! constant offsets and read each broadcast operand straight from memory.
 //! Narrow layers (KW*C < 16: the first layer, one channel) skip the patch matrix: each sample
@@ -448,6 +449,91 @@ fn taps_columns_times_matrix<S: Simd>(
     }
 }
 
+/// Whether dx skips the dA matrix: when C is a multiple of 16, each 16-column block of dA is
+/// one kernel tap's channels, and can be added into dx as soon as it is computed (see
+/// [`rows_times_matrix_into_image`]).
+fn dx_without_da(g: &ConvGeom) -> bool {
+    g.c.is_multiple_of(LANES)
+}
+
+/// For each output pixel o of a sample and kernel tap t = ki*KW + kj: the offset in the
+/// sample's x of the input pixel it reads, or `usize::MAX` in the padding. Indexed o*KH*KW + t.
+fn pixel_taps(g: &ConvGeom) -> Vec<usize> {
+    let mut taps = Vec::with_capacity(g.ohw() * g.kh * g.kw);
+    for oh in 0..g.oh {
+        for ow in 0..g.ow {
+            for ki in 0..g.kh {
+                for kj in 0..g.kw {
+                    let ih = (oh * g.stride + ki).checked_sub(g.padding).filter(|&i| i < g.h);
+                    let iw = (ow * g.stride + kj).checked_sub(g.padding).filter(|&i| i < g.w);
+                    taps.push(match (ih, iw) {
+                        (Some(ih), Some(iw)) => (ih * g.w + iw) * g.c,
+                        _ => usize::MAX,
+                    });
+                }
+            }
+        }
+    }
+    taps
+}
+
+/// The taps of a block of 16 output pixels m0.. (rows < `rows` real) as offsets in the chunk's
+/// dx: `taps[t * MR + r]`, `usize::MAX` in the padding and past the last row.
+fn block_taps(g: &ConvGeom, pix: &[usize], (m0, rows): (usize, usize), taps: &mut [usize]) {
+    let kk = g.kh * g.kw;
+    for r in 0..MR {
+        let m = m0 + r;
+        let (base, o) = ((m / g.ohw()) * g.in_size(), m % g.ohw());
+        for t in 0..kk {
+            let p = if r < rows { pix[o * kk + t] } else { usize::MAX };
+            taps[t * MR + r] = if p == usize::MAX { p } else { base + p };
+        }
+    }
+}
+
+/// dx += row2im(dy W) for one block of 16 output pixels, without the dA matrix: the products of
+/// [`rows_times_matrix`] (dy rows `blk` of stride BS, times Wr), each 16-column result added
+/// straight into the input pixel it belongs to (`taps`, from [`block_taps`]). Taps run in
+/// reverse order, so every dx value receives its terms in the order of row2im (output pixels
+/// ascending: of two pixels of a block that feed one input pixel, the earlier one does so
+/// through the later tap), and the result has the same bits.
+#[inline(always)]
+fn rows_times_matrix_into_image<S: Simd, const BS: usize>(
+    s: S,
+    g: &ConvGeom,
+    blk: &[f32],
+    wr: &[f32],
+    taps: &[usize],
+    dx: &mut [f32],
+) {
+    let (c, ckk, oc) = (g.c, g.ckk(), g.oc);
+    assert!(
+        blk.len() >= MR * BS && BS >= oc && wr.len() >= oc * ckk && taps.len() >= g.kh * g.kw * MR,
+        "rows_times_matrix_into_image: block, weights or taps too short"
+    );
+    for t in (0..g.kh * g.kw).rev() {
+        let dst: &[usize; MR] = taps[t * MR..][..MR].try_into().expect("16 offsets");
+        for cb in (0..c).step_by(LANES) {
+            let n0 = t * c + cb;
+            let mut acc = [s.splat(0.0); MR];
+            for p in 0..oc {
+                let bv = s.load(&wr[p * ckk + n0..], LANES);
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    // SAFETY: r * BS + p < MR * BS <= blk.len(), asserted above.
+                    let av = unsafe { *blk.get_unchecked(r * BS + p) };
+                    *acc = s.mul_add(s.splat(av), bv, *acc);
+                }
+            }
+            for (&o, v) in dst.iter().zip(&acc) {
+                if o != usize::MAX {
+                    let d = &mut dx[o + cb..][..LANES];
+                    s.store(d, LANES, s.add(s.load(d, LANES), *v));
+                }
+            }
+        }
+    }
+}
+
 /// Forward of one chunk: A = im2row(x), y (M, OC) = A Wt + bias.
 struct ForwardChunk<'a> {
     g: &'a ConvGeom,
@@ -572,6 +658,12 @@ impl Kernel for BackwardChunk<'_> {
         // dy rows copied 16 at a time to a block of fixed stride (output channels padded).
         let ocp = oc.next_multiple_of(LANES);
         let mut block = vec![0.0f32; MR * ocp];
+        let direct = dx_without_da(g) && ocp == LANES;
+        let mut taps = vec![0usize; g.kh * g.kw * MR];
+        let pix = if direct { pixel_taps(g) } else { Vec::new() };
+        if direct {
+            zero(s, dx);
+        }
         for m0 in (0..m_total).step_by(MR) {
             let rows = MR.min(m_total - m0);
             for r in 0..MR {
@@ -582,13 +674,20 @@ impl Kernel for BackwardChunk<'_> {
                     zero(s, dst);
                 }
             }
+            if direct {
+                block_taps(g, &pix, (m0, rows), &mut taps);
+                rows_times_matrix_into_image::<S, LANES>(s, g, &block, wr, &taps, dx);
+                continue;
+            }
             let dab = &mut da[m0 * l..];
             match ocp {
                 16 => rows_times_matrix::<S, 16>(s, &block, ocp, (oc, ckk), wr, ckk, None, dab, l, (rows, false)),
                 _ => rows_times_matrix::<S, 0>(s, &block, ocp, (oc, ckk), wr, ckk, None, dab, l, (rows, false)),
             }
         }
-        row2im(s, g, da, l, dx);
+        if !direct {
+            row2im(s, g, da, l, dx);
+        }
         if let Some(m) = masked.take() {
             pool::recycle(m);
         }
@@ -688,7 +787,9 @@ pub fn conv2d_backward<S: Simd>(
     let per_chunk = |a: &[f32], (dyc, yc): (&[f32], Option<&[f32]>), dxc: Option<&mut [f32]>, part: &mut [f32]| {
         let (dwt, db) = part.split_at_mut(ckk * oc);
         let b = dyc.len() / g.out_size();
-        let mut da = dxc.is_some().then(|| pool::take(patch_rows(g, b) * l));
+        let direct = dx_without_da(g) && g.oc <= LANES;
+        let da_len = if direct { 0 } else { patch_rows(g, b) * l };
+        let mut da = dxc.is_some().then(|| pool::take(da_len));
         let dx = dxc.zip(da.as_deref_mut());
         s.vectorize(BackwardChunk {
             g,
@@ -1027,6 +1128,49 @@ mod tests {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    /// dx through dA and row2im, and straight into the image: the same bits, for the
+    /// tutorial's two 16-channel geometries and one with an odd size and a partial last block.
+    #[test]
+    fn dx_into_image_is_bit_identical_to_row2im() {
+        fn both<S: Simd>(s: S, g: &ConvGeom, n: usize) -> (Vec<u32>, Vec<u32>) {
+            let (ckk, l) = (g.ckk(), patch_stride(g.ckk()));
+            let m_total = n * g.ohw();
+            let dy = random(m_total * g.oc, 7);
+            let wr = weights_oc_major(g, &random(g.oc * ckk, 8));
+            let mut block = vec![0.0f32; MR * LANES];
+            let mut da = vec![0.0f32; patch_rows(g, n) * l];
+            let (mut via_da, mut direct) = (vec![0.0f32; n * g.in_size()], vec![0.0f32; n * g.in_size()]);
+            let pix = pixel_taps(g);
+            let mut taps = vec![0usize; g.kh * g.kw * MR];
+            for m0 in (0..m_total).step_by(MR) {
+                let rows = MR.min(m_total - m0);
+                block.fill(0.0);
+                for r in 0..rows {
+                    block[r * LANES..][..g.oc].copy_from_slice(&dy[(m0 + r) * g.oc..][..g.oc]);
+                }
+                let dab = &mut da[m0 * l..];
+                rows_times_matrix::<S, 0>(s, &block, LANES, (g.oc, ckk), &wr, ckk, None, dab, l, (rows, false));
+                block_taps(g, &pix, (m0, rows), &mut taps);
+                rows_times_matrix_into_image::<S, LANES>(s, g, &block, &wr, &taps, &mut direct);
+            }
+            row2im(s, g, &da, l, &mut via_da);
+            let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect();
+            (bits(via_da), bits(direct))
+        }
+        for (n, (c, hw), oc) in [(3, (16, 14), 16), (2, (16, 7), 10), (1, (32, 5), 3)] {
+            let g = ConvGeom::new((c, hw, hw), (oc, 3, 3), 2, 1);
+            assert!(dx_without_da(&g));
+            let (a, b) = both(crate::ops::simd::Portable, &g, n);
+            assert!(a.iter().any(|&v| v != 0));
+            assert_eq!(a, b, "portable {g:?}");
+            #[cfg(target_arch = "x86_64")]
+            if let Some(avx) = crate::ops::simd::Avx512::detect() {
+                let (a, b) = both(avx, &g, n);
+                assert_eq!(a, b, "avx512 {g:?}");
             }
         }
     }
