@@ -477,42 +477,32 @@ fn pixel_taps(g: &ConvGeom) -> Vec<usize> {
     taps
 }
 
-/// The taps of a block of 16 output pixels m0.. (rows < `rows` real) as offsets in the chunk's
-/// dx: `taps[t * MR + r]`, `usize::MAX` in the padding and past the last row.
-fn block_taps(g: &ConvGeom, pix: &[usize], (m0, rows): (usize, usize), taps: &mut [usize]) {
-    let kk = g.kh * g.kw;
-    for r in 0..MR {
-        let m = m0 + r;
-        let (base, o) = ((m / g.ohw()) * g.in_size(), m % g.ohw());
-        for t in 0..kk {
-            let p = if r < rows { pix[o * kk + t] } else { usize::MAX };
-            taps[t * MR + r] = if p == usize::MAX { p } else { base + p };
-        }
-    }
-}
-
-/// dx += row2im(dy W) for one block of 16 output pixels, without the dA matrix: the products of
-/// [`rows_times_matrix`] (dy rows `blk` of stride BS, times Wr), each 16-column result added
-/// straight into the input pixel it belongs to (`taps`, from [`block_taps`]). Taps run in
-/// reverse order, so every dx value receives its terms in the order of row2im (output pixels
-/// ascending: of two pixels of a block that feed one input pixel, the earlier one does so
-/// through the later tap), and the result has the same bits.
+/// dx += row2im(dy W) for one block of 16 output pixels m0.. (rows < `rows` real), without the
+/// dA matrix: the products of [`rows_times_matrix`] (dy rows `blk` of stride BS, times Wr), each
+/// 16-column result added straight into the input pixel it belongs to (`pix`, from
+/// [`pixel_taps`]). Taps run in reverse order, so every dx value receives its terms in the order
+/// of row2im (output pixels ascending: of two pixels of a block that feed one input pixel, the
+/// earlier one does so through the later tap), and the result has the same bits.
 #[inline(always)]
 fn rows_times_matrix_into_image<S: Simd, const BS: usize>(
     s: S,
     g: &ConvGeom,
-    blk: &[f32],
-    wr: &[f32],
-    taps: &[usize],
+    (blk, wr): (&[f32], &[f32]),
+    pix: &[usize],
+    (m0, rows): (usize, usize),
     dx: &mut [f32],
 ) {
-    let (c, ckk, oc) = (g.c, g.ckk(), g.oc);
+    let (c, ckk, oc, kk) = (g.c, g.ckk(), g.oc, g.kh * g.kw);
     assert!(
-        blk.len() >= MR * BS && BS >= oc && wr.len() >= oc * ckk && taps.len() >= g.kh * g.kw * MR,
-        "rows_times_matrix_into_image: block, weights or taps too short"
+        rows > 0 && blk.len() >= MR * BS && BS >= oc && wr.len() >= oc * ckk,
+        "rows_times_matrix_into_image: block or weights too short"
     );
-    for t in (0..g.kh * g.kw).rev() {
-        let dst: &[usize; MR] = taps[t * MR..][..MR].try_into().expect("16 offsets");
+    // Per row: its sample's offset in dx, and where its taps start in `pix`.
+    let at: [(usize, usize); MR] = std::array::from_fn(|r| {
+        let m = m0 + r.min(rows - 1);
+        ((m / g.ohw()) * g.in_size(), (m % g.ohw()) * kk)
+    });
+    for t in (0..kk).rev() {
         for cb in (0..c).step_by(LANES) {
             let n0 = t * c + cb;
             let mut acc = [s.splat(0.0); MR];
@@ -524,9 +514,10 @@ fn rows_times_matrix_into_image<S: Simd, const BS: usize>(
                     *acc = s.mul_add(s.splat(av), bv, *acc);
                 }
             }
-            for (&o, v) in dst.iter().zip(&acc) {
+            for (&(base, first), v) in at.iter().zip(&acc).take(rows) {
+                let o = pix[first + t];
                 if o != usize::MAX {
-                    let d = &mut dx[o + cb..][..LANES];
+                    let d = &mut dx[base + o + cb..][..LANES];
                     s.store(d, LANES, s.add(s.load(d, LANES), *v));
                 }
             }
@@ -659,7 +650,6 @@ impl Kernel for BackwardChunk<'_> {
         let ocp = oc.next_multiple_of(LANES);
         let mut block = vec![0.0f32; MR * ocp];
         let direct = dx_without_da(g) && ocp == LANES;
-        let mut taps = vec![0usize; g.kh * g.kw * MR];
         let pix = if direct { pixel_taps(g) } else { Vec::new() };
         if direct {
             zero(s, dx);
@@ -675,8 +665,7 @@ impl Kernel for BackwardChunk<'_> {
                 }
             }
             if direct {
-                block_taps(g, &pix, (m0, rows), &mut taps);
-                rows_times_matrix_into_image::<S, LANES>(s, g, &block, wr, &taps, dx);
+                rows_times_matrix_into_image::<S, LANES>(s, g, (&block, wr), &pix, (m0, rows), dx);
                 continue;
             }
             let dab = &mut da[m0 * l..];
@@ -1145,7 +1134,6 @@ mod tests {
             let mut da = vec![0.0f32; patch_rows(g, n) * l];
             let (mut via_da, mut direct) = (vec![0.0f32; n * g.in_size()], vec![0.0f32; n * g.in_size()]);
             let pix = pixel_taps(g);
-            let mut taps = vec![0usize; g.kh * g.kw * MR];
             for m0 in (0..m_total).step_by(MR) {
                 let rows = MR.min(m_total - m0);
                 block.fill(0.0);
@@ -1154,8 +1142,7 @@ mod tests {
                 }
                 let dab = &mut da[m0 * l..];
                 rows_times_matrix::<S, 0>(s, &block, LANES, (g.oc, ckk), &wr, ckk, None, dab, l, (rows, false));
-                block_taps(g, &pix, (m0, rows), &mut taps);
-                rows_times_matrix_into_image::<S, LANES>(s, g, &block, &wr, &taps, &mut direct);
+                rows_times_matrix_into_image::<S, LANES>(s, g, (&block, &wr), &pix, (m0, rows), &mut direct);
             }
             row2im(s, g, &da, l, &mut via_da);
             let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect();
