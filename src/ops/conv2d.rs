@@ -10,7 +10,9 @@
 //! of a patch is one contiguous run of KW*C input values, so building A is a few vector copies
 //! per pixel (not the scalar strided gathers of NCHW im2col). Then
 //!   forward  y (M, OC)    = A Wt + bias          (16 pixels in registers, OC in vector lanes)
-//!   backward dWt (CKK, OC) = A^T dy              (16 patch columns in registers)
+//!   backward dWt (CKK, OC) = A^T dy              (16 patch columns in registers; when C is a
+//!                             multiple of 16 these are read straight from x, and the forward
+//!                             keeps no patch matrix)
 //!            dA (M, CKK)   = dy Wr, dx = row2im(dA)   (when C is a multiple of 16, each 16-column
 //!                             block of dA goes straight into dx instead: no dA matrix)
 //! A's rows have a fixed stride (16 or 160), so the kernels address the 16 register rows with
@@ -112,12 +114,22 @@ fn plane_len(g: &ConvGeom) -> usize {
     (g.h + 2 * g.padding) * (g.w + 2 * g.padding) * g.c
 }
 
-/// Length of the patches kept for a chunk of `b` samples: planes or a patch matrix.
+/// Length of the patches of a chunk of `b` samples: planes or a patch matrix.
 fn chunk_patch_len(g: &ConvGeom, b: usize) -> usize {
     if uses_planes(g) {
         b * plane_len(g)
     } else {
         patch_rows(g, b) * patch_stride(g.ckk())
+    }
+}
+
+/// Length of what the backward reads of a chunk of `b` samples: x itself for
+/// [`whole_tap_blocks`] layers, else the forward's patches.
+fn chunk_saved_len(g: &ConvGeom, b: usize) -> usize {
+    if whole_tap_blocks(g) {
+        b * g.in_size()
+    } else {
+        chunk_patch_len(g, b)
     }
 }
 
@@ -368,6 +380,47 @@ fn columns_times_matrix<S: Simd>(
     }
 }
 
+/// [`columns_times_matrix`] for the column block k0 = t*C + cb of a [`whole_tap_blocks`]
+/// layer, A's rows read from x (B, H, W, C): A[m, k0..k0+16] = the 16 channels from cb of the
+/// pixel that output pixel m reads through tap t (offsets `pix`, from [`pixel_taps`]), zeros in
+/// the padding. The same multiply-adds in the same order, so the same bits.
+#[inline(always)]
+fn tap_columns_times_matrix<S: Simd>(
+    s: S,
+    g: &ConvGeom,
+    (x, pix): (&[f32], &[usize]),
+    (m, t, cb): (usize, usize, usize),
+    d: &[f32],
+    c: &mut [f32],
+) {
+    let (n, kk) = (g.oc, g.kh * g.kw);
+    let zeros = [0.0f32; MR];
+    for n0 in (0..n).step_by(LANES) {
+        let w = LANES.min(n - n0);
+        let mut acc = [s.splat(0.0); MR];
+        let (mut base, mut o) = (0, 0);
+        for drow in d.chunks(n).take(m) {
+            let dv = s.load(&drow[n0..], w);
+            let off = pix[o * kk + t];
+            let ar: &[f32; MR] = if off == usize::MAX {
+                &zeros
+            } else {
+                x[base + off + cb..][..MR].try_into().expect("16 values")
+            };
+            for (v, &xv) in acc.iter_mut().zip(ar) {
+                *v = s.mul_add(s.splat(xv), dv, *v);
+            }
+            o += 1;
+            if o == g.ohw() {
+                (o, base) = (0, base + g.in_size());
+            }
+        }
+        for (r, v) in acc.iter().enumerate() {
+            s.store(&mut c[r * n + n0..], w, *v);
+        }
+    }
+}
+
 /// [`rows_times_matrix`] with A read from planes: A[r, p] = planes[rb[r] + koff[p]]. The same
 /// multiply-adds in the same order, so the same bits.
 #[allow(clippy::too_many_arguments)]
@@ -449,10 +502,12 @@ fn taps_columns_times_matrix<S: Simd>(
     }
 }
 
-/// Whether dx skips the dA matrix: when C is a multiple of 16, each 16-column block of dA is
-/// one kernel tap's channels, and can be added into dx as soon as it is computed (see
-/// [`rows_times_matrix_into_image`]).
-fn dx_without_da(g: &ConvGeom) -> bool {
+/// Whether C is a multiple of 16, so that each 16-column block of a patch row is one kernel
+/// tap's channels. Then the backward needs no patch matrix: dW reads the rows of A straight
+/// from x's pixels (see [`tap_columns_times_matrix`]), and dx gets each block of dy W as soon
+/// as it is computed, without a dA matrix (see [`rows_times_matrix_into_image`]). The forward
+/// keeps no patches for it, only x.
+fn whole_tap_blocks(g: &ConvGeom) -> bool {
     g.c.is_multiple_of(LANES)
 }
 
@@ -621,9 +676,15 @@ impl Kernel for BackwardChunk<'_> {
         let dy: &[f32] = masked.as_deref().unwrap_or(dy);
         let m_total = dy.len() / oc;
         let taps = uses_planes(g).then(|| Taps::new(g, m_total / g.ohw()));
+        let pix = whole_tap_blocks(g).then(|| pixel_taps(g));
         for k0 in (0..ckk).step_by(MR) {
             let rows = MR.min(ckk - k0);
             let dwb = &mut dwt[k0 * oc..];
+            if let Some(pix) = &pix {
+                let (t, cb) = (k0 / g.c, k0 % g.c);
+                tap_columns_times_matrix(s, g, (a, pix), (m_total, t, cb), dy, dwb);
+                continue;
+            }
             match &taps {
                 Some(t) => {
                     let koff: &[usize; MR] = t.koff[k0..][..MR].try_into().expect("16 offsets");
@@ -649,8 +710,8 @@ impl Kernel for BackwardChunk<'_> {
         // dy rows copied 16 at a time to a block of fixed stride (output channels padded).
         let ocp = oc.next_multiple_of(LANES);
         let mut block = vec![0.0f32; MR * ocp];
-        let direct = dx_without_da(g) && ocp == LANES;
-        let pix = if direct { pixel_taps(g) } else { Vec::new() };
+        let direct = whole_tap_blocks(g) && ocp == LANES;
+        let pix = pix.unwrap_or_default();
         if direct {
             zero(s, dx);
         }
@@ -696,8 +757,9 @@ fn as_nhwc<'a>(g: &ConvGeom, x: &'a [f32], x_nchw: bool) -> std::borrow::Cow<'a,
 
 /// Forward. x (N, C, H, W) stored channels-last unless `x_nchw`; the weights as Wt (CKK, OC)
 /// (see [`weights_k_major`]); bias (OC).
-/// Writes y stored (N, OH, OW, OC), or relu(y) with `relu`. With `keep_patches`, returns the patch matrices of all
-/// chunks, one after another, for the backward.
+/// Writes y stored (N, OH, OW, OC), or relu(y) with `relu`. With `keep_patches`, returns the
+/// patches of all chunks, one after another, for the backward; except for [`whole_tap_blocks`]
+/// layers, whose backward reads x instead (see [`saved_for_backward`]).
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_forward<S: Simd>(
     s: S,
@@ -727,7 +789,7 @@ pub fn conv2d_forward<S: Simd>(
     let xs = x.chunks(CHUNK * g.in_size());
     let ys = y.chunks_mut(CHUNK * g.out_size());
     let chunk_a = chunk_patch_len(g, CHUNK);
-    if keep_patches {
+    if keep_patches && !whole_tap_blocks(g) {
         let total = (n / CHUNK) * chunk_a + chunk_patch_len(g, n % CHUNK);
         let mut all = pool::take(total);
         let work: Vec<_> = xs.zip(ys).zip(all.chunks_mut(chunk_a)).collect();
@@ -744,8 +806,25 @@ pub fn conv2d_forward<S: Simd>(
     }
 }
 
-/// Backward. From the forward's patch matrices and dy stored (N, OH, OW, OC) (with a fused
-/// ReLU, also its output y, to mask dy where y <= 0): dw
+/// What [`conv2d_backward`] reads: the patches [`conv2d_forward`] kept, or for
+/// [`whole_tap_blocks`] layers x stored channels-last.
+pub fn saved_for_backward<'a>(
+    g: &ConvGeom,
+    patches: Option<&'a [f32]>,
+    x: &'a [f32],
+    x_nchw: bool,
+) -> std::borrow::Cow<'a, [f32]> {
+    match patches {
+        Some(p) => std::borrow::Cow::Borrowed(p),
+        None => {
+            assert!(whole_tap_blocks(g), "conv2d: patches kept when the graph is recorded");
+            as_nhwc(g, x, x_nchw)
+        }
+    }
+}
+
+/// Backward. From what the forward saved (see [`saved_for_backward`]) and dy stored
+/// (N, OH, OW, OC) (with a fused ReLU, also its output y, to mask dy where y <= 0): dw
 /// (OC, C, KH, KW) and dbias (OC), overwritten, and dx when asked for (stored (N, C, H, W) if
 /// `x_nchw`, else channels-last).
 #[allow(clippy::too_many_arguments)]
@@ -776,7 +855,7 @@ pub fn conv2d_backward<S: Simd>(
     let per_chunk = |a: &[f32], (dyc, yc): (&[f32], Option<&[f32]>), dxc: Option<&mut [f32]>, part: &mut [f32]| {
         let (dwt, db) = part.split_at_mut(ckk * oc);
         let b = dyc.len() / g.out_size();
-        let direct = dx_without_da(g) && g.oc <= LANES;
+        let direct = whole_tap_blocks(g) && g.oc <= LANES;
         let da_len = if direct { 0 } else { patch_rows(g, b) * l };
         let mut da = dxc.is_some().then(|| pool::take(da_len));
         let dx = dxc.zip(da.as_deref_mut());
@@ -794,7 +873,7 @@ pub fn conv2d_backward<S: Simd>(
             pool::recycle(da);
         }
     };
-    let as_ = patches.chunks(chunk_patch_len(g, CHUNK));
+    let as_ = patches.chunks(chunk_saved_len(g, CHUNK));
     let ys: Vec<Option<&[f32]>> = match y {
         Some(y) => y.chunks(CHUNK * g.out_size()).map(Some).collect(),
         None => vec![None; n.div_ceil(CHUNK)],
@@ -908,9 +987,8 @@ fn conv2d_op(
         name,
         inputs,
         Box::new(move |inp, out, dy| {
-            let patches = patches
-                .as_ref()
-                .expect("conv2d: patches kept when the graph is recorded");
+            let xd = inp[0].data();
+            let patches = saved_for_backward(&g, patches.as_deref(), &xd, x_nchw);
             let mut dx = inp[0].requires_grad().then(|| pool::take(inp[0].numel()));
             let mut dw = vec![0.0f32; inp[1].numel()];
             let mut db = vec![0.0f32; g.oc];
@@ -918,7 +996,7 @@ fn conv2d_op(
             let y = relu.then_some(&yd[..]);
             simd_dispatch!(conv2d_backward(
                 &g,
-                patches,
+                &patches,
                 x_nchw,
                 &wd,
                 (dy, y),
@@ -1065,7 +1143,8 @@ mod tests {
     ) -> [Vec<f32>; 4] {
         let wt = weights_k_major(g, w);
         let mut y = vec![0.0; n * g.out_size()];
-        let kept = conv2d_forward(s, g, x, true, &wt, Some(b), &mut y, (true, relu)).unwrap();
+        let kept = conv2d_forward(s, g, x, true, &wt, Some(b), &mut y, (true, relu));
+        let kept = saved_for_backward(g, kept.as_deref(), x, true);
         let (mut dw, mut db, mut dx) = (vec![0.0; w.len()], vec![0.0; g.oc], vec![0.0; x.len()]);
         let yk = relu.then_some(&y[..]);
         conv2d_backward(s, g, &kept, true, w, (dy, yk), Some(&mut dx), &mut dw, &mut db);
@@ -1150,7 +1229,7 @@ mod tests {
         }
         for (n, (c, hw), oc) in [(3, (16, 14), 16), (2, (16, 7), 10), (1, (32, 5), 3)] {
             let g = ConvGeom::new((c, hw, hw), (oc, 3, 3), 2, 1);
-            assert!(dx_without_da(&g));
+            assert!(whole_tap_blocks(&g));
             let (a, b) = both(crate::ops::simd::Portable, &g, n);
             assert!(a.iter().any(|&v| v != 0));
             assert_eq!(a, b, "portable {g:?}");
