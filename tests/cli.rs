@@ -93,3 +93,54 @@ fn bad_data_dir_is_a_clear_error_not_a_panic() {
     let out = bin().args(["train", "--model", "mlp"]).output().unwrap();
     assert!(String::from_utf8(out.stderr).unwrap().contains("unknown model 'mlp'"));
 }
+
+/// `bench` runs every workload and reports each figure, the per-layer rows among them, in text
+/// and in JSON.
+#[test]
+fn bench_reports_throughput_latency_and_the_step_breakdown() {
+    let args = [
+        "bench",
+        "--threads",
+        "2",
+        "--repeats",
+        "1",
+        "--profile-batches",
+        "3",
+        "--latency-images",
+        "10",
+    ];
+    let out = bin().args(args).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    for row in [
+        "training",
+        "inference b1000",
+        "inference b1 ",
+        "GFLOP/s",
+        "peak RSS",
+        "data: batch 64",
+        "conv2d_relu 16x14x14",
+        "sgd: step + zero_grad",
+        "whole step (wall)",
+    ] {
+        assert!(text.contains(row), "bench output lacks {row:?}:\n{text}");
+    }
+    let out = bin().args(args).arg("--json").output().unwrap();
+    let json = String::from_utf8(out.stdout).unwrap();
+    let number = |key: &str| -> f64 {
+        let at = json
+            .find(&format!("\"{key}\":"))
+            .unwrap_or_else(|| panic!("{key} missing: {json}"));
+        let rest = &json[at + key.len() + 3..];
+        rest[..rest.find([',', '}']).unwrap()].parse().unwrap()
+    };
+    for key in [
+        "train_samples_per_sec",
+        "infer_batch1000_images_per_sec",
+        "infer_batch1_us_median",
+        "step_ms",
+    ] {
+        assert!(number(key) > 0.0, "{key} in {json}");
+    }
+    assert_eq!(number("threads"), 2.0);
+}
