@@ -74,6 +74,15 @@ impl TensorDataset {
         // of being waited for one row after another.
         let convert = |(rows, idx): (&mut [f32], &[usize])| {
             let srcs: Vec<&[u8]> = idx.iter().map(|&i| self.get(i).0).collect();
+            // One byte of every cache line first: independent loads, so the misses are all
+            // in flight at once; the conversion below then reads from the cache.
+            let mut touch = 0u8;
+            for src in &srcs {
+                for c0 in (0..d).step_by(64) {
+                    touch ^= src[c0];
+                }
+            }
+            std::hint::black_box(touch);
             for c0 in (0..d).step_by(64) {
                 let c1 = (c0 + 64).min(d);
                 for (row, src) in rows.chunks_mut(d).zip(&srcs) {
