@@ -310,12 +310,12 @@ fn row2im<S: Simd>(s: S, g: &ConvGeom, da: &[f32], l: usize, dx: &mut [f32]) {
     }
 }
 
-/// C (16 x N; rows < `rows` stored) = A (16 x K, row stride AS, or `st` when AS = 0) B (K x N),
-/// plus bias, then max(., 0) with `relu`. With AS fixed, the 16 rows of A sit at constant offsets, so each multiply-add reads
+/// C (R x N; rows < `rows` stored) = A (R x K, row stride AS, or `st` when AS = 0) B (K x N),
+/// plus bias, then max(., 0) with `relu`. With AS fixed, the R rows of A sit at constant offsets, so each multiply-add reads
 /// its broadcast operand straight from memory.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn rows_times_matrix<S: Simd, const AS: usize>(
+fn rows_times_matrix<S: Simd, const AS: usize, const R: usize>(
     s: S,
     a: &[f32],
     st: usize,
@@ -329,16 +329,16 @@ fn rows_times_matrix<S: Simd, const AS: usize>(
 ) {
     let st = if AS > 0 { AS } else { st };
     assert!(
-        k <= st && a.len() >= (MR - 1) * st + k,
+        R > 0 && k <= st && a.len() >= (R - 1) * st + k,
         "rows_times_matrix: A too short"
     );
     for n0 in (0..n).step_by(LANES) {
         let w = LANES.min(n - n0);
-        let mut acc = [bias.map_or(s.splat(0.0), |b| s.load(&b[n0..], w)); MR];
+        let mut acc = [bias.map_or(s.splat(0.0), |b| s.load(&b[n0..], w)); R];
         for p in 0..k {
             let bv = s.load(&b[p * ldb + n0..], w);
             for (r, acc) in acc.iter_mut().enumerate() {
-                // SAFETY: r * st + p <= (MR - 1) * st + k - 1 < a.len(), asserted above.
+                // SAFETY: r * st + p <= (R - 1) * st + k - 1 < a.len(), asserted above.
                 let av = unsafe { *a.get_unchecked(r * st + p) };
                 *acc = s.mul_add(s.splat(av), bv, *acc);
             }
@@ -377,6 +377,28 @@ fn columns_times_matrix<S: Simd>(
         for (r, v) in acc.iter().enumerate().take(rows) {
             s.store(&mut c[r * ldc + n0..], w, *v);
         }
+    }
+}
+
+/// The forward's product for one block of up to 16 output pixels, y (rows x OC) = A Wt + bias:
+/// a last, partial block (a single image's 49 pixels leave 1) is computed with 4 or 8 rows in
+/// registers instead of 16. Each row's sum is the same either way.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn block_times_matrix<S: Simd, const AS: usize>(
+    s: S,
+    a: &[f32],
+    st: usize,
+    (k, n): (usize, usize),
+    wt: &[f32],
+    bias: &[f32],
+    y: &mut [f32],
+    (rows, relu): (usize, bool),
+) {
+    match rows {
+        0..=4 => rows_times_matrix::<S, AS, 4>(s, a, st, (k, n), wt, n, Some(bias), y, n, (rows, relu)),
+        5..=8 => rows_times_matrix::<S, AS, 8>(s, a, st, (k, n), wt, n, Some(bias), y, n, (rows, relu)),
+        _ => rows_times_matrix::<S, AS, MR>(s, a, st, (k, n), wt, n, Some(bias), y, n, (rows, relu)),
     }
 }
 
@@ -621,9 +643,9 @@ impl Kernel for ForwardChunk<'_> {
         for m0 in (0..m_total).step_by(MR) {
             let (ab, yb, rows) = (&a[m0 * l..], &mut y[m0 * oc..], MR.min(m_total - m0));
             match l {
-                16 => rows_times_matrix::<S, 16>(s, ab, l, (ckk, oc), wt, oc, Some(bias), yb, oc, (rows, relu)),
-                160 => rows_times_matrix::<S, 160>(s, ab, l, (ckk, oc), wt, oc, Some(bias), yb, oc, (rows, relu)),
-                _ => rows_times_matrix::<S, 0>(s, ab, l, (ckk, oc), wt, oc, Some(bias), yb, oc, (rows, relu)),
+                16 => block_times_matrix::<S, 16>(s, ab, l, (ckk, oc), wt, bias, yb, (rows, relu)),
+                160 => block_times_matrix::<S, 160>(s, ab, l, (ckk, oc), wt, bias, yb, (rows, relu)),
+                _ => block_times_matrix::<S, 0>(s, ab, l, (ckk, oc), wt, bias, yb, (rows, relu)),
             }
         }
     }
@@ -731,8 +753,8 @@ impl Kernel for BackwardChunk<'_> {
             }
             let dab = &mut da[m0 * l..];
             match ocp {
-                16 => rows_times_matrix::<S, 16>(s, &block, ocp, (oc, ckk), wr, ckk, None, dab, l, (rows, false)),
-                _ => rows_times_matrix::<S, 0>(s, &block, ocp, (oc, ckk), wr, ckk, None, dab, l, (rows, false)),
+                16 => rows_times_matrix::<S, 16, MR>(s, &block, ocp, (oc, ckk), wr, ckk, None, dab, l, (rows, false)),
+                _ => rows_times_matrix::<S, 0, MR>(s, &block, ocp, (oc, ckk), wr, ckk, None, dab, l, (rows, false)),
             }
         }
         if !direct {
@@ -1220,7 +1242,7 @@ mod tests {
                     block[r * LANES..][..g.oc].copy_from_slice(&dy[(m0 + r) * g.oc..][..g.oc]);
                 }
                 let dab = &mut da[m0 * l..];
-                rows_times_matrix::<S, 0>(s, &block, LANES, (g.oc, ckk), &wr, ckk, None, dab, l, (rows, false));
+                rows_times_matrix::<S, 0, MR>(s, &block, LANES, (g.oc, ckk), &wr, ckk, None, dab, l, (rows, false));
                 rows_times_matrix_into_image::<S, LANES>(s, g, (&block, &wr), &pix, (m0, rows), &mut direct);
             }
             row2im(s, g, &da, l, &mut via_da);
