@@ -794,8 +794,14 @@ pub fn conv2d_forward<S: Simd>(
     (keep_patches, relu): (bool, bool),
 ) -> Option<Pooled> {
     let x = as_nhwc(g, x, x_nchw);
-    let zeros = vec![0.0; g.oc];
-    let bias = bias.unwrap_or(&zeros);
+    let zeros;
+    let bias = match bias {
+        Some(b) => b,
+        None => {
+            zeros = vec![0.0; g.oc];
+            &zeros
+        }
+    };
     let n = x.len() / g.in_size();
     let run = |xc: &[f32], yc: &mut [f32], a: &mut [f32]| {
         s.vectorize(ForwardChunk {
