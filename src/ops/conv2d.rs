@@ -29,6 +29,8 @@ use crate::profile::{self, Phase};
 use crate::simd_dispatch;
 use crate::tensor::pool::{self, Pooled};
 use crate::tensor::{Tensor, nchw_to_nhwc, nhwc_to_nchw};
+use std::cell::RefCell;
+use std::rc::Rc;
 
 /// The sizes of one convolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -535,7 +537,26 @@ fn whole_tap_blocks(g: &ConvGeom) -> bool {
 
 /// For each output pixel o of a sample and kernel tap t = ki*KW + kj: the offset in the
 /// sample's x of the input pixel it reads, or `usize::MAX` in the padding. Indexed o*KH*KW + t.
-fn pixel_taps(g: &ConvGeom) -> Vec<usize> {
+/// Made once per geometry and thread, then reused.
+fn pixel_taps(g: &ConvGeom) -> Rc<[usize]> {
+    thread_local! {
+        static CACHE: RefCell<Vec<(ConvGeom, Rc<[usize]>)>> = const { RefCell::new(Vec::new()) };
+    }
+    CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        if let Some((_, t)) = c.iter().find(|(k, _)| k == g) {
+            return t.clone();
+        }
+        let t: Rc<[usize]> = make_pixel_taps(g).into();
+        if c.len() >= 16 {
+            c.remove(0);
+        }
+        c.push((*g, t.clone()));
+        t
+    })
+}
+
+fn make_pixel_taps(g: &ConvGeom) -> Vec<usize> {
     let mut taps = Vec::with_capacity(g.ohw() * g.kh * g.kw);
     for oh in 0..g.oh {
         for ow in 0..g.ow {
@@ -733,7 +754,7 @@ impl Kernel for BackwardChunk<'_> {
         let ocp = oc.next_multiple_of(LANES);
         let mut block = vec![0.0f32; MR * ocp];
         let direct = whole_tap_blocks(g) && ocp == LANES;
-        let pix = pix.unwrap_or_default();
+        let pix = pix.unwrap_or_else(|| Rc::from(Vec::new()));
         if direct {
             zero(s, dx);
         }
