@@ -200,6 +200,16 @@ fn copy<S: Simd>(s: S, src: &[f32], dst: &mut [f32]) {
     }
 }
 
+/// dst = src for a length that is a multiple of 16: whole vectors, no tail.
+#[inline(always)]
+fn copy_vectors<S: Simd>(s: S, src: &[f32], dst: &mut [f32]) {
+    let n = dst.len() / LANES * LANES;
+    let (src, dst) = (&src[..n], &mut dst[..n]);
+    for o in (0..n).step_by(LANES) {
+        s.store(&mut dst[o..o + LANES], LANES, s.load(&src[o..o + LANES], LANES));
+    }
+}
+
 /// dst += src (same length), a vector at a time.
 #[inline(always)]
 fn add_to<S: Simd>(s: S, src: &[f32], dst: &mut [f32]) {
@@ -256,7 +266,12 @@ fn im2row<S: Simd>(s: S, g: &ConvGeom, x: &[f32], l: usize, a: &mut [f32]) {
                             if lo > 0 {
                                 zero(s, &mut seg[..lo * c]);
                             }
-                            copy(s, &xs[(ih * g.w + iw) * c..][..(hi - lo) * c], &mut seg[lo * c..hi * c]);
+                            let (src, dst) = (&xs[(ih * g.w + iw) * c..][..(hi - lo) * c], &mut seg[lo * c..hi * c]);
+                            if c % LANES == 0 {
+                                copy_vectors(s, src, dst);
+                            } else {
+                                copy(s, src, dst);
+                            }
                             if hi < g.kw {
                                 zero(s, &mut seg[hi * c..]);
                             }
