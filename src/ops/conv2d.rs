@@ -1024,6 +1024,7 @@ fn conv2d_op(
     let needs_graph = crate::tensor::is_grad_enabled()
         && (x.requires_grad() || weight.requires_grad() || bias.is_some_and(|b| b.requires_grad()));
     let name = if relu { "conv2d_relu" } else { "conv2d" };
+    let x_version = x.version();
     let patches = profile::time(
         || profile::label(name, xs),
         Phase::Forward,
@@ -1051,6 +1052,11 @@ fn conv2d_op(
         name,
         inputs,
         Box::new(move |inp, out, dy| {
+            // Layers that keep no patches read x again: it must be the x of the forward.
+            assert!(
+                patches.is_some() || inp[0].version() == x_version,
+                "conv2d: the input was modified in place after the forward, which the backward needs"
+            );
             let xd = inp[0].data();
             let patches = saved_for_backward(&g, patches.as_deref(), &xd, x_nchw);
             let mut dx = inp[0].requires_grad().then(|| pool::take(inp[0].numel()));
@@ -1262,6 +1268,17 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    #[should_panic(expected = "modified in place after the forward")]
+    fn backward_refuses_an_input_changed_since_the_forward() {
+        // 16 input channels: the backward reads x again instead of kept patches.
+        let x = Tensor::parameter(random(2 * 16 * 5 * 5, 1), &[2, 16, 5, 5]);
+        let w = Tensor::parameter(random(4 * 16 * 9, 2), &[4, 16, 3, 3]);
+        let y = conv2d(&x, &w, None, 2, 1);
+        x.data_mut()[0] += 1.0;
+        y.contiguous().backward_with(vec![1.0; y.numel()]);
     }
 
     /// dx through dA and row2im, and straight into the image: the same bits, for the

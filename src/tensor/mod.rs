@@ -235,6 +235,12 @@ impl Tensor {
         self.0.data.values.borrow()
     }
 
+    /// How many times the values were handed out for writing ([`Tensor::data_mut`]): an op that
+    /// reads an input again in its backward checks it is unchanged, as PyTorch's version counter.
+    pub fn version(&self) -> u64 {
+        self.0.data.version.get()
+    }
+
     /// Mutable access to the values, for optimizers and initialisers (like `with no_grad(): p -= ...`).
     pub fn data_mut(&self) -> RefMut<'_, Vec<f32>> {
         let st = &self.0.data;
