@@ -276,7 +276,7 @@ impl BenchReport {
             .layers
             .iter()
             .fold((0.0, 0.0), |(f, b), l| (f + l.forward_ms, b + l.backward_ms));
-        s.push_str(&format!("  {:<28} {:>9.3} {:>9.3}\n", "total", f, b));
+        s.push_str(&format!("  {:<28} {:>9.3} {:>9.3}\n", "total of the rows", f, b));
         s.push_str(&format!(
             "  {:<28} {:>9.3}   (graph bookkeeping and allocation: {:.3})\n",
             "whole step (wall)",

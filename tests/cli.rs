@@ -126,6 +126,7 @@ fn bench_reports_throughput_latency_and_the_step_breakdown() {
         assert!(text.contains(row), "bench output lacks {row:?}:\n{text}");
     }
     let out = bin().args(args).arg("--json").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let json = String::from_utf8(out.stdout).unwrap();
     let number = |key: &str| -> f64 {
         let at = json

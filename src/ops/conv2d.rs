@@ -150,7 +150,7 @@ impl Taps {
         let mut koff: Vec<usize> = (0..g.kh)
             .flat_map(|ki| (0..g.kw).flat_map(move |kj| (0..c).map(move |ch| (ki * wp + kj) * c + ch)))
             .collect();
-        koff.resize(g.ckk().next_multiple_of(MR), koff[0]);
+        koff.resize(g.ckk().next_multiple_of(MR), koff.first().copied().unwrap_or(0));
         let (len, step) = (plane_len(g), g.stride * c);
         let mut base = Vec::with_capacity(b * g.ohw());
         for s in 0..b {
@@ -1308,8 +1308,15 @@ mod tests {
             let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect();
             (bits(via_da), bits(direct))
         }
-        for (n, (c, hw), oc) in [(3, (16, 14), 16), (2, (16, 7), 10), (1, (32, 5), 3)] {
-            let g = ConvGeom::new((c, hw, hw), (oc, 3, 3), 2, 1);
+        let cases = [
+            (3, (16, 14, 14), (16, 3, 3), 2, 1),
+            (2, (16, 7, 7), (10, 3, 3), 2, 1),
+            (1, (32, 5, 5), (3, 3, 3), 2, 1),
+            (2, (16, 6, 9), (5, 3, 2), 1, 0),
+            (1, (16, 7, 5), (7, 2, 3), 3, 2),
+        ];
+        for (n, chw, kernel, stride, pad) in cases {
+            let g = ConvGeom::new(chw, kernel, stride, pad);
             assert!(whole_tap_blocks(&g));
             let (a, b) = both(crate::ops::simd::Portable, &g, n);
             assert!(a.iter().any(|&v| v != 0));
@@ -1326,6 +1333,80 @@ mod tests {
     fn gradients_match_finite_differences_wide_layers() {
         // 20 channels: 180 patch values (run-time stride) and 20 outputs (two vector blocks).
         gradcheck_case(2, (20, 4, 4), (20, 3), 1, 1, true, true);
+    }
+
+    #[test]
+    fn gradients_match_finite_differences_16_channel_and_plane_paths() {
+        // 16 input channels: dW from x and dx straight into the image; stride 1, no padding,
+        // a non-square image.
+        gradcheck_case(3, (16, 5, 6), (4, 3), 1, 0, true, true);
+        // 16 input channels and 20 outputs: dW from x, dx through dA and row2im.
+        gradcheck_case(2, (16, 5, 5), (20, 3), 2, 1, true, true);
+        // One channel and a 5x5 kernel: planes with 25 patch values (two column blocks), dx.
+        gradcheck_case(2, (1, 7, 7), (3, 5), 1, 2, true, true);
+    }
+
+    /// FNV-1a over the bits of y, dw, db and dx of the tutorial's three layers (fused ReLU,
+    /// 11 samples: a full chunk and a partial one), on the AVX-512 path.
+    fn tutorial_layer_hashes() -> Vec<u64> {
+        let hash = |v: &[f32]| {
+            v.iter().fold(0xcbf29ce484222325u64, |h, x| {
+                (h ^ x.to_bits() as u64).wrapping_mul(0x100000001b3)
+            })
+        };
+        let mut out = Vec::new();
+        for (i, (c, hw, oc)) in [(1, 28, 16), (16, 14, 16), (16, 7, 10)].into_iter().enumerate() {
+            let n = 11;
+            let seed = 10 * i as u64;
+            let x0 = Tensor::parameter(random(n * c * hw * hw, seed + 1), &[n, c, hw, hw]);
+            // The model's layers 2 and 3 get channels-last input from the layer before.
+            let x = if c > 1 {
+                conv2d(
+                    &x0,
+                    &Tensor::parameter(random(c * c, seed + 2), &[c, c, 1, 1]),
+                    None,
+                    1,
+                    0,
+                )
+            } else {
+                x0.clone()
+            };
+            let w = Tensor::parameter(random(oc * c * 9, seed + 3), &[oc, c, 3, 3]);
+            let b = Tensor::parameter(random(oc, seed + 4), &[oc]);
+            let y = conv2d_relu(&x, &w, Some(&b), 2, 1);
+            let r = random(y.numel(), seed + 5);
+            y.contiguous().backward_with(r);
+            for v in [y.to_vec(), w.grad().unwrap(), b.grad().unwrap(), x0.grad().unwrap()] {
+                out.push(hash(&v));
+            }
+        }
+        out
+    }
+
+    /// The tutorial's three layers give the same bits as before the second session's kernel
+    /// changes (planes, dW from x, dx without dA, 4/8-row tails): hashes recorded by running
+    /// this same function on commit 1d974c3. AVX-512 only (the portable path rounds
+    /// differently).
+    #[test]
+    fn tutorial_layers_bit_identical_to_the_recorded_kernels() {
+        #[cfg(target_arch = "x86_64")]
+        if crate::ops::simd::Avx512::detect().is_some() {
+            let want: [u64; 12] = [
+                0x3c15e7ca63b85671,
+                0xe5abd15f4b98d1e6,
+                0xd08b6f0dc5100351,
+                0x460cf66e7fb86d64,
+                0xe3a57461c49368f1,
+                0x3ce94f5d7d2b4b33,
+                0xc4c63966d466e125,
+                0x229e9714d8576d05,
+                0x2261e8be9b297947,
+                0x06258e93d932304e,
+                0x01871b03497f6158,
+                0x00004017cc718a5d,
+            ];
+            assert_eq!(tutorial_layer_hashes(), want, "y, dw, db, dx of conv1, conv2, conv3");
+        }
     }
 
     #[test]
