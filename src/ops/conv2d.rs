@@ -245,6 +245,12 @@ fn input_row(g: &ConvGeom, oh: usize, ki: usize) -> Option<usize> {
     (oh * g.stride + ki).checked_sub(g.padding).filter(|&ih| ih < g.h)
 }
 
+/// The input column of output column ow and kernel column kj, if inside the image.
+#[inline(always)]
+fn input_col(g: &ConvGeom, ow: usize, kj: usize) -> Option<usize> {
+    (ow * g.stride + kj).checked_sub(g.padding).filter(|&iw| iw < g.w)
+}
+
 /// im2row: patch matrix A (rows of stride l) from x (B, H, W, C). Row m = (s, oh, ow) holds
 /// x[s, oh*S + ki - P, ow*S + kj - P, c] at column (ki, kj, c), 0 in the padding; columns past
 /// CKK up to a multiple of 16, and rows past B*OHW, are 0.
@@ -550,6 +556,12 @@ fn whole_tap_blocks(g: &ConvGeom) -> bool {
     g.c.is_multiple_of(LANES)
 }
 
+/// Whether dx skips the dA matrix ([`rows_times_matrix_into_image`]): whole tap blocks, and
+/// the output channels fit one vector (the dy block's fixed stride of 16).
+fn dx_into_image(g: &ConvGeom) -> bool {
+    whole_tap_blocks(g) && g.oc <= LANES
+}
+
 /// For each output pixel o of a sample and kernel tap t = ki*KW + kj: the offset in the
 /// sample's x of the input pixel it reads, or `usize::MAX` in the padding. Indexed o*KH*KW + t.
 /// Made once per geometry and thread, then reused.
@@ -577,9 +589,7 @@ fn make_pixel_taps(g: &ConvGeom) -> Vec<usize> {
         for ow in 0..g.ow {
             for ki in 0..g.kh {
                 for kj in 0..g.kw {
-                    let ih = (oh * g.stride + ki).checked_sub(g.padding).filter(|&i| i < g.h);
-                    let iw = (ow * g.stride + kj).checked_sub(g.padding).filter(|&i| i < g.w);
-                    taps.push(match (ih, iw) {
+                    taps.push(match (input_row(g, oh, ki), input_col(g, ow, kj)) {
                         (Some(ih), Some(iw)) => (ih * g.w + iw) * g.c,
                         _ => usize::MAX,
                     });
@@ -768,9 +778,9 @@ impl Kernel for BackwardChunk<'_> {
         // dy rows copied 16 at a time to a block of fixed stride (output channels padded).
         let ocp = oc.next_multiple_of(LANES);
         let mut block = vec![0.0f32; MR * ocp];
-        let direct = whole_tap_blocks(g) && ocp == LANES;
-        let pix = pix.unwrap_or_else(|| Rc::from(Vec::new()));
-        if direct {
+        // With dx into the image: the tap offsets (pix is made for every whole-tap layer).
+        let direct = pix.filter(|_| dx_into_image(g));
+        if direct.is_some() {
             zero(s, dx);
         }
         for m0 in (0..m_total).step_by(MR) {
@@ -783,8 +793,8 @@ impl Kernel for BackwardChunk<'_> {
                     zero(s, dst);
                 }
             }
-            if direct {
-                rows_times_matrix_into_image::<S, LANES>(s, g, (&block, wr), &pix, (m0, rows), dx);
+            if let Some(pix) = &direct {
+                rows_times_matrix_into_image::<S, LANES>(s, g, (&block, wr), pix, (m0, rows), dx);
                 continue;
             }
             let dab = &mut da[m0 * l..];
@@ -793,7 +803,7 @@ impl Kernel for BackwardChunk<'_> {
                 _ => rows_times_matrix::<S, 0, MR>(s, &block, ocp, (oc, ckk), wr, ckk, None, dab, l, (rows, false)),
             }
         }
-        if !direct {
+        if direct.is_none() {
             row2im(s, g, da, l, dx);
         }
         if let Some(m) = masked.take() {
@@ -919,8 +929,7 @@ pub fn conv2d_backward<S: Simd>(
     let per_chunk = |a: &[f32], (dyc, yc): (&[f32], Option<&[f32]>), dxc: Option<&mut [f32]>, part: &mut [f32]| {
         let (dwt, db) = part.split_at_mut(ckk * oc);
         let b = dyc.len() / g.out_size();
-        let direct = whole_tap_blocks(g) && g.oc <= LANES;
-        let da_len = if direct { 0 } else { patch_rows(g, b) * l };
+        let da_len = if dx_into_image(g) { 0 } else { patch_rows(g, b) * l };
         let mut da = dxc.is_some().then(|| pool::take(da_len));
         let dx = dxc.zip(da.as_deref_mut());
         s.vectorize(BackwardChunk {
@@ -1317,7 +1326,7 @@ mod tests {
         ];
         for (n, chw, kernel, stride, pad) in cases {
             let g = ConvGeom::new(chw, kernel, stride, pad);
-            assert!(whole_tap_blocks(&g));
+            assert!(dx_into_image(&g));
             let (a, b) = both(crate::ops::simd::Portable, &g, n);
             assert!(a.iter().any(|&v| v != 0));
             assert_eq!(a, b, "portable {g:?}");
