@@ -192,21 +192,16 @@ fn weights_oc_major(g: &ConvGeom, w: &[f32]) -> Vec<f32> {
 /// Rows of results held in registers at once.
 const MR: usize = 16;
 
-/// dst = src (same length), a vector at a time.
+/// dst = src (same length): whole vectors, then a masked tail.
 #[inline(always)]
 fn copy<S: Simd>(s: S, src: &[f32], dst: &mut [f32]) {
-    for (d, x) in dst.chunks_mut(LANES).zip(src.chunks(LANES)) {
-        s.store(d, d.len(), s.load(x, d.len()));
-    }
-}
-
-/// dst = src for a length that is a multiple of 16: whole vectors, no tail.
-#[inline(always)]
-fn copy_vectors<S: Simd>(s: S, src: &[f32], dst: &mut [f32]) {
-    let n = dst.len() / LANES * LANES;
-    let (src, dst) = (&src[..n], &mut dst[..n]);
-    for o in (0..n).step_by(LANES) {
+    let n = dst.len();
+    let (src, full) = (&src[..n], n / LANES * LANES);
+    for o in (0..full).step_by(LANES) {
         s.store(&mut dst[o..o + LANES], LANES, s.load(&src[o..o + LANES], LANES));
+    }
+    if full < n {
+        s.store(&mut dst[full..], n - full, s.load(&src[full..], n - full));
     }
 }
 
@@ -272,12 +267,7 @@ fn im2row<S: Simd>(s: S, g: &ConvGeom, x: &[f32], l: usize, a: &mut [f32]) {
                             if lo > 0 {
                                 zero(s, &mut seg[..lo * c]);
                             }
-                            let (src, dst) = (&xs[(ih * g.w + iw) * c..][..(hi - lo) * c], &mut seg[lo * c..hi * c]);
-                            if c % LANES == 0 {
-                                copy_vectors(s, src, dst);
-                            } else {
-                                copy(s, src, dst);
-                            }
+                            copy(s, &xs[(ih * g.w + iw) * c..][..(hi - lo) * c], &mut seg[lo * c..hi * c]);
                             if hi < g.kw {
                                 zero(s, &mut seg[hi * c..]);
                             }
