@@ -145,6 +145,20 @@ struct Taps {
 }
 
 impl Taps {
+    /// The offsets for a chunk of [`CHUNK`] samples (a smaller chunk uses a prefix of `base`),
+    /// made once per geometry and thread.
+    fn for_chunk(g: &ConvGeom) -> Rc<Taps> {
+        thread_local! {
+            static CACHE: PerGeometry<Rc<Taps>> = const { RefCell::new(Vec::new()) };
+        }
+        CACHE.with(|c| cached(c, g, || Rc::new(Taps::new(g, CHUNK))))
+    }
+
+    /// Output pixel m's base for the first `m_total` pixels of a chunk.
+    fn bases(&self, m_total: usize) -> &[usize] {
+        &self.base[..m_total]
+    }
+
     fn new(g: &ConvGeom, b: usize) -> Taps {
         let (c, wp) = (g.c, g.w + 2 * g.padding);
         let mut koff: Vec<usize> = (0..g.kh)
@@ -557,20 +571,26 @@ fn dx_into_image(g: &ConvGeom) -> bool {
 /// Made once per geometry and thread, then reused.
 fn pixel_taps(g: &ConvGeom) -> Rc<[usize]> {
     thread_local! {
-        static CACHE: RefCell<Vec<(ConvGeom, Rc<[usize]>)>> = const { RefCell::new(Vec::new()) };
+        static CACHE: PerGeometry<Rc<[usize]>> = const { RefCell::new(Vec::new()) };
     }
-    CACHE.with(|c| {
-        let mut c = c.borrow_mut();
-        if let Some((_, t)) = c.iter().find(|(k, _)| k == g) {
-            return t.clone();
-        }
-        let t: Rc<[usize]> = make_pixel_taps(g).into();
-        if c.len() >= 16 {
-            c.remove(0);
-        }
-        c.push((*g, t.clone()));
-        t
-    })
+    CACHE.with(|c| cached(c, g, || make_pixel_taps(g).into()))
+}
+
+/// A per-thread table of values derived from a layer's geometry (the 16 most recent).
+type PerGeometry<T> = RefCell<Vec<(ConvGeom, T)>>;
+
+/// The value for `g` in `cache`, made by `make` the first time.
+fn cached<T: Clone>(cache: &PerGeometry<T>, g: &ConvGeom, make: impl FnOnce() -> T) -> T {
+    let mut c = cache.borrow_mut();
+    if let Some((_, t)) = c.iter().find(|(k, _)| k == g) {
+        return t.clone();
+    }
+    let t = make();
+    if c.len() >= 16 {
+        c.remove(0);
+    }
+    c.push((*g, t.clone()));
+    t
 }
 
 fn make_pixel_taps(g: &ConvGeom) -> Vec<usize> {
@@ -666,11 +686,12 @@ impl Kernel for ForwardChunk<'_> {
         let m_total = y.len() / oc;
         if uses_planes(g) {
             fill_planes(s, g, x, a);
-            let taps = Taps::new(g, m_total / g.ohw());
+            let taps = Taps::for_chunk(g);
+            let base = taps.bases(m_total);
             for (m0, yb) in (0..m_total).step_by(MR).zip(y.chunks_mut(MR * oc)) {
                 let rows = MR.min(m_total - m0);
                 // Rows past the end repeat the last pixel; they are computed, not stored.
-                let rb: [usize; MR] = std::array::from_fn(|r| taps.base[m0 + r.min(rows - 1)]);
+                let rb: [usize; MR] = std::array::from_fn(|r| base[m0 + r.min(rows - 1)]);
                 taps_times_matrix(s, a, (&rb, &taps.koff), (ckk, oc), wt, oc, bias, yb, (rows, relu));
             }
             return;
@@ -718,9 +739,10 @@ impl Kernel for BackwardChunk<'_> {
         let (ckk, oc, l) = (g.ckk(), g.oc, patch_stride(g.ckk()));
         if uses_planes(g) && ckk <= MR && dx.is_none() {
             // One pass over dy: the ReLU mask, the bias and the weight gradients together.
-            let t = Taps::new(g, dy.len() / g.out_size());
+            let t = Taps::for_chunk(g);
             let koff: &[usize; MR] = t.koff[..MR].try_into().expect("16 offsets");
-            taps_columns_times_matrix(s, a, (&t.base, koff), oc, (dy, y), dwt, ckk, Some(db));
+            let base = t.bases(dy.len() / oc);
+            taps_columns_times_matrix(s, a, (base, koff), oc, (dy, y), dwt, ckk, Some(db));
             return;
         }
         let mut masked = y.map(|y| {
@@ -733,7 +755,7 @@ impl Kernel for BackwardChunk<'_> {
         });
         let dy: &[f32] = masked.as_deref().unwrap_or(dy);
         let m_total = dy.len() / oc;
-        let taps = uses_planes(g).then(|| Taps::new(g, m_total / g.ohw()));
+        let taps = uses_planes(g).then(|| Taps::for_chunk(g));
         let pix = whole_tap_blocks(g).then(|| pixel_taps(g));
         for k0 in (0..ckk).step_by(MR) {
             let rows = MR.min(ckk - k0);
@@ -746,7 +768,7 @@ impl Kernel for BackwardChunk<'_> {
             match &taps {
                 Some(t) => {
                     let koff: &[usize; MR] = t.koff[k0..][..MR].try_into().expect("16 offsets");
-                    taps_columns_times_matrix(s, a, (&t.base, koff), oc, (dy, None), dwb, rows, None);
+                    taps_columns_times_matrix(s, a, (t.bases(m_total), koff), oc, (dy, None), dwb, rows, None);
                 }
                 None => columns_times_matrix(s, a, l, (m_total, k0, oc), dy, oc, dwb, oc, rows),
             }
