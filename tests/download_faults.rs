@@ -228,6 +228,7 @@ fn limits() -> Limits {
         deadline: Duration::from_secs(2),
         window: Duration::from_millis(300),
         min_bytes: 4096,
+        redirects: 5,
     }
 }
 

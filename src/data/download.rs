@@ -65,6 +65,8 @@ pub struct Limits {
     /// does a window without any byte.
     pub window: Duration,
     pub min_bytes: u64,
+    /// How many redirects are followed (a loop ends there, in an error).
+    pub redirects: u32,
 }
 
 impl Default for Limits {
@@ -73,6 +75,7 @@ impl Default for Limits {
             deadline: Duration::from_secs(30 * 60),
             window: Duration::from_secs(30),
             min_bytes: 16 * 1024,
+            redirects: 5,
         }
     }
 }
@@ -362,7 +365,7 @@ fn fetch(url: &str, part: &Path, f: &RemoteFile, limits: &Limits, progress: bool
         .timeout_connect(Some(limits.deadline.min(Duration::from_secs(20))))
         .timeout_per_read(Some(limits.window))
         .timeout_global(Some(limits.deadline))
-        .max_redirects(5)
+        .max_redirects(limits.redirects)
         .http_status_as_error(false)
         .build()
         .into();
