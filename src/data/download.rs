@@ -314,6 +314,10 @@ pub fn gunzip_bounded(raw: &[u8], limit: u64) -> Result<Vec<u8>, String> {
 
 /// Whether a downloaded file is the expected one; the error says what does not match.
 pub fn verify(path: &Path, f: &RemoteFile) -> Result<(), String> {
+    let len = std::fs::metadata(path).map_err(|e| format!("cannot read: {e}"))?.len();
+    if len > f.cap() {
+        return Err(format!("{len} bytes, more than the cap of {} for {}", f.cap(), f.name));
+    }
     let raw = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
     if f.pickle {
         let content = gunzip_bounded(&raw, f.content_max)?;
