@@ -18,7 +18,7 @@ use md5::{Digest, Md5};
 use sha2::Sha256;
 
 use super::DataError;
-use super::idx::read_maybe_gz;
+use super::idx::{MAX_IDX_BYTES, open_maybe_gz};
 use super::pickle::read_mnist_pickle;
 
 /// One file of a dataset and how to check it.
@@ -173,14 +173,36 @@ pub fn verify(path: &Path, f: &RemoteFile) -> Result<(), String> {
     }
     let mut detail = format!("md5 {md5}, expected {}", f.md5.as_deref().unwrap_or("-"));
     if let Some(want) = &f.sha256 {
-        let content = read_maybe_gz(path).map_err(|e| e.problem)?;
-        let sha = hex(&Sha256::digest(&content));
+        let sha = hex(&sha256_of_content(path)?);
         if &sha == want {
             return Ok(());
         }
         detail.push_str(&format!("; sha256 of the content {sha}, expected {want}"));
     }
     Err(format!("checksum mismatch ({detail})"))
+}
+
+/// The sha256 of a file's (inflated) content, streamed: memory stays small and a gzip bomb
+/// stops after [`MAX_IDX_BYTES`].
+fn sha256_of_content(path: &Path) -> Result<Vec<u8>, String> {
+    let mut r = open_maybe_gz(path).map_err(|e| e.problem)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut total = 0usize;
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(format!("corrupt gzip data: {e}")),
+        };
+        total += n;
+        if total > MAX_IDX_BYTES {
+            return Err(format!("content exceeds {MAX_IDX_BYTES} bytes (a gzip bomb?)"));
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher.finalize().to_vec())
 }
 
 /// Fetches `url` into `part`, resuming from what `part` already holds when the server allows.
