@@ -277,42 +277,32 @@ impl BenchReport {
     }
 
     pub fn to_json(&self) -> String {
-        let layers: Vec<String> = self
+        let n = |v: f64, d: i32| crate::log::finite(v, d);
+        let layers: Vec<_> = self
             .layers
             .iter()
-            .map(|l| {
-                format!(
-                    "{{\"name\":\"{}\",\"forward_ms\":{:.4},\"backward_ms\":{:.4}}}",
-                    l.name, l.forward_ms, l.backward_ms
-                )
-            })
+            .map(|l| serde_json::json!({"name": l.name, "forward_ms": n(l.forward_ms, 4), "backward_ms": n(l.backward_ms, 4)}))
             .collect();
-        format!(
-            "{{\"impl\":\"mnist-cnn\",\"model\":\"{}\",\"threads\":{},\"simd\":\"{}\",\"batch_size\":{},\"train_samples\":{},\
-             \"train_samples_per_sec\":{:.1},\"train_samples_per_sec_all\":[{}],\"epoch_seconds\":{:.4},\
-             \"infer_batch1000_images_per_sec\":{:.1},\"infer_batch1_us_median\":{:.2},\"train_flop_per_sample\":{:.0},\
-             \"infer_flop_per_sample\":{:.0},\"train_gflops\":{:.3},\"peak_rss_mb\":{:.1},\"layers\":[{}],\"step_ms\":{:.4}}}",
-            self.model,
-            self.threads,
-            self.simd,
-            self.batch_size,
-            self.train_samples,
-            self.train_samples_per_sec,
-            self.train_samples_per_sec_all
-                .iter()
-                .map(|r| format!("{r:.1}"))
-                .collect::<Vec<_>>()
-                .join(","),
-            self.epoch_seconds,
-            self.infer_batch1000_images_per_sec,
-            self.infer_batch1_us_median,
-            self.train_flop_per_sample,
-            self.infer_flop_per_sample,
-            self.train_gflops,
-            self.peak_rss_mb,
-            layers.join(","),
-            self.step_ms
-        )
+        serde_json::json!({
+            "impl": "mnist-cnn",
+            "model": self.model,
+            "threads": self.threads,
+            "simd": self.simd,
+            "batch_size": self.batch_size,
+            "train_samples": self.train_samples,
+            "train_samples_per_sec": n(self.train_samples_per_sec, 1),
+            "train_samples_per_sec_all": self.train_samples_per_sec_all.iter().map(|&r| n(r, 1)).collect::<Vec<_>>(),
+            "epoch_seconds": n(self.epoch_seconds, 4),
+            "infer_batch1000_images_per_sec": n(self.infer_batch1000_images_per_sec, 1),
+            "infer_batch1_us_median": n(self.infer_batch1_us_median, 2),
+            "train_flop_per_sample": n(self.train_flop_per_sample, 0),
+            "infer_flop_per_sample": n(self.infer_flop_per_sample, 0),
+            "train_gflops": n(self.train_gflops, 3),
+            "peak_rss_mb": n(self.peak_rss_mb, 1),
+            "layers": layers,
+            "step_ms": n(self.step_ms, 4),
+        })
+        .to_string()
     }
 }
 

@@ -61,6 +61,51 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), DataError> {
     Ok(())
 }
 
+/// Whether `path` can be written as a file, checked before any work starts: not a directory,
+/// its directory exists, and a file can be created there (a probe file, removed at once).
+pub fn check_writable(path: &Path) -> Result<(), DataError> {
+    if path.is_dir() {
+        return Err(DataError::new(path, "is a directory, not a file name"));
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !dir.is_dir() {
+        return Err(DataError::new(
+            path,
+            format!("cannot write: directory {} does not exist", dir.display()),
+        ));
+    }
+    probe_dir(&dir).map_err(|e| DataError::new(path, format!("cannot write in {}: {e}", dir.display())))
+}
+
+/// Creates `dir` if needed and checks a file can be written in it.
+pub fn check_writable_dir(dir: &Path) -> Result<(), DataError> {
+    std::fs::create_dir_all(dir).map_err(|e| DataError::new(dir, format!("cannot create the directory: {e}")))?;
+    probe_dir(dir).map_err(|e| DataError::new(dir, format!("cannot write in the directory: {e}")))
+}
+
+fn probe_dir(dir: &Path) -> std::io::Result<()> {
+    let probe = dir.join(format!(".mnist-cnn-probe-{}", std::process::id()));
+    std::fs::File::create(&probe)?;
+    std::fs::remove_file(&probe)
+}
+
+/// An error naming the first value of a tensor that is not finite: NaN or infinite weights
+/// (a diverged run) would load and predict nonsense without complaint.
+pub fn check_finite(name: &str, values: &[f32]) -> Result<(), String> {
+    match values.iter().position(|v| !v.is_finite()) {
+        None => Ok(()),
+        Some(i) => Err(format!(
+            "tensor '{name}' holds {} at index {i} ({} of its {} values are not finite)",
+            values[i],
+            values.iter().filter(|v| !v.is_finite()).count(),
+            values.len()
+        )),
+    }
+}
+
 /// A named f32 tensor read from a file.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Entry {
@@ -201,6 +246,9 @@ pub fn load_state_dict(model: &dyn Module, file: &TensorFile) -> Result<(), Stri
             ));
         }
     }
+    for (name, e) in &file.tensors {
+        check_finite(name, &e.values)?;
+    }
     if let Some(extra) = file
         .tensors
         .keys()
@@ -289,8 +337,14 @@ pub fn position(meta: &BTreeMap<String, String>) -> Result<Position, String> {
 /// The newest training checkpoint in `dir` (furthest position), if any: (epochs done, batches
 /// done of the next, path).
 pub fn latest_checkpoint(dir: &Path) -> Result<Option<(usize, usize, PathBuf)>, DataError> {
+    Ok(checkpoints_newest_first(dir)?.into_iter().next())
+}
+
+/// The training checkpoints in `dir`, furthest position first: (epochs done, batches done of
+/// the next, path).
+pub fn checkpoints_newest_first(dir: &Path) -> Result<Vec<(usize, usize, PathBuf)>, DataError> {
     let rd = std::fs::read_dir(dir).map_err(|e| DataError::new(dir, format!("cannot list: {e}")))?;
-    let mut best: Option<(usize, usize, PathBuf)> = None;
+    let mut all: Vec<(usize, usize, PathBuf)> = Vec::new();
     for entry in rd.flatten() {
         let name = entry.file_name().to_string_lossy().to_string();
         let Some(rest) = name
@@ -303,13 +357,12 @@ pub fn latest_checkpoint(dir: &Path) -> Result<Option<(usize, usize, PathBuf)>, 
             Some((e, b)) => (e.parse::<usize>(), b.parse::<usize>()),
             None => (rest.parse::<usize>(), Ok(0)),
         };
-        if let (Ok(e), Ok(b)) = (e, b)
-            && best.as_ref().is_none_or(|(be, bb, _)| (e, b) > (*be, *bb))
-        {
-            best = Some((e, b, entry.path()));
+        if let (Ok(e), Ok(b)) = (e, b) {
+            all.push((e, b, entry.path()));
         }
     }
-    Ok(best)
+    all.sort_by_key(|x| std::cmp::Reverse((x.0, x.1)));
+    Ok(all)
 }
 
 /// Restores weights and momentum buffers from a training checkpoint; returns its metadata.

@@ -5,14 +5,53 @@
 //! "seconds":...,"samples_per_sec":...}`. CSV: a `# settings: k=v ...` line, the column names,
 //! then one row per epoch. Records are appended (a resumed run continues the same log), each
 //! written whole and flushed.
+//!
+//! Every JSON line is written by serde_json, so it is valid JSON. A value that is not finite (a
+//! diverged run's infinite or NaN loss) is written as `null` in JSON and as an empty cell in
+//! CSV; readers take either as "not a number".
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use serde::Serialize;
+
 use crate::data::DataError;
 use crate::train::EpochStats;
+
+/// `x` rounded to `decimals` places for a JSON record, or `None` (written as `null`) when it is
+/// not finite.
+pub fn finite(x: f64, decimals: i32) -> Option<f64> {
+    let scale = 10f64.powi(decimals);
+    let r = (x * scale).round() / scale;
+    if r.is_finite() {
+        Some(r)
+    } else {
+        x.is_finite().then_some(x)
+    }
+}
+
+/// One epoch's JSON record.
+#[derive(Serialize)]
+struct EpochRecord {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    epoch: usize,
+    train_loss: Option<f64>,
+    valid_loss: Option<f64>,
+    valid_accuracy: Option<f64>,
+    lr: Option<f64>,
+    seconds: Option<f64>,
+    samples_per_sec: Option<f64>,
+}
+
+#[derive(Serialize)]
+struct HeaderRecord<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    settings: &'a BTreeMap<String, String>,
+}
 
 /// The columns of an epoch record, in order.
 pub const COLUMNS: [&str; 7] = [
@@ -25,6 +64,15 @@ pub const COLUMNS: [&str; 7] = [
     "samples_per_sec",
 ];
 
+/// Whether a log path is CSV (else JSON lines); an error for any other extension.
+pub fn check_log_path(path: &Path) -> Result<bool, DataError> {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("csv") => Ok(true),
+        Some("jsonl") | Some("json") => Ok(false),
+        _ => Err(DataError::new(path, "the log's extension must be .jsonl or .csv")),
+    }
+}
+
 /// An open metrics log.
 pub struct MetricsLog {
     path: PathBuf,
@@ -35,11 +83,8 @@ pub struct MetricsLog {
 impl MetricsLog {
     /// Opens (appending) and writes the header record.
     pub fn open(path: &Path, settings: &BTreeMap<String, String>) -> Result<MetricsLog, DataError> {
-        let csv = match path.extension().and_then(|e| e.to_str()) {
-            Some("csv") => true,
-            Some("jsonl") | Some("json") => false,
-            _ => return Err(DataError::new(path, "the log's extension must be .jsonl or .csv")),
-        };
+        let csv = check_log_path(path)?;
+        let existed = path.exists();
         let file = OpenOptions::new()
             .create(true)
             .append(true)
@@ -54,32 +99,51 @@ impl MetricsLog {
             let kv: Vec<String> = settings.iter().map(|(k, v)| format!("{k}={v}")).collect();
             format!("# settings: {}\n{}\n", kv.join(" "), COLUMNS.join(","))
         } else {
-            let kv: Vec<String> = settings
-                .iter()
-                .map(|(k, v)| format!("{}:{}", json_str(k), json_str(v)))
-                .collect();
-            format!("{{\"type\":\"header\",\"settings\":{{{}}}}}\n", kv.join(","))
+            let record = HeaderRecord {
+                kind: "header",
+                settings,
+            };
+            format!(
+                "{}\n",
+                serde_json::to_string(&record).expect("a map of strings serialises")
+            )
         };
-        log.write(&header)?;
+        if let Err(e) = log.write(&header) {
+            if !existed {
+                // No empty log left behind (a full disk).
+                let _ = std::fs::remove_file(path);
+            }
+            return Err(e);
+        }
         Ok(log)
     }
 
     /// Appends one epoch's record.
     pub fn epoch(&mut self, s: &EpochStats, lr: f32) -> Result<(), DataError> {
-        let vals = [
-            s.epoch.to_string(),
-            format!("{:.6}", s.train_loss),
-            format!("{:.6}", s.valid.loss),
-            format!("{:.6}", s.valid.accuracy),
-            lr.to_string(),
-            format!("{:.4}", s.seconds),
-            format!("{:.1}", s.train_samples_per_sec),
-        ];
+        let r = EpochRecord {
+            kind: "epoch",
+            epoch: s.epoch,
+            train_loss: finite(s.train_loss as f64, 6),
+            valid_loss: finite(s.valid.loss as f64, 6),
+            valid_accuracy: finite(s.valid.accuracy as f64, 6),
+            lr: finite(lr as f64, 8),
+            seconds: finite(s.seconds, 4),
+            samples_per_sec: finite(s.train_samples_per_sec, 1),
+        };
         let line = if self.csv {
-            format!("{}\n", vals.join(","))
+            let cell = |v: Option<f64>| v.map_or(String::new(), |v| v.to_string());
+            let cells = [
+                r.train_loss,
+                r.valid_loss,
+                r.valid_accuracy,
+                r.lr,
+                r.seconds,
+                r.samples_per_sec,
+            ]
+            .map(cell);
+            format!("{},{}\n", r.epoch, cells.join(","))
         } else {
-            let kv: Vec<String> = COLUMNS.iter().zip(&vals).map(|(k, v)| format!("\"{k}\":{v}")).collect();
-            format!("{{\"type\":\"epoch\",{}}}\n", kv.join(","))
+            format!("{}\n", serde_json::to_string(&r).expect("numbers serialise"))
         };
         self.write(&line)
     }
@@ -90,21 +154,6 @@ impl MetricsLog {
             .and_then(|_| self.file.flush())
             .map_err(|e| DataError::new(&self.path, format!("cannot write: {e}")))
     }
-}
-
-/// A JSON string literal.
-pub fn json_str(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 #[cfg(test)]
@@ -148,7 +197,7 @@ mod tests {
         );
         assert_eq!(
             lines[1],
-            r#"{"type":"epoch","epoch":1,"train_loss":0.500000,"valid_loss":0.250000,"valid_accuracy":0.900000,"lr":0.1,"seconds":1.5000,"samples_per_sec":1000.0}"#
+            r#"{"type":"epoch","epoch":1,"train_loss":0.5,"valid_loss":0.25,"valid_accuracy":0.9,"lr":0.1,"seconds":1.5,"samples_per_sec":1000.0}"#
         );
         let c = dir.join("m.csv");
         MetricsLog::open(&c, &settings).unwrap().epoch(&stats(1), 0.5).unwrap();
@@ -157,15 +206,26 @@ mod tests {
             text.starts_with("# settings: note=a \"quoted\" value seed=3\nepoch,train_loss,"),
             "{text}"
         );
-        assert!(
-            text.ends_with("1,0.500000,0.250000,0.900000,0.5,1.5000,1000.0\n"),
-            "{text}"
-        );
+        assert!(text.ends_with("1,0.5,0.25,0.9,0.5,1.5,1000\n"), "{text}");
         let e = MetricsLog::open(&dir.join("m.txt"), &settings)
             .err()
             .unwrap()
             .to_string();
         assert!(e.contains("m.txt: the log's extension must be .jsonl or .csv"), "{e}");
+        // A diverged run: non-finite values are null in JSON (valid JSON) and empty in CSV.
+        let mut bad = stats(3);
+        bad.train_loss = f32::INFINITY;
+        bad.valid.loss = f32::NAN;
+        let j = dir.join("d.jsonl");
+        MetricsLog::open(&j, &settings).unwrap().epoch(&bad, 0.1).unwrap();
+        let text = std::fs::read_to_string(&j).unwrap();
+        let rec: serde_json::Value = serde_json::from_str(text.lines().nth(1).unwrap()).unwrap();
+        assert!(rec["train_loss"].is_null() && rec["valid_loss"].is_null(), "{text}");
+        assert_eq!(rec["valid_accuracy"], 0.9);
+        let c = dir.join("d.csv");
+        MetricsLog::open(&c, &settings).unwrap().epoch(&bad, 0.1).unwrap();
+        let text = std::fs::read_to_string(&c).unwrap();
+        assert!(text.ends_with("\n3,,,0.9,0.1,1.5,1000\n"), "{text}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -93,28 +93,17 @@ impl Confusion {
 
     /// The same as one JSON object (NaN precision or recall as null).
     pub fn to_json(&self) -> String {
-        let num = |v: f32| {
-            if v.is_finite() {
-                format!("{v:.6}")
-            } else {
-                "null".into()
-            }
-        };
-        let rows: Vec<String> = self
-            .counts
-            .iter()
-            .map(|r| format!("[{}]", r.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(",")))
-            .collect();
+        let num = |v: f32| crate::log::finite(v as f64, 6);
         let k = self.counts.len();
-        format!(
-            "{{\"loss\":{},\"accuracy\":{},\"images\":{},\"confusion\":[{}],\"precision\":[{}],\"recall\":[{}]}}",
-            num(self.loss),
-            num(self.accuracy()),
-            self.total(),
-            rows.join(","),
-            (0..k).map(|c| num(self.precision(c))).collect::<Vec<_>>().join(","),
-            (0..k).map(|c| num(self.recall(c))).collect::<Vec<_>>().join(",")
-        )
+        serde_json::json!({
+            "loss": num(self.loss),
+            "accuracy": num(self.accuracy()),
+            "images": self.total(),
+            "confusion": self.counts,
+            "precision": (0..k).map(|c| num(self.precision(c))).collect::<Vec<_>>(),
+            "recall": (0..k).map(|c| num(self.recall(c))).collect::<Vec<_>>(),
+        })
+        .to_string()
     }
 }
 
@@ -137,7 +126,7 @@ mod tests {
         assert!((c.recall(2) - 0.2).abs() < 1e-6);
         let j = c.to_json();
         assert!(
-            j.contains("\"confusion\":[[8,2,0],[0,5,0],[4,0,1]]") && j.contains("\"accuracy\":0.700000"),
+            j.contains("\"confusion\":[[8,2,0],[0,5,0],[4,0,1]]") && j.contains("\"accuracy\":0.7,"),
             "{j}"
         );
         let t = c.to_text(&[]);

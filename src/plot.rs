@@ -2,6 +2,7 @@
 //! a heat map (`eval --confusion-png`). PNG or SVG by the output's extension; text is drawn with
 //! DejaVu Sans, built into the program (assets/fonts), so no system fonts are needed.
 
+use std::io::Read;
 use std::path::Path;
 use std::sync::Once;
 
@@ -32,56 +33,102 @@ pub struct Curve {
     pub valid_accuracy: Vec<f64>,
 }
 
-/// The number after `"key":` in a JSON line of our own log format.
-fn json_number(line: &str, key: &str) -> Option<f64> {
-    let at = line.find(&format!("\"{key}\":"))? + key.len() + 3;
-    let rest = &line[at..];
-    let end = rest.find([',', '}']).unwrap_or(rest.len());
-    rest[..end].trim().parse().ok()
+/// The largest metrics log `plot` reads (a 10,000-epoch log is about 2 MB).
+const MAX_LOG_BYTES: u64 = 64 << 20;
+
+/// The largest epoch number accepted in a log.
+const MAX_EPOCH: f64 = 1e6;
+
+/// A record's field as a number: JSON `null` (a value that was not finite) is NaN.
+fn json_field(rec: &serde_json::Value, key: &str) -> Result<f64, String> {
+    match rec.get(key) {
+        Some(serde_json::Value::Null) => Ok(f64::NAN),
+        Some(v) => v.as_f64().ok_or_else(|| format!("\"{key}\" is not a number")),
+        None => Err(format!("epoch record without \"{key}\"")),
+    }
 }
 
-/// Reads a `train --log` file (.jsonl or .csv). A later record for the same epoch (a resumed
-/// run appending to the log) replaces the earlier one.
-pub fn read_log(path: &Path) -> Result<Curve, DataError> {
-    let text = std::fs::read_to_string(path).map_err(|e| DataError::new(path, format!("cannot read: {e}")))?;
-    let label = path
-        .file_stem()
-        .map_or("run".into(), |s| s.to_string_lossy().to_string());
+/// A CSV cell as a number: empty (a value that was not finite) is NaN.
+fn csv_field(vals: &[&str], columns: &[String], key: &str) -> Result<f64, String> {
+    let i = columns
+        .iter()
+        .position(|c| c == key)
+        .ok_or_else(|| format!("no column \"{key}\" (or a row before the column names)"))?;
+    match vals.get(i).map(|v| v.trim()) {
+        Some("") => Ok(f64::NAN),
+        Some(v) => v.parse().map_err(|_| format!("\"{key}\" value {v:?} is not a number")),
+        None => Err(format!("row has no \"{key}\" cell")),
+    }
+}
+
+/// The epoch records of a log's text: (epoch, train loss, validation loss, validation accuracy).
+fn parse_records(text: &str, csv: bool) -> Result<Vec<[f64; 4]>, String> {
+    const KEYS: [&str; 4] = ["epoch", "train_loss", "valid_loss", "valid_accuracy"];
     let mut rows: Vec<[f64; 4]> = Vec::new();
-    let csv = path.extension().is_some_and(|e| e == "csv");
     let mut columns: Vec<String> = Vec::new();
     for (i, line) in text.lines().enumerate() {
-        let bad = || DataError::new(path, format!("line {}: not a metrics record", i + 1));
-        let row = if csv {
-            if line.starts_with('#') || line.trim().is_empty() {
-                continue;
-            }
+        let at = |m: String| format!("line {}: {m}", i + 1);
+        if line.trim().is_empty() || (csv && line.starts_with('#')) {
+            continue;
+        }
+        let row: [f64; 4] = if csv {
             if line.starts_with("epoch,") {
                 columns = line.split(',').map(str::to_string).collect();
                 continue;
             }
             let vals: Vec<&str> = line.split(',').collect();
-            let get = |k: &str| -> Option<f64> { vals.get(columns.iter().position(|c| c == k)?)?.parse().ok() };
-            [
-                get("epoch"),
-                get("train_loss"),
-                get("valid_loss"),
-                get("valid_accuracy"),
-            ]
+            let mut row = [0.0; 4];
+            for (r, k) in row.iter_mut().zip(KEYS) {
+                *r = csv_field(&vals, &columns, k).map_err(at)?;
+            }
+            row
         } else {
-            if !line.contains("\"type\":\"epoch\"") {
+            let rec: serde_json::Value =
+                serde_json::from_str(line).map_err(|e| at(format!("not a JSON record ({e})")))?;
+            if rec.get("type").and_then(|t| t.as_str()) != Some("epoch") {
                 continue;
             }
-            ["epoch", "train_loss", "valid_loss", "valid_accuracy"].map(|k| json_number(line, k))
+            let mut row = [0.0; 4];
+            for (r, k) in row.iter_mut().zip(KEYS) {
+                *r = json_field(&rec, k).map_err(at)?;
+            }
+            row
         };
-        let [Some(e), Some(t), Some(v), Some(a)] = row else {
-            return Err(bad());
-        };
+        let e = row[0];
+        if !((1.0..=MAX_EPOCH).contains(&e) && e.fract() == 0.0) {
+            return Err(at(format!("epoch {e} is not a whole number from 1 to {MAX_EPOCH}")));
+        }
         rows.retain(|r| r[0] != e);
-        rows.push([e, t, v, a]);
+        rows.push(row);
     }
+    Ok(rows)
+}
+
+/// Reads a `train --log` file (.jsonl or .csv). A later record for the same epoch (a resumed
+/// run appending to the log) replaces the earlier one. Values that were not finite are NaN and
+/// leave a gap in the curves.
+pub fn read_log(path: &Path) -> Result<Curve, DataError> {
+    let err = |m: String| DataError::new(path, m);
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_LOG_BYTES + 1).read_to_string(&mut text))
+        .map_err(|e| err(format!("cannot read: {e}")))?;
+    if text.len() as u64 > MAX_LOG_BYTES {
+        return Err(err(format!("larger than {MAX_LOG_BYTES} bytes: not a metrics log")));
+    }
+    let label = path
+        .file_stem()
+        .map_or("run".into(), |s| s.to_string_lossy().to_string());
+    let csv = path.extension().is_some_and(|e| e == "csv");
+    parse_log(&text, csv, label).map_err(err)
+}
+
+/// Parses a metrics log's text (CSV when `csv`, else JSON lines) into the curve labelled
+/// `label`; [`read_log`] without the file.
+pub fn parse_log(text: &str, csv: bool, label: String) -> Result<Curve, String> {
+    let mut rows = parse_records(text, csv)?;
     if rows.is_empty() {
-        return Err(DataError::new(path, "no epoch records to plot"));
+        return Err("no epoch records to plot".into());
     }
     rows.sort_by(|a, b| a[0].total_cmp(&b[0]));
     Ok(Curve {
@@ -91,6 +138,26 @@ pub fn read_log(path: &Path) -> Result<Curve, DataError> {
         valid_loss: rows.iter().map(|r| r[2]).collect(),
         valid_accuracy: rows.iter().map(|r| r[3]).collect(),
     })
+}
+
+/// The runs of consecutive finite points of a curve: a value that is not finite is a gap.
+fn finite_runs(x: &[f64], y: impl IntoIterator<Item = f64>) -> Vec<Vec<(f64, f64)>> {
+    let mut runs: Vec<Vec<(f64, f64)>> = vec![Vec::new()];
+    for (&x, y) in x.iter().zip(y) {
+        if y.is_finite() {
+            runs.last_mut().expect("never empty").push((x, y));
+        } else if !runs.last().expect("never empty").is_empty() {
+            runs.push(Vec::new());
+        }
+    }
+    runs.retain(|r| !r.is_empty());
+    runs
+}
+
+/// The top of an axis from 0 that shows every finite value (1 when there is none).
+fn axis_top(values: impl Iterator<Item = f64>) -> f64 {
+    let m = values.filter(|v| v.is_finite()).fold(0.0, f64::max);
+    if m > 0.0 { (m * 1.05).min(f64::MAX / 2.0) } else { 1.0 }
 }
 
 type DrawResult = Result<(), Box<dyn std::error::Error>>;
@@ -140,16 +207,17 @@ where
     root.fill(&WHITE)?;
     let (top, bottom) = root.split_vertically(root.dim_in_pixel().1 / 2);
     let max_epoch = curves.iter().flat_map(|c| c.epoch.iter().copied()).fold(1.0, f64::max);
-    let max_loss = curves
-        .iter()
-        .flat_map(|c| c.train_loss.iter().chain(&c.valid_loss).copied())
-        .fold(0.0, f64::max);
+    let max_loss = axis_top(
+        curves
+            .iter()
+            .flat_map(|c| c.train_loss.iter().chain(&c.valid_loss).copied()),
+    );
     let mut loss = ChartBuilder::on(&top)
         .caption("loss per epoch (solid: validation, thin: training)", ("sans-serif", 20))
         .margin(12)
         .x_label_area_size(35)
         .y_label_area_size(55)
-        .build_cartesian_2d(0.5..max_epoch + 0.5, 0.0..max_loss * 1.05)?;
+        .build_cartesian_2d(0.5..max_epoch + 0.5, 0.0..max_loss)?;
     let epochs = max_epoch as usize;
     let whole = |x: &f64| {
         if x.fract() == 0.0 {
@@ -167,12 +235,18 @@ where
         .draw()?;
     for (i, c) in curves.iter().enumerate() {
         let col = COLORS[i % COLORS.len()];
-        let pts = |v: &[f64]| c.epoch.iter().copied().zip(v.iter().copied()).collect::<Vec<_>>();
-        loss.draw_series(LineSeries::new(pts(&c.valid_loss), col.stroke_width(3)))?
-            .label(c.label.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], col.stroke_width(3)));
-        loss.draw_series(LineSeries::new(pts(&c.train_loss), col.stroke_width(1)))?;
-        loss.draw_series(pts(&c.valid_loss).into_iter().map(|p| Circle::new(p, 3, col.filled())))?;
+        let valid = finite_runs(&c.epoch, c.valid_loss.iter().copied());
+        for (j, run) in valid.iter().enumerate() {
+            let s = loss.draw_series(LineSeries::new(run.clone(), col.stroke_width(3)))?;
+            if j == 0 {
+                s.label(c.label.clone())
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], col.stroke_width(3)));
+            }
+            loss.draw_series(run.iter().map(|&p| Circle::new(p, 3, col.filled())))?;
+        }
+        for run in finite_runs(&c.epoch, c.train_loss.iter().copied()) {
+            loss.draw_series(LineSeries::new(run, col.stroke_width(1)))?;
+        }
     }
     loss.configure_series_labels()
         .background_style(WHITE.mix(0.8))
@@ -182,6 +256,7 @@ where
     let min_acc = curves
         .iter()
         .flat_map(|c| c.valid_accuracy.iter().copied())
+        .filter(|a| a.is_finite())
         .fold(1.0, f64::min);
     let lo = ((min_acc * 100.0 - 2.0).floor()).max(0.0);
     let mut acc = ChartBuilder::on(&bottom)
@@ -199,16 +274,17 @@ where
         .draw()?;
     for (i, c) in curves.iter().enumerate() {
         let col = COLORS[i % COLORS.len()];
-        let pts: Vec<(f64, f64)> = c
-            .epoch
-            .iter()
-            .copied()
-            .zip(c.valid_accuracy.iter().map(|a| a * 100.0))
-            .collect();
-        acc.draw_series(LineSeries::new(pts.clone(), col.stroke_width(3)))?
-            .label(c.label.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], col.stroke_width(3)));
-        acc.draw_series(pts.into_iter().map(|p| Circle::new(p, 3, col.filled())))?;
+        for (j, run) in finite_runs(&c.epoch, c.valid_accuracy.iter().map(|a| a * 100.0))
+            .into_iter()
+            .enumerate()
+        {
+            let s = acc.draw_series(LineSeries::new(run.clone(), col.stroke_width(3)))?;
+            if j == 0 {
+                s.label(c.label.clone())
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], col.stroke_width(3)));
+            }
+            acc.draw_series(run.into_iter().map(|p| Circle::new(p, 3, col.filled())))?;
+        }
     }
     acc.configure_series_labels()
         .position(SeriesLabelPosition::LowerRight)
@@ -328,7 +404,7 @@ mod tests {
             read_log(&dir.join("x.jsonl"))
                 .unwrap_err()
                 .to_string()
-                .contains("line 1: not a metrics record")
+                .contains("line 1: epoch record without \"train_loss\"")
         );
         // Both formats render, and the PNG decodes to the expected size.
         plot_curves(&[c.clone(), read_log(&csv).unwrap()], &dir.join("c.png")).unwrap();

@@ -6,6 +6,7 @@
 //! pixels and subtracted; cropped to the ink's bounding box; scaled to fit 20x20 keeping the
 //! aspect ratio; pasted into 28x28 with its centre of mass at the centre.
 
+use std::io::Read;
 use std::path::Path;
 
 use image::imageops::{self, FilterType};
@@ -20,15 +21,56 @@ const BOX: u32 = 20;
 /// Ink threshold (of 255) after background removal, for the bounding box.
 const INK: u8 = 50;
 
+/// The largest image file read (bytes).
+pub const MAX_IMAGE_FILE_BYTES: u64 = 64 << 20;
+/// The largest image decoded: pixels a side...
+pub const MAX_IMAGE_SIDE: u32 = 16_384;
+/// ... and bytes of decoded pixels (a 16-megapixel RGBA photo holds 64 MB).
+pub const MAX_DECODE_BYTES: u64 = 256 << 20;
+/// Right after decoding, larger images are scaled down to this long side (the digit ends up
+/// 20 pixels tall), so no full-size copy is ever made.
+const WORK_SIDE: u32 = 2048;
+
 /// Reads an image (PNG, JPEG, BMP, GIF, PGM/PNM) as 8-bit gray; transparency over white.
 pub fn load_gray(path: &Path) -> Result<GrayImage, DataError> {
-    let img = image::ImageReader::open(path)
-        .map_err(|e| DataError::new(path, format!("cannot open: {e}")))?
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_IMAGE_FILE_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(|e| DataError::new(path, format!("cannot open: {e}")))?;
+    if bytes.len() as u64 > MAX_IMAGE_FILE_BYTES {
+        return Err(DataError::new(
+            path,
+            format!("larger than {MAX_IMAGE_FILE_BYTES} bytes: too large for an image of a digit"),
+        ));
+    }
+    decode_gray(&bytes).map_err(|e| DataError::new(path, e))
+}
+
+/// Decodes image bytes as 8-bit gray (transparency over white), within [`MAX_IMAGE_SIDE`] and
+/// [`MAX_DECODE_BYTES`], scaled down to [`WORK_SIDE`] at most.
+pub fn decode_gray(bytes: &[u8]) -> Result<GrayImage, String> {
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
-        .map_err(|e| DataError::new(path, format!("cannot read: {e}")))?
-        .decode()
-        .map_err(|e| DataError::new(path, format!("not a readable image: {e}")))?;
+        .map_err(|e| format!("cannot read: {e}"))?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_IMAGE_SIDE);
+    limits.max_image_height = Some(MAX_IMAGE_SIDE);
+    limits.max_alloc = Some(MAX_DECODE_BYTES);
+    reader.limits(limits);
+    let img = reader.decode().map_err(|e| match e {
+        image::ImageError::Limits(_) => format!(
+            "image too large to decode (at most {MAX_IMAGE_SIDE} pixels a side and {} MB of pixels): {e}",
+            MAX_DECODE_BYTES >> 20
+        ),
+        e => format!("not a readable image: {e}"),
+    })?;
+    let img = if img.width().max(img.height()) > WORK_SIDE {
+        img.thumbnail(WORK_SIDE, WORK_SIDE)
+    } else {
+        img
+    };
     let la = img.to_luma_alpha8();
+    drop(img);
     Ok(GrayImage::from_fn(la.width(), la.height(), |x, y| {
         let p = la.get_pixel(x, y);
         let (l, a) = (p[0] as u32, p[1] as u32);

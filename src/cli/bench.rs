@@ -50,9 +50,9 @@ pub(crate) fn bench(a: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
     };
     let report = in_pool(a.threads, || crate::bench::run(&cfg, &data))?;
     if a.json {
-        println!("{}", report.to_json());
+        out!("{}", report.to_json());
     } else {
-        print!("{}", report.to_text());
+        out!("{}", report.to_text().trim_end());
     }
     Ok(())
 }

@@ -47,7 +47,7 @@ pub(crate) fn download(a: DownloadArgs) -> Result<(), Box<dyn std::error::Error>
         .iter()
         .filter(|o| matches!(o, crate::data::download::Outcome::Fetched { .. }))
         .count();
-    println!(
+    out!(
         "{}: {} files in {} ({fetched} fetched, {} already there)",
         a.dataset,
         outcomes.len(),

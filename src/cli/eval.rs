@@ -52,10 +52,13 @@ pub(crate) fn eval(a: EvalArgs) -> Result<(), Box<dyn std::error::Error>> {
         crate::plot::plot_confusion(&c, &crate::data::download::class_names(&dataset), out)?;
     }
     if a.json {
-        println!("{}", c.to_json());
+        out!("{}", c.to_json());
     } else {
-        println!("model {} ({arch}), {} split", a.model.display(), a.split);
-        print!("{}", c.to_text(&crate::data::download::class_names(&dataset)));
+        out!("model {} ({arch}), {} split", a.model.display(), a.split);
+        out!(
+            "{}",
+            c.to_text(&crate::data::download::class_names(&dataset)).trim_end()
+        );
     }
     Ok(())
 }

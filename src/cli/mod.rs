@@ -7,6 +7,15 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::data::{Format, load_mnist};
 
+/// `println!` for command output. When standard output is closed (`mnist-cnn train | head -1`)
+/// the program ends quietly with status 141 (128 + SIGPIPE), as a program killed by a broken
+/// pipe does, instead of panicking; another write error ends it with a one-line error.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::cli::write_line(format_args!($($arg)*))
+    };
+}
+
 mod bench;
 mod download;
 mod eval;
@@ -86,13 +95,31 @@ pub fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 .map(|l| crate::plot::read_log(l))
                 .collect::<Result<Vec<_>, _>>()?;
             crate::plot::plot_curves(&curves, &args.out)?;
-            println!("wrote {} ({} runs)", args.out.display(), curves.len());
+            out!("wrote {} ({} runs)", args.out.display(), curves.len());
             Ok(())
         }
         Command::Eval(args) => {
             let threads = args.data.threads;
             in_pool(threads, move || eval::eval(args).map_err(|e| e.to_string()))??;
             Ok(())
+        }
+    }
+}
+
+/// Writes one line to standard output; see [`out!`].
+pub(crate) fn write_line(args: std::fmt::Arguments) {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    let r = o
+        .write_fmt(args)
+        .and_then(|_| o.write_all(b"\n"))
+        .and_then(|_| o.flush());
+    match r {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(141),
+        Err(e) => {
+            eprintln!("error: cannot write to standard output: {e}");
+            std::process::exit(1);
         }
     }
 }

@@ -6,7 +6,7 @@ use clap::Args;
 
 use crate::checkpoint::{atomic_write, load_model};
 use crate::data::DataError;
-use crate::log::json_str;
+use crate::log::finite;
 
 #[derive(Args, Debug, Clone)]
 pub struct PredictArgs {
@@ -83,7 +83,7 @@ pub(crate) fn predict(a: PredictArgs) -> Result<(), Box<dyn std::error::Error>> 
             Err(e) => {
                 failed += 1;
                 if a.json {
-                    json.push(format!("{{\"file\":{},\"error\":{}}}", json_str(&file), json_str(e)));
+                    json.push(serde_json::json!({"file": file, "error": e}));
                 } else {
                     eprintln!("error: {e}");
                 }
@@ -95,24 +95,26 @@ pub(crate) fn predict(a: PredictArgs) -> Result<(), Box<dyn std::error::Error>> 
         order.sort_by(|&i, &j| p[j].total_cmp(&p[i]));
         let top = a.top.unwrap_or(p.len()).min(p.len());
         if a.json {
-            let ps: Vec<String> = p.iter().map(|v| format!("{v:.6}")).collect();
-            let tops: Vec<String> = order[..top].iter().map(|&d| format!("[{d},{:.6}]", p[d])).collect();
-            json.push(format!(
-                "{{\"file\":{},\"digit\":{},\"probabilities\":[{}],\"top\":[{}]}}",
-                json_str(&file),
-                order[0],
-                ps.join(","),
-                tops.join(",")
-            ));
+            let prob = |v: f32| finite(v as f64, 6);
+            let tops: Vec<_> = order[..top]
+                .iter()
+                .map(|&d| serde_json::json!([d, prob(p[d])]))
+                .collect();
+            json.push(serde_json::json!({
+                "file": file,
+                "digit": order[0],
+                "probabilities": p.iter().map(|&v| prob(v)).collect::<Vec<_>>(),
+                "top": tops,
+            }));
         } else if a.top.is_some() {
             let tops: Vec<String> = order[..top]
                 .iter()
                 .map(|&d| format!("{d} {:.1}%", 100.0 * p[d]))
                 .collect();
-            println!("{file}: {}", tops.join(", "));
+            out!("{file}: {}", tops.join(", "));
         } else {
             let all: Vec<String> = p.iter().enumerate().map(|(d, v)| format!("{d}:{v:.3}")).collect();
-            println!(
+            out!(
                 "{file}: {}{} ({:.1}%)  {}",
                 order[0],
                 name(order[0]),
@@ -122,7 +124,7 @@ pub(crate) fn predict(a: PredictArgs) -> Result<(), Box<dyn std::error::Error>> 
         }
     }
     if a.json {
-        println!("[{}]", json.join(","));
+        out!("{}", serde_json::Value::Array(json));
     }
     if failed > 0 {
         return Err(format!("{failed} of {} images could not be predicted", a.images.len()).into());

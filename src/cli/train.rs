@@ -13,8 +13,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{DataArgs, dataset_dir, in_pool, load_dataset};
 use crate::checkpoint::{
-    TensorFile, latest_checkpoint, load_state_dict, load_training_checkpoint, position, save_training_checkpoint,
-    state_dict,
+    TensorFile, check_finite, check_writable, check_writable_dir, checkpoints_newest_first, load_state_dict,
+    load_training_checkpoint, position, save_training_checkpoint, state_dict,
 };
 use crate::data::{DataError, DataLoader};
 use crate::log::MetricsLog;
@@ -34,11 +34,12 @@ pub struct TrainArgs {
     /// Training batch size; validation and test batches are twice as large.
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
-    /// Learning rate [default: 0.1 for cnn, 0.5 for logistic, as in the tutorial].
-    #[arg(long)]
+    /// Learning rate, 0 or more [default: 0.1 for cnn, 0.5 for logistic, as in the
+    /// tutorial].
+    #[arg(long, allow_negative_numbers = true)]
     pub lr: Option<f32>,
-    /// SGD momentum [default: 0.9 for cnn, 0 for logistic, as in the tutorial].
-    #[arg(long)]
+    /// SGD momentum, 0 or more [default: 0.9 for cnn, 0 for logistic, as in the tutorial].
+    #[arg(long, allow_negative_numbers = true)]
     pub momentum: Option<f32>,
     /// Seed of the weight initialisation and of the shuffling.
     #[arg(long, default_value_t = 0)]
@@ -63,9 +64,13 @@ pub struct TrainArgs {
     #[arg(long, value_name = "FILE")]
     pub init: Option<PathBuf>,
     /// After every epoch, write a training checkpoint (weights, momentum buffers, epoch, seed)
-    /// to this directory.
+    /// to this directory. A directory holding another run's checkpoints is refused (resume it
+    /// with --resume, or replace them with --overwrite).
     #[arg(long, value_name = "DIR")]
     pub checkpoint_dir: Option<PathBuf>,
+    /// Delete the checkpoints already in --checkpoint-dir (another run's) before training.
+    #[arg(long)]
+    pub overwrite: bool,
     /// Append one record per epoch to this file: JSON lines (.jsonl) or CSV (.csv), after a
     /// header record with the run's settings.
     #[arg(long, value_name = "FILE")]
@@ -102,50 +107,163 @@ fn settings(a: &TrainArgs, lr: f32, momentum: f32) -> BTreeMap<String, String> {
     m
 }
 
-fn train_in_pool(mut a: TrainArgs) -> Result<(), Box<dyn std::error::Error>> {
-    if a.batch_size == 0 {
-        return Err("--batch-size must be at least 1".into());
+/// The most images in one training batch (validation batches are twice as large). Memory grows
+/// with the batch, about 40 KB per training image for the CNN.
+pub const MAX_BATCH: usize = 4096;
+
+/// Checks the run's settings, wherever they came from (flags or a checkpoint).
+fn check_settings(a: &TrainArgs, lr: f32, momentum: f32) -> Result<(), String> {
+    if a.batch_size == 0 || a.batch_size > MAX_BATCH {
+        return Err(format!(
+            "batch size must be from 1 to {MAX_BATCH}, got {}",
+            a.batch_size
+        ));
     }
-    // Resuming: the newest checkpoint, whose settings replace the command line's.
-    let resume = match &a.resume {
-        None => None,
-        Some(dir) => {
-            let (_, _, path) = latest_checkpoint(dir)?
-                .ok_or_else(|| DataError::new(dir, "no checkpoint-epoch-*.safetensors to resume from"))?;
-            let file = TensorFile::load(&path)?;
-            let meta = &file.metadata;
-            let get = |k: &str| {
-                meta.get(k)
-                    .cloned()
-                    .ok_or_else(|| DataError::new(&path, format!("metadata lacks '{k}'")))
-            };
-            let bad = |k: &str| DataError::new(&path, format!("metadata '{k}' is not valid"));
-            a.model = file.architecture().map_err(|e| DataError::new(&path, e))?;
-            a.seed = get("seed")?.parse().map_err(|_| bad("seed"))?;
-            a.batch_size = get("batch_size")?.parse().map_err(|_| bad("batch_size"))?;
-            a.lr = Some(get("lr")?.parse().map_err(|_| bad("lr"))?);
-            a.momentum = Some(get("momentum")?.parse().map_err(|_| bad("momentum"))?);
-            a.no_shuffle = get("shuffle")? == "false";
-            a.limit = meta
-                .get("limit")
-                .map(|v| v.parse())
-                .transpose()
-                .map_err(|_| bad("limit"))?;
-            Some(path)
+    if !(lr.is_finite() && lr >= 0.0) {
+        return Err(format!("learning rate must be a finite number >= 0, got {lr}"));
+    }
+    if !(momentum.is_finite() && momentum >= 0.0) {
+        return Err(format!("momentum must be a finite number >= 0, got {momentum}"));
+    }
+    if a.limit == Some(0) {
+        return Err("--limit 0 leaves no training images".into());
+    }
+    Ok(())
+}
+
+/// The learning rate and momentum: given, or the model's defaults (the tutorial's).
+fn lr_momentum(a: &TrainArgs) -> (f32, f32) {
+    match a.model {
+        Architecture::Cnn => (a.lr.unwrap_or(0.1), a.momentum.unwrap_or(0.9)),
+        Architecture::Logistic => (a.lr.unwrap_or(0.5), a.momentum.unwrap_or(0.0)),
+    }
+}
+
+/// The newest intact checkpoint in `dir`, its settings put into `a`. A checkpoint that cannot
+/// be read, does not fit its model, or holds settings that are not valid is skipped with a
+/// warning, for the one before it.
+fn pick_checkpoint(dir: &Path, a: &mut TrainArgs) -> Result<PathBuf, DataError> {
+    let all = checkpoints_newest_first(dir)?;
+    if all.is_empty() {
+        return Err(DataError::new(dir, "no checkpoint-epoch-*.safetensors to resume from"));
+    }
+    let mut last_err = None;
+    for (_, _, path) in all {
+        let mut b = a.clone();
+        match read_checkpoint_settings(&path, &mut b) {
+            Ok(()) => {
+                *a = b;
+                return Ok(path);
+            }
+            Err(e) => {
+                eprintln!("warning: {e}; trying the checkpoint before it");
+                last_err = Some(e);
+            }
         }
+    }
+    Err(DataError::new(
+        dir,
+        format!(
+            "no intact checkpoint to resume from (the oldest: {})",
+            last_err.map_or(String::new(), |e| e.to_string())
+        ),
+    ))
+}
+
+/// Reads a checkpoint's settings into `a`, checking its tensors fit its model.
+fn read_checkpoint_settings(path: &Path, a: &mut TrainArgs) -> Result<(), DataError> {
+    let file = TensorFile::load(path)?;
+    let meta = &file.metadata;
+    let get = |k: &str| {
+        meta.get(k)
+            .cloned()
+            .ok_or_else(|| DataError::new(path, format!("metadata lacks '{k}'")))
+    };
+    let bad = |k: &str| DataError::new(path, format!("metadata '{k}' is not valid"));
+    a.model = file.architecture().map_err(|e| DataError::new(path, e))?;
+    load_state_dict(a.model.build(&mut Rng::new(0)).as_ref(), &file).map_err(|e| DataError::new(path, e))?;
+    position(meta).map_err(|e| DataError::new(path, e))?;
+    a.seed = get("seed")?.parse().map_err(|_| bad("seed"))?;
+    a.batch_size = get("batch_size")?.parse().map_err(|_| bad("batch_size"))?;
+    a.lr = Some(get("lr")?.parse().map_err(|_| bad("lr"))?);
+    a.momentum = Some(get("momentum")?.parse().map_err(|_| bad("momentum"))?);
+    a.no_shuffle = get("shuffle")? == "false";
+    a.limit = meta
+        .get("limit")
+        .map(|v| v.parse())
+        .transpose()
+        .map_err(|_| bad("limit"))?;
+    let (lr, momentum) = lr_momentum(a);
+    check_settings(a, lr, momentum).map_err(|e| DataError::new(path, format!("settings not valid: {e}")))
+}
+
+/// Checks every output before any work starts: the weights file, the log, and the checkpoint
+/// directory (which must not hold another run's checkpoints unless --overwrite).
+fn check_outputs(a: &TrainArgs) -> Result<(), Box<dyn std::error::Error>> {
+    if let Some(p) = &a.save {
+        check_writable(p)?;
+    }
+    if let Some(p) = &a.log {
+        crate::log::check_log_path(p)?;
+        check_writable(p)?;
+    }
+    if let Some(d) = &a.checkpoint_dir {
+        let same = |x: &Path| {
+            x.canonicalize()
+                .ok()
+                .zip(d.canonicalize().ok())
+                .is_some_and(|(x, y)| x == y)
+        };
+        let resuming_here = a.resume.as_deref().is_some_and(same);
+        if d.is_dir() && !resuming_here {
+            let old = checkpoints_newest_first(d)?;
+            if let Some((_, _, newest)) = old.first() {
+                if !a.overwrite {
+                    return Err(DataError::new(
+                        d,
+                        format!(
+                            "holds {} checkpoints of another run (newest {}): continue it with \
+                             --resume {}, replace them with --overwrite, or choose another directory",
+                            old.len(),
+                            newest.display(),
+                            d.display()
+                        ),
+                    )
+                    .into());
+                }
+                for (_, _, p) in &old {
+                    std::fs::remove_file(p).map_err(|e| DataError::new(p, format!("cannot delete: {e}")))?;
+                }
+                eprintln!("deleted {} checkpoints of another run from {}", old.len(), d.display());
+            }
+        }
+        check_writable_dir(d)?;
+    }
+    Ok(())
+}
+
+fn train_in_pool(mut a: TrainArgs) -> Result<(), Box<dyn std::error::Error>> {
+    // Resuming: the newest intact checkpoint, whose settings replace the command line's.
+    let resume = match a.resume.clone() {
+        None => None,
+        Some(dir) => Some(pick_checkpoint(&dir, &mut a)?),
+    };
+    let (lr, momentum) = lr_momentum(&a);
+    check_settings(&a, lr, momentum)?;
+    check_outputs(&a)?;
+    let meta = settings(&a, lr, momentum);
+    let log = match &a.log {
+        Some(path) => Some(MetricsLog::open(path, &meta)?),
+        None => None,
     };
     let dir = dataset_dir(a.data.data_dir.as_ref(), &a.dataset);
     let mut data = load_dataset(&dir, a.data.format, &a.dataset)?;
     if let Some(n) = a.limit {
         data.train = data.train.subset(0..n.min(data.train.len()));
     }
-    let (lr, momentum) = match a.model {
-        Architecture::Cnn => (a.lr.unwrap_or(0.1), a.momentum.unwrap_or(0.9)),
-        Architecture::Logistic => (a.lr.unwrap_or(0.5), a.momentum.unwrap_or(0.0)),
-    };
     let names = crate::data::download::class_names(&a.dataset);
     if !names.is_empty() {
-        println!(
+        out!(
             "dataset {} ({}), classes: {}",
             a.dataset,
             dir.display(),
@@ -166,7 +284,7 @@ fn train_in_pool(mut a: TrainArgs) -> Result<(), Box<dyn std::error::Error>> {
         Some(path) => {
             let meta = load_training_checkpoint(path, model.as_ref(), &mut opt)?;
             let pos = position(&meta).map_err(|e| DataError::new(path, e))?;
-            println!(
+            out!(
                 "resuming from {} (epoch {} done, {} batches of the next)",
                 path.display(),
                 pos.epoch,
@@ -179,7 +297,7 @@ fn train_in_pool(mut a: TrainArgs) -> Result<(), Box<dyn std::error::Error>> {
     let train_dl = DataLoader::new(data.train.clone(), a.batch_size, !a.no_shuffle, a.seed);
     let valid_dl = DataLoader::new(data.valid.clone(), a.batch_size * 2, false, 0);
     let test_dl = DataLoader::new(data.test.clone(), a.batch_size * 2, false, 0);
-    println!(
+    out!(
         "model {} ({} parameters), {} train / {} valid / {} test images, batch {}, SGD lr {lr} momentum {momentum}, seed {}, {} threads",
         a.model,
         model.num_parameters(),
@@ -190,7 +308,6 @@ fn train_in_pool(mut a: TrainArgs) -> Result<(), Box<dyn std::error::Error>> {
         a.seed,
         rayon::current_num_threads()
     );
-    let meta = settings(&a, lr, momentum);
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();
@@ -201,10 +318,6 @@ fn train_in_pool(mut a: TrainArgs) -> Result<(), Box<dyn std::error::Error>> {
             }
         });
     }
-    let log = match &a.log {
-        Some(path) => Some(MetricsLog::open(path, &meta)?),
-        None => None,
-    };
     let show_bar = !a.quiet && std::io::stderr().is_terminal();
     let mut obs = TrainObserver {
         epochs: a.epochs,
@@ -258,13 +371,17 @@ fn train_in_pool(mut a: TrainArgs) -> Result<(), Box<dyn std::error::Error>> {
         }
     };
     let t = evaluate(model.as_ref(), LOSS_FUNC, &test_dl);
-    println!(
+    out!(
         "test  loss {:.4}  acc {:6.2}%  ({} images)",
         t.loss,
         100.0 * t.accuracy,
         t.samples
     );
     if let Some(path) = &a.save {
+        for (name, p) in model.named_parameters() {
+            check_finite(&name, &p.data())
+                .map_err(|e| DataError::new(path, format!("not saved: training diverged, {e} (try a smaller --lr)")))?;
+        }
         let mut m = meta.clone();
         m.insert("epochs_trained".into(), a.epochs.to_string());
         m.insert("data".into(), format!("{} ({:?})", dir.display(), a.data.format));
@@ -275,7 +392,7 @@ fn train_in_pool(mut a: TrainArgs) -> Result<(), Box<dyn std::error::Error>> {
         m.insert("test_loss".into(), t.loss.to_string());
         m.insert("test_accuracy".into(), t.accuracy.to_string());
         state_dict(model.as_ref(), a.model, &m).save(path)?;
-        println!("saved {}", path.display());
+        out!("saved {}", path.display());
     }
     Ok(())
 }
@@ -337,7 +454,7 @@ impl Observer for TrainObserver<'_> {
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
         }
-        println!(
+        out!(
             "epoch {:>2}/{}  valid_loss {:.4}  valid_acc {:6.2}%  train_loss {:.4}  time {:.2}s",
             s.epoch,
             self.epochs,

@@ -25,6 +25,7 @@ use md5::{Digest, Md5};
 use sha2::Sha256;
 
 use super::DataError;
+use super::idx::open_maybe_gz;
 use super::pickle::parse_mnist_pickle;
 
 /// One file of a dataset and how to check it.
@@ -331,14 +332,36 @@ pub fn verify(path: &Path, f: &RemoteFile) -> Result<(), String> {
     }
     let mut detail = format!("md5 {md5}, expected {}", f.md5.as_deref().unwrap_or("-"));
     if let Some(want) = &f.sha256 {
-        let content = gunzip_bounded(&raw, f.content_max)?;
-        let sha = hex(&Sha256::digest(&content));
+        let sha = hex(&sha256_of_content(path, f.content_max)?);
         if &sha == want {
             return Ok(());
         }
         detail.push_str(&format!("; sha256 of the content {sha}, expected {want}"));
     }
     Err(format!("checksum mismatch ({detail})"))
+}
+
+/// The sha256 of a file's (inflated) content, streamed: memory stays small and a gzip bomb
+/// stops after `limit` bytes.
+fn sha256_of_content(path: &Path, limit: u64) -> Result<Vec<u8>, String> {
+    let mut r = open_maybe_gz(path).map_err(|e| e.problem)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut total = 0u64;
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(format!("corrupt gzip data: {e}")),
+        };
+        total += n as u64;
+        if total > limit {
+            return Err(format!("content exceeds {limit} bytes (a gzip bomb?)"));
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher.finalize().to_vec())
 }
 
 /// Whether a body read failed on a timeout (ureq wraps its own timeouts in an io::Error).

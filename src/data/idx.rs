@@ -15,73 +15,151 @@ pub struct IdxArray {
     pub data: Vec<u8>,
 }
 
-/// Reads a whole file, decompressing it if it starts with the gzip magic.
-pub fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, DataError> {
-    let raw = std::fs::read(path).map_err(|e| DataError::new(path, format!("cannot read: {e}")))?;
-    if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        flate2::read::MultiGzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .map_err(|e| DataError::new(path, format!("corrupt gzip data: {e}")))?;
-        Ok(out)
+/// The most bytes of values one IDX file may declare: 1 GiB (MNIST's training images are 47 MB,
+/// EMNIST's largest file 550 MB). A larger header is refused before anything is inflated.
+pub const MAX_IDX_BYTES: usize = 1 << 30;
+
+/// A reader of a file's content: inflated if the file starts with the gzip magic (all members
+/// of a multi-member gzip), else the bytes as they are. Callers bound how much they read.
+pub fn open_maybe_gz(path: &Path) -> Result<Box<dyn Read>, DataError> {
+    let mut f = std::fs::File::open(path).map_err(|e| DataError::new(path, format!("cannot read: {e}")))?;
+    let mut magic = [0u8; 2];
+    let n = read_up_to(&mut f, &mut magic).map_err(|e| DataError::new(path, format!("cannot read: {e}")))?;
+    let head = std::io::Cursor::new(magic[..n].to_vec()).chain(f);
+    Ok(if magic[..n] == [0x1f, 0x8b] {
+        Box::new(flate2::read::MultiGzDecoder::new(head))
     } else {
-        Ok(raw)
+        Box::new(head)
+    })
+}
+
+/// Fills as much of `buf` as the reader holds; returns how much.
+fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
     }
+    Ok(n)
+}
+
+fn content_error(path: &Path, e: std::io::Error) -> DataError {
+    DataError::new(path, format!("corrupt gzip data or unreadable file: {e}"))
+}
+
+/// Reads a whole file, inflating it if gzipped, and refuses it once its content passes `limit`
+/// bytes (`what` names what the file should be, for the message). Memory stays within the
+/// limit whatever the compression ratio: a gzip bomb stops there.
+pub fn read_gz_bounded(path: &Path, limit: u64, what: &str) -> Result<Vec<u8>, DataError> {
+    let mut out = Vec::new();
+    open_maybe_gz(path)?
+        .take(limit + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| content_error(path, e))?;
+    if out.len() as u64 > limit {
+        return Err(DataError::new(
+            path,
+            format!("content exceeds {limit} bytes, more than {what} can hold (a gzip bomb?)"),
+        ));
+    }
+    Ok(out)
+}
+
+/// The dimensions an IDX header declares and the header's length; `bytes` holds at least the
+/// header (the first 4 bytes tell how long it is).
+fn parse_header(bytes: &[u8]) -> Result<(Vec<usize>, usize), String> {
+    if bytes.len() < 4 {
+        return Err(format!("too short for an IDX header ({} bytes)", bytes.len()));
+    }
+    if bytes[0] != 0 || bytes[1] != 0 {
+        return Err(format!(
+            "not an IDX file: magic number {:02x}{:02x}{:02x}{:02x} should start with 0000",
+            bytes[0], bytes[1], bytes[2], bytes[3]
+        ));
+    }
+    if bytes[2] != 0x08 {
+        return Err(format!("IDX data type 0x{:02x} is not unsigned bytes (0x08)", bytes[2]));
+    }
+    let ndim = bytes[3] as usize;
+    if ndim == 0 {
+        return Err("IDX file with 0 dimensions".into());
+    }
+    let header = 4 + 4 * ndim;
+    if bytes.len() < header {
+        return Err(format!(
+            "truncated header: {ndim} dimensions need {header} bytes, file has {}",
+            bytes.len()
+        ));
+    }
+    let dims: Vec<usize> = bytes[4..header]
+        .chunks(4)
+        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize)
+        .collect();
+    Ok((dims, header))
+}
+
+/// The number of values `dims` declares, refused past [`MAX_IDX_BYTES`].
+fn declared_len(dims: &[usize]) -> Result<usize, String> {
+    match dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d)) {
+        Some(n) if n <= MAX_IDX_BYTES => Ok(n),
+        _ => Err(format!(
+            "dimensions {dims:?} declare more than {MAX_IDX_BYTES} bytes, the limit for an IDX file"
+        )),
+    }
+}
+
+fn body_error(dims: &[usize], n: usize, have: usize) -> String {
+    format!(
+        "dimensions {dims:?} need {n} bytes of data, file has {}",
+        if have < n {
+            format!("{have} (truncated)")
+        } else {
+            "more (trailing bytes)".to_string()
+        }
+    )
 }
 
 /// Parses IDX bytes (already decompressed), reusing their buffer for the values. `path` is
 /// only for error messages.
 pub fn parse_idx(mut bytes: Vec<u8>, path: &Path) -> Result<IdxArray, DataError> {
     let err = |m: String| DataError::new(path, m);
-    if bytes.len() < 4 {
-        return Err(err(format!("too short for an IDX header ({} bytes)", bytes.len())));
-    }
-    if bytes[0] != 0 || bytes[1] != 0 {
-        return Err(err(format!(
-            "not an IDX file: magic number {:02x}{:02x}{:02x}{:02x} should start with 0000",
-            bytes[0], bytes[1], bytes[2], bytes[3]
-        )));
-    }
-    if bytes[2] != 0x08 {
-        return Err(err(format!(
-            "IDX data type 0x{:02x} is not unsigned bytes (0x08)",
-            bytes[2]
-        )));
-    }
-    let ndim = bytes[3] as usize;
-    if ndim == 0 {
-        return Err(err("IDX file with 0 dimensions".into()));
-    }
-    let header = 4 + 4 * ndim;
-    if bytes.len() < header {
-        return Err(err(format!(
-            "truncated header: {ndim} dimensions need {header} bytes, file has {}",
-            bytes.len()
-        )));
-    }
-    let dims: Vec<usize> = bytes[4..header]
-        .chunks(4)
-        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize)
-        .collect();
-    let n = dims
-        .iter()
-        .try_fold(1usize, |a, &d| a.checked_mul(d))
-        .ok_or_else(|| err(format!("dimensions {dims:?} overflow")))?;
-    let body = &bytes[header..];
-    if body.len() != n {
-        return Err(err(format!(
-            "dimensions {dims:?} need {n} bytes of data, file has {} ({})",
-            body.len(),
-            if body.len() < n { "truncated" } else { "trailing bytes" }
-        )));
+    let (dims, header) = parse_header(&bytes).map_err(err)?;
+    let n = declared_len(&dims).map_err(err)?;
+    if bytes.len() - header != n {
+        return Err(err(body_error(&dims, n, bytes.len() - header)));
     }
     bytes.drain(..header);
     Ok(IdxArray { dims, data: bytes })
 }
 
-/// Reads an IDX file (gzipped or not).
+/// Reads an IDX file (gzipped or not), inflating no more than its header declares: the
+/// header is read and checked first, then exactly the declared number of values.
 pub fn read_idx(path: &Path) -> Result<IdxArray, DataError> {
-    parse_idx(read_maybe_gz(path)?, path)
+    let err = |m: String| DataError::new(path, m);
+    let mut r = open_maybe_gz(path)?;
+    let mut head = vec![0u8; 4];
+    let got = read_up_to(&mut r, &mut head).map_err(|e| content_error(path, e))?;
+    head.truncate(got);
+    if head.len() == 4 && head[..2] == [0, 0] {
+        let ndim = head[3] as usize;
+        head.resize(4 + 4 * ndim, 0);
+        let got = read_up_to(&mut r, &mut head[4..]).map_err(|e| content_error(path, e))?;
+        head.truncate(4 + got);
+    }
+    let (dims, _) = parse_header(&head).map_err(err)?;
+    let n = declared_len(&dims).map_err(err)?;
+    let mut data = Vec::new();
+    r.take(n as u64 + 1)
+        .read_to_end(&mut data)
+        .map_err(|e| content_error(path, e))?;
+    if data.len() != n {
+        return Err(err(body_error(&dims, n, data.len())));
+    }
+    Ok(IdxArray { dims, data })
 }
 
 /// Encodes u8 values as IDX bytes (for tests and tools).

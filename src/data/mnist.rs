@@ -81,6 +81,18 @@ pub fn load_mnist(path: &Path, format: Format) -> Result<Mnist, DataError> {
             let all = TensorDataset::new(img.data, lab, D);
             let n = all.len();
             let v = valid_len(n);
+            if v == 0 {
+                return Err(DataError::new(
+                    &find(path, "train-images-idx3-ubyte")?,
+                    format!("holds {n} images: too few to hold out a validation split (at least 6 needed)"),
+                ));
+            }
+            if timg.dims[0] == 0 {
+                return Err(DataError::new(
+                    &find(path, "t10k-images-idx3-ubyte")?,
+                    "holds no images: the test split would be empty",
+                ));
+            }
             Ok(Mnist {
                 train: all.subset(0..n - v),
                 valid: all.subset(n - v..n),
@@ -94,6 +106,11 @@ pub fn load_mnist(path: &Path, format: Format) -> Result<Mnist, DataError> {
                 path.to_path_buf()
             };
             let [train, valid, test] = read_mnist_pickle(&file)?;
+            for ((_, y), name) in [&train, &valid, &test].into_iter().zip(["train", "valid", "test"]) {
+                if y.is_empty() {
+                    return Err(DataError::new(&file, format!("the {name} split holds no images")));
+                }
+            }
             let ds = |(x, y): (Vec<u8>, Vec<u8>)| TensorDataset::new(x, y, D);
             Ok(Mnist {
                 train: ds(train),

@@ -9,13 +9,25 @@
 //! in the tutorial's file) and Python 3 numpy's protocols 2 to 5. Any other global, a shape
 //! that disagrees with the byte count, big-endian or Fortran-order data, or truncation is an
 //! error that says what is wrong.
+//!
+//! Hostile files: containers may nest at most [`MAX_DEPTH`] levels, and no value is ever
+//! walked or dropped recursively (see `Drop for Value`), so no file can overflow the stack; the
+//! decompressed pickle is at most [`MAX_PICKLE_BYTES`].
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::path::Path;
 use std::rc::Rc;
 
-use super::{DataError, idx::read_maybe_gz};
+use super::{DataError, idx::read_gz_bounded};
+
+/// The deepest nesting of tuples, lists, dicts and MARKs accepted. numpy's pickles nest 4
+/// levels; the limit only stops hostile files early with a clear error.
+pub const MAX_DEPTH: u32 = 100;
+
+/// The most bytes a (decompressed) MNIST-style pickle may hold: the tutorial's file is 220 MB
+/// (70,000 float32 images of 784 pixels and their int64 labels).
+pub const MAX_PICKLE_BYTES: u64 = 512 << 20;
 
 /// The callables a numpy pickle may name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,6 +71,36 @@ pub struct NdArray {
     pub data: Rc<Vec<u8>>,
 }
 
+/// A list (items) or dict (key, value, key, value, ...): mutable and shared, as in Python,
+/// with its nesting depth (1 + the deepest item's, at the time items were added).
+#[derive(Debug, Default)]
+struct Container {
+    depth: Cell<u32>,
+    items: RefCell<Vec<Value>>,
+}
+
+impl Container {
+    fn new(items: Vec<Value>) -> Result<Rc<Container>, String> {
+        let c = Container::default();
+        c.add(items)?;
+        Ok(Rc::new(c))
+    }
+    fn add(&self, items: Vec<Value>) -> Result<(), String> {
+        self.depth.set(self.depth.get().max(nesting(&items)?));
+        self.items.borrow_mut().extend(items);
+        Ok(())
+    }
+}
+
+/// The depth of a container holding `items`, refused past [`MAX_DEPTH`].
+fn nesting(items: &[Value]) -> Result<u32, String> {
+    let d = 1 + items.iter().map(Value::depth).max().unwrap_or(0);
+    if d > MAX_DEPTH {
+        return Err(format!("containers nested deeper than {MAX_DEPTH} levels"));
+    }
+    Ok(d)
+}
+
 /// A Python value, as far as numpy pickles need them. Mutable objects are shared, as in Python.
 #[derive(Clone, Debug)]
 enum Value {
@@ -68,16 +110,57 @@ enum Value {
     Float,
     Str(Rc<String>),
     Bytes(Rc<Vec<u8>>),
-    Tuple(Rc<Vec<Value>>),
-    List(Rc<RefCell<Vec<Value>>>),
-    Dict(Rc<RefCell<Vec<(Value, Value)>>>),
+    /// Items and nesting depth.
+    Tuple(Rc<Vec<Value>>, u32),
+    List(Rc<Container>),
+    Dict(Rc<Container>),
     Global(Global),
     Dtype(Rc<RefCell<Dtype>>),
     /// An ndarray made by `_reconstruct`, filled in by BUILD.
     Array(Rc<RefCell<Option<NdArray>>>),
 }
 
+/// Dropping a value never recurses: a file can nest containers far deeper than the stack
+/// allows through shared lists (APPEND after MEMO), which the depth count cannot see. So the
+/// children of every container that is dropped for good are moved to a work list first, and
+/// each value is dropped with no children left.
+impl Drop for Value {
+    fn drop(&mut self) {
+        fn take_children(v: &mut Value, work: &mut Vec<Value>) {
+            match v {
+                Value::Tuple(t, _) => {
+                    if let Some(items) = Rc::get_mut(t) {
+                        work.append(items);
+                    }
+                }
+                Value::List(c) | Value::Dict(c) => {
+                    if let Some(c) = Rc::get_mut(c) {
+                        work.append(c.items.get_mut());
+                    }
+                }
+                _ => {}
+            }
+        }
+        let mut work = Vec::new();
+        take_children(self, &mut work);
+        while let Some(mut v) = work.pop() {
+            take_children(&mut v, &mut work);
+        }
+    }
+}
+
 impl Value {
+    fn tuple_of(items: Vec<Value>) -> Result<Value, String> {
+        let d = nesting(&items)?;
+        Ok(Value::Tuple(Rc::new(items), d))
+    }
+    fn depth(&self) -> u32 {
+        match self {
+            Value::Tuple(_, d) => *d,
+            Value::List(c) | Value::Dict(c) => c.depth.get(),
+            _ => 0,
+        }
+    }
     fn kind(&self) -> &'static str {
         match self {
             Value::None => "None",
@@ -86,7 +169,7 @@ impl Value {
             Value::Float => "float",
             Value::Str(_) => "str",
             Value::Bytes(_) => "bytes",
-            Value::Tuple(_) => "tuple",
+            Value::Tuple(..) => "tuple",
             Value::List(_) => "list",
             Value::Dict(_) => "dict",
             Value::Global(_) => "global",
@@ -111,7 +194,7 @@ impl Value {
     }
     fn tuple(&self) -> Result<Rc<Vec<Value>>, String> {
         match self {
-            Value::Tuple(t) => Ok(t.clone()),
+            Value::Tuple(t, _) => Ok(t.clone()),
             v => Err(format!("expected a tuple, found {}", v.kind())),
         }
     }
@@ -219,7 +302,12 @@ fn unpickle(buf: &[u8]) -> Result<Value, String> {
                 r.u64()?; // FRAME: a length hint only
             }
             b'.' => return pop(&mut stack),
-            b'(' => marks.push(stack.len()),
+            b'(' => {
+                if marks.len() >= MAX_DEPTH as usize {
+                    return Err(format!("MARKs nested deeper than {MAX_DEPTH} levels"));
+                }
+                marks.push(stack.len())
+            }
             b'N' => stack.push(Value::None),
             0x88 => stack.push(Value::Bool(true)),
             0x89 => stack.push(Value::Bool(false)),
@@ -269,10 +357,10 @@ fn unpickle(buf: &[u8]) -> Result<Value, String> {
                 let n = r.len_u64()?;
                 stack.push(utf8(r.take(n)?)?);
             }
-            b')' => stack.push(Value::Tuple(Rc::new(Vec::new()))),
+            b')' => stack.push(Value::tuple_of(Vec::new())?),
             b't' => {
                 let items = pop_mark(&mut stack, &mut marks)?;
-                stack.push(Value::Tuple(Rc::new(items)));
+                stack.push(Value::tuple_of(items)?);
             }
             0x85..=0x87 => {
                 let n = (op - 0x84) as usize;
@@ -280,12 +368,12 @@ fn unpickle(buf: &[u8]) -> Result<Value, String> {
                     return Err("stack underflow".into());
                 }
                 let items = stack.split_off(stack.len() - n);
-                stack.push(Value::Tuple(Rc::new(items)));
+                stack.push(Value::tuple_of(items)?);
             }
-            b']' => stack.push(Value::List(Rc::new(RefCell::new(Vec::new())))),
+            b']' => stack.push(Value::List(Container::new(Vec::new())?)),
             b'l' => {
                 let items = pop_mark(&mut stack, &mut marks)?;
-                stack.push(Value::List(Rc::new(RefCell::new(items))));
+                stack.push(Value::List(Container::new(items)?));
             }
             b'a' | b'e' => {
                 let items = if op == b'a' {
@@ -294,11 +382,11 @@ fn unpickle(buf: &[u8]) -> Result<Value, String> {
                     pop_mark(&mut stack, &mut marks)?
                 };
                 match stack.last() {
-                    Some(Value::List(l)) => l.borrow_mut().extend(items),
+                    Some(Value::List(l)) => l.add(items)?,
                     _ => return Err("APPEND to something that is not a list".into()),
                 }
             }
-            b'}' => stack.push(Value::Dict(Rc::new(RefCell::new(Vec::new())))),
+            b'}' => stack.push(Value::Dict(Container::new(Vec::new())?)),
             b's' | b'u' => {
                 let items = if op == b's' {
                     let v = pop(&mut stack)?;
@@ -310,12 +398,7 @@ fn unpickle(buf: &[u8]) -> Result<Value, String> {
                     return Err("SETITEMS with an odd number of items".into());
                 }
                 match stack.last() {
-                    Some(Value::Dict(d)) => {
-                        let mut it = items.into_iter();
-                        while let (Some(k), Some(v)) = (it.next(), it.next()) {
-                            d.borrow_mut().push((k, v));
-                        }
-                    }
+                    Some(Value::Dict(d)) => d.add(items)?,
                     _ => return Err("SETITEM on something that is not a dict".into()),
                 }
             }
@@ -585,7 +668,7 @@ pub fn parse_mnist_pickle(bytes: &[u8]) -> Result<[Split; 3], String> {
 
 /// Reads `mnist.pkl.gz` (or an uncompressed pickle) into (train, valid, test).
 pub fn read_mnist_pickle(path: &Path) -> Result<[Split; 3], DataError> {
-    let bytes = read_maybe_gz(path)?;
+    let bytes = read_gz_bounded(path, MAX_PICKLE_BYTES, "an MNIST pickle")?;
     parse_mnist_pickle(&bytes).map_err(|e| DataError::new(path, e))
 }
 
@@ -615,7 +698,7 @@ mod tests {
         assert_eq!(ints, vec![1, -2, 300, 70000, -1]);
         assert!(matches!(v[5], Value::Bool(true)) && matches!(v[6], Value::None));
         assert_eq!(v[7].text().unwrap(), "ab");
-        assert!(matches!(&v[8], Value::List(l) if l.borrow().len() == 2));
-        assert!(matches!(&v[9], Value::Dict(d) if d.borrow().len() == 1));
+        assert!(matches!(&v[8], Value::List(l) if l.items.borrow().len() == 2));
+        assert!(matches!(&v[9], Value::Dict(d) if d.items.borrow().len() == 2));
     }
 }
