@@ -21,5 +21,7 @@ for t in "${targets[@]}"; do
     -max_total_time="$secs" -jobs=1 -workers=1 -rss_limit_mb=2048 -timeout=10 \
     -max_len=262144 -print_final_stats=1 \
     > "fuzz/work/$t.log" 2>&1 || echo "!! $t stopped with a finding: see fuzz/work/$t.log and fuzz/artifacts/$t/"
-  grep -E "^Done|stat::number_of_executed_units|stat::peak_rss_mb|SUMMARY|ERROR|panicked" "fuzz/work/$t.log" | head -8
+  # With -jobs, libFuzzer writes the job's own output to fuzz-0.log in the current directory.
+  if [ -f fuzz-0.log ]; then mv fuzz-0.log "fuzz/work/$t.job.log"; fi
+  grep -hE "^Done|stat::number_of_executed_units|stat::peak_rss_mb|SUMMARY|ERROR|panicked" "fuzz/work/$t.log" "fuzz/work/$t.job.log" 2>/dev/null | head -8
 done

@@ -36,14 +36,24 @@ pub const TARGETS: [(&str, Target); 7] = [
 /// The most bytes the gzip target inflates (the IDX reader's own bound applies on top).
 const GZIP_LIMIT: u64 = 64 << 20;
 
-/// A file holding `data` in this process's fuzzing directory, named with `ext`, one per thread
-/// and extension (reused, so nothing accumulates).
-fn temp_file(ext: &str, data: &[u8]) -> Result<PathBuf, String> {
-    let dir = std::env::temp_dir().join(format!("mnist-cnn-fuzz-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+/// This thread's fuzzing directory (temporary files of the path-based readers).
+fn temp_dir() -> PathBuf {
     let thread = format!("{:?}", std::thread::current().id());
-    let name: String = thread.chars().filter(char::is_ascii_alphanumeric).collect();
-    let path = dir.join(format!("{name}.{ext}"));
+    let thread: String = thread.chars().filter(char::is_ascii_alphanumeric).collect();
+    std::env::temp_dir().join(format!("mnist-cnn-fuzz-{}-{thread}", std::process::id()))
+}
+
+/// Removes this thread's temporary files (for tests, once they are done).
+pub fn remove_temp_files() {
+    let _ = std::fs::remove_dir_all(temp_dir());
+}
+
+/// A file holding `data` in this thread's fuzzing directory, named with `ext`, one per
+/// extension (reused, so nothing accumulates).
+fn temp_file(ext: &str, data: &[u8]) -> Result<PathBuf, String> {
+    let dir = temp_dir();
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let path = dir.join(format!("input.{ext}"));
     std::fs::write(&path, data).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(path)
 }

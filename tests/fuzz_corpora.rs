@@ -61,6 +61,7 @@ fn every_corpus_and_crash_input_replays_cleanly() {
         }
     }
     eprintln!("replayed {count} inputs");
+    mnist_cnn::fuzzing::remove_temp_files();
     assert!(failures.is_empty(), "{failures:#?}");
 }
 
@@ -92,4 +93,5 @@ fn valid_seeds_are_accepted_and_broken_ones_refused() {
         let out = replay(target, f, &fuzz_dir().join("corpus").join(target).join(file)).unwrap();
         assert_eq!(out.is_ok(), ok, "{target}/{file}: {out:?}");
     }
+    mnist_cnn::fuzzing::remove_temp_files();
 }

@@ -80,6 +80,7 @@ fn mutate(target: &str, files: &[&str], cases: u32, f: Target) {
             Ok(())
         })
         .unwrap_or_else(|e| panic!("{target}: {e}"));
+    mnist_cnn::fuzzing::remove_temp_files();
 }
 
 #[test]
