@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::process::Command;
 
 fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_mnist-cnn"))
+    let mut c = Command::new(env!("CARGO_BIN_EXE_mnist-cnn"));
+    c.env("MNIST_CNN_RUNS_DIR", std::env::temp_dir().join("mnist-cnn-test-runs"));
+    c
 }
 
 fn root() -> PathBuf {
@@ -65,7 +67,7 @@ fn pickle_and_idx_give_the_same_output_for_the_same_seed() {
         return;
     }
     let run = |extra: &[&str]| {
-        let mut args = vec!["train", "--epochs", "1", "--limit", "2000", "--seed", "4"];
+        let mut args = vec!["train", "--epochs", "1", "--limit", "2000", "--seed", "4", "--no-save"];
         args.extend_from_slice(extra);
         let out = bin().current_dir(root()).args(&args).output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -91,7 +93,11 @@ fn bad_data_dir_is_a_clear_error_not_a_panic() {
         "{err}"
     );
     let out = bin().args(["train", "--model", "mlp"]).output().unwrap();
-    assert!(String::from_utf8(out.stderr).unwrap().contains("unknown model 'mlp'"));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("invalid value 'mlp'") && err.contains("[possible values: cnn, logistic]"),
+        "{err}"
+    );
 }
 
 /// `bench` runs every workload and reports each figure, the per-layer rows among them, in text
