@@ -193,7 +193,8 @@ fn has_mnist(dir: &Path) -> bool {
 
 /// The places MNIST is looked for, in order: `data/mnist` in the working directory (a checkout),
 /// beside the program (`<bin>/data/mnist`, `<bin>/../share/mnist-cnn/data/mnist`), the checkout
-/// the program was built from, and the download cache.
+/// when the program runs under `cargo run` or `cargo test` (which set `CARGO_MANIFEST_DIR`), and
+/// the download cache. An installed program never depends on the checkout it was built from.
 pub fn mnist_candidates() -> Vec<PathBuf> {
     let mut c = vec![PathBuf::from("data/mnist")];
     if let Some(bin) = std::env::current_exe()
@@ -203,7 +204,9 @@ pub fn mnist_candidates() -> Vec<PathBuf> {
         c.push(bin.join("data/mnist"));
         c.push(bin.join("../share/mnist-cnn/data/mnist"));
     }
-    c.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/mnist"));
+    if let Some(m) = std::env::var_os("CARGO_MANIFEST_DIR") {
+        c.push(PathBuf::from(m).join("data/mnist"));
+    }
     c.push(crate::data::download::cache_dir(None).join("mnist"));
     c
 }

@@ -14,9 +14,10 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// stdout without the timing columns, which differ between runs.
+/// stdout without the timing columns, which differ between runs, and the data's location.
 fn without_times(out: &str) -> String {
     out.lines()
+        .filter(|l| !l.starts_with("data mnist from "))
         .map(|l| l.split("  time ").next().unwrap())
         .collect::<Vec<_>>()
         .join("\n")

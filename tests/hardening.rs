@@ -504,7 +504,7 @@ fn d13_a_broken_pipe_ends_quietly_with_status_141() {
     let out = run_within(&mut cmd, Duration::from_secs(120));
     let (o, e) = (text(&out.stdout), text(&out.stderr));
     assert!(
-        o.starts_with("model cnn") && o.trim_end().ends_with("status 141"),
+        o.starts_with("data mnist from ") && o.trim_end().ends_with("status 141"),
         "{o}"
     );
     assert!(!e.contains("panicked") && !e.contains("Broken pipe"), "{e}");

@@ -47,11 +47,12 @@ fn ctrl_c_stops_saves_and_resumes_bit_for_bit() {
         .spawn()
         .unwrap();
     // Once the header is printed the handler is installed; interrupt during the first epoch.
+    let mut reader = BufReader::new(child.stdout.as_mut().unwrap());
     let mut header = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap())
-        .read_line(&mut header)
-        .unwrap();
-    assert!(header.starts_with("model cnn"), "{header}");
+    while !header.starts_with("model cnn") {
+        header.clear();
+        assert!(reader.read_line(&mut header).unwrap() > 0, "no header line");
+    }
     std::thread::sleep(Duration::from_millis(150));
     let pid = child.id().to_string();
     assert!(Command::new("kill").args(["-INT", &pid]).status().unwrap().success());

@@ -439,7 +439,9 @@ fn train_in_pool(mut a: TrainArgs) -> Result<(), Box<dyn std::error::Error>> {
         .map(|p| MetricsLog::open(p, &meta))
         .collect::<Result<Vec<_>, _>>()?;
     let names = crate::data::download::class_names(dataset);
-    if !names.is_empty() {
+    if names.is_empty() {
+        say(a.json, format!("data {dataset} from {}", dir.display()));
+    } else {
         say(
             a.json,
             format!("dataset {dataset} ({}), classes: {}", dir.display(), names.join(", ")),
