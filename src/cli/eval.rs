@@ -62,7 +62,13 @@ pub(crate) fn eval(a: EvalArgs) -> Result<(), Box<dyn std::error::Error>> {
     )?;
     let split = if a.split == Split::Valid { data.valid } else { data.test };
     let dl = DataLoader::new(split, a.batch_size, false, 0);
+    let spinner = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
+        let s = indicatif::ProgressBar::new_spinner().with_message(format!("evaluating {} images", dl.dataset.len()));
+        s.enable_steady_tick(std::time::Duration::from_millis(100));
+        s
+    });
     let c = Confusion::of(model.as_ref(), LOSS_FUNC, &dl, 10);
+    drop(spinner);
     if let Some(out) = &a.confusion_png {
         crate::plot::plot_confusion(&c, &crate::data::download::class_names(&dataset), out)?;
     }

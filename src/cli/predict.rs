@@ -1,5 +1,6 @@
 //! `mnist-cnn predict`.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use clap::Args;
@@ -42,9 +43,22 @@ pub(crate) fn predict(a: PredictArgs) -> Result<(), Box<dyn std::error::Error>> 
         std::fs::create_dir_all(dir).map_err(|e| DataError::new(dir, format!("cannot create the directory: {e}")))?;
     }
     // Each image: what the network sees, or why it could not be read.
+    // A progress bar for long lists, on a terminal.
+    let bar = (a.images.len() >= 50 && std::io::stderr().is_terminal()).then(|| {
+        indicatif::ProgressBar::new(a.images.len() as u64).with_style(
+            indicatif::ProgressStyle::with_template("preparing images [{bar:30}] {pos}/{len} ETA {eta}")
+                .expect("a valid template")
+                .progress_chars("=> "),
+        )
+    });
     let prepared: Vec<Result<image::GrayImage, String>> = a
         .images
         .iter()
+        .inspect(|_| {
+            if let Some(b) = &bar {
+                b.inc(1);
+            }
+        })
         .map(|path| {
             let img = crate::predict::load_gray(path).map_err(|e| e.to_string())?;
             let ready = if a.no_preprocess {
