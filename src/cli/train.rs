@@ -379,11 +379,25 @@ fn save_model(
 
 /// Draws the run directory's curves from its log; a failure is a warning only.
 fn draw_run_curves(run_dir: &Path) {
-    let r = crate::plot::read_log(&run_dir.join("metrics.jsonl"))
-        .and_then(|c| crate::plot::plot_curves(&[c], &run_dir.join("curves.png")));
+    let r = crate::plot::read_log(&run_dir.join("metrics.jsonl")).and_then(|mut c| {
+        c.label = run_dir
+            .file_name()
+            .map_or(c.label, |n| n.to_string_lossy().into_owned());
+        crate::plot::plot_curves(&[c], &run_dir.join("curves.png"))
+    });
     if let Err(e) = r {
         eprintln!("warning: no curves drawn: {e}");
     }
+}
+
+/// A path as the user would type it: relative to the working directory when inside it (paths
+/// restored from a checkpoint are absolute).
+fn shown(p: &Path) -> &Path {
+    std::env::current_dir()
+        .ok()
+        .and_then(|cwd| p.strip_prefix(cwd).ok())
+        .filter(|r| !r.as_os_str().is_empty())
+        .unwrap_or(p)
 }
 
 /// A line of progress: standard output, or standard error when stdout carries the JSON summary.
@@ -499,7 +513,7 @@ fn train_in_pool(mut a: TrainArgs) -> Result<(), Box<dyn std::error::Error>> {
         ),
     );
     if let Some(d) = &outputs.run_dir {
-        say(a.json, format!("run directory {}", d.display()));
+        say(a.json, format!("run directory {}", shown(d).display()));
     }
     let stop = Arc::new(AtomicBool::new(false));
     {
@@ -580,7 +594,7 @@ fn train_in_pool(mut a: TrainArgs) -> Result<(), Box<dyn std::error::Error>> {
         draw_run_curves(d);
     }
     for p in &models {
-        say(a.json, format!("saved {}", p.display()));
+        say(a.json, format!("saved {}", shown(p).display()));
     }
     if !models.is_empty() {
         say(a.json, format!("predict with: {} predict IMAGE", program_invocation()));
@@ -619,7 +633,7 @@ fn interrupted(
         eprintln!("warning: {e}");
     } else {
         for p in &models {
-            eprintln!("saved {} (as trained so far)", p.display());
+            eprintln!("saved {} (as trained so far)", shown(p).display());
         }
     }
     if let Some(r) = &outputs.run_dir {
@@ -634,7 +648,7 @@ fn interrupted(
         "checkpoint saved to {}; resume with: {} train --resume {} --epochs {}",
         path.display(),
         program_invocation(),
-        shell_quote(&from.display().to_string()),
+        shell_quote(&shown(&from).display().to_string()),
         a.epochs
     ))
 }
@@ -695,6 +709,15 @@ struct TrainObserver<'a> {
     recent: (f64, usize),
     stop: Arc<AtomicBool>,
     checkpoint: Option<CheckpointTo<'a>>,
+}
+
+impl Drop for TrainObserver<'_> {
+    /// A bar still drawn (Ctrl-C mid-epoch) is cleared, so the messages after it read cleanly.
+    fn drop(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
 }
 
 impl Observer for TrainObserver<'_> {
