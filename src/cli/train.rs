@@ -558,7 +558,7 @@ fn train_in_pool(mut a: TrainArgs) -> Result<(), Box<dyn std::error::Error>> {
         FitEnd::Stopped { at, .. } => {
             let resume_cmd = interrupted(&a, model.as_ref(), &opt, &outputs, &meta, &at)?;
             eprintln!(
-                "interrupted in epoch {}/{} after {} of {} batches; {resume_cmd}",
+                "interrupted in epoch {}/{} after {} of {} batches\n{resume_cmd}",
                 at.epoch + 1,
                 a.epochs,
                 at.batch,
@@ -645,8 +645,8 @@ fn interrupted(
         _ => d,
     };
     Ok(format!(
-        "checkpoint saved to {}; resume with: {} train --resume {} --epochs {}",
-        path.display(),
+        "checkpoint saved to {}\nresume with: {} train --resume {} --epochs {}",
+        shown(&path).display(),
         program_invocation(),
         shell_quote(&shown(&from).display().to_string()),
         a.epochs
