@@ -40,7 +40,14 @@ fn source_indices(s: &[usize], out: &[usize]) -> Vec<usize> {
             st *= d;
         }
     }
-    let total: usize = out.iter().product();
+    strided_indices(out, &strides)
+}
+
+/// For each element of a row-major tensor of shape `shape`, the sum of its coordinates times
+/// `strides` (the index of the element it reads from, or writes to, in another tensor).
+pub(crate) fn strided_indices(shape: &[usize], strides: &[usize]) -> Vec<usize> {
+    let n = shape.len();
+    let total: usize = shape.iter().product();
     let mut idx = Vec::with_capacity(total);
     let mut pos = vec![0usize; n];
     let mut at = 0usize;
@@ -50,7 +57,7 @@ fn source_indices(s: &[usize], out: &[usize]) -> Vec<usize> {
         for d in (0..n).rev() {
             pos[d] += 1;
             at += strides[d];
-            if pos[d] < out[d] {
+            if pos[d] < shape[d] {
                 break;
             }
             at -= strides[d] * pos[d];

@@ -38,22 +38,7 @@ fn plan(shape: &[usize], axes: Option<&[usize]>, keepdim: bool) -> (Vec<usize>, 
             st *= kept[i];
         }
     }
-    let total: usize = shape.iter().product();
-    let mut target = Vec::with_capacity(total);
-    let mut pos = vec![0usize; n];
-    let mut at = 0usize;
-    for _ in 0..total {
-        target.push(at);
-        for d in (0..n).rev() {
-            pos[d] += 1;
-            at += strides[d];
-            if pos[d] < shape[d] {
-                break;
-            }
-            at -= strides[d] * pos[d];
-            pos[d] = 0;
-        }
-    }
+    let target = crate::ops::elementwise::strided_indices(shape, &strides);
     (out_shape, target)
 }
 
