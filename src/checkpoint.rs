@@ -297,6 +297,7 @@ pub fn save_training_checkpoint(
     // Rust prints f64 in its shortest form that reads back exactly.
     f.metadata.insert("loss_sum".into(), pos.loss_sum.to_string());
     f.metadata.insert("samples".into(), pos.samples.to_string());
+    f.metadata.insert("correct".into(), pos.correct.to_string());
     for ((name, p), buf) in model.named_parameters().iter().zip(&opt.momentum_buffers) {
         if let Some(b) = buf {
             f.tensors.insert(
@@ -331,6 +332,10 @@ pub fn position(meta: &BTreeMap<String, String>) -> Result<Position, String> {
             .get("samples")
             .map_or(Ok(0), |v| v.parse())
             .map_err(|_| bad("samples"))?,
+        correct: meta
+            .get("correct")
+            .map_or(Ok(0), |v| v.parse())
+            .map_err(|_| bad("correct"))?,
     })
 }
 

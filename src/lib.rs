@@ -21,6 +21,7 @@ pub mod plot;
 pub mod predict;
 pub mod profile;
 pub mod rng;
+pub mod runs;
 pub mod tensor;
 pub mod train;
 

@@ -32,6 +32,24 @@ pub fn finite(x: f64, decimals: i32) -> Option<f64> {
     }
 }
 
+/// A setting's value as JSON: a number or boolean when it reads as one, else the string.
+pub fn typed(v: &str) -> serde_json::Value {
+    if let Ok(i) = v.parse::<i64>() {
+        return i.into();
+    }
+    if let Ok(f) = v.parse::<f64>()
+        && f.is_finite()
+        && !v.starts_with(['+', '.'])
+    {
+        return f.into();
+    }
+    match v {
+        "true" => true.into(),
+        "false" => false.into(),
+        s => s.into(),
+    }
+}
+
 /// One epoch's JSON record.
 #[derive(Serialize)]
 struct EpochRecord {
@@ -44,17 +62,30 @@ struct EpochRecord {
     lr: Option<f64>,
     seconds: Option<f64>,
     samples_per_sec: Option<f64>,
+    train_accuracy: Option<f64>,
+}
+
+/// A JSON record of the mean training loss over the last few batches.
+#[derive(Serialize)]
+struct BatchRecord {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    epoch: usize,
+    batch: usize,
+    samples: usize,
+    loss: Option<f64>,
 }
 
 #[derive(Serialize)]
-struct HeaderRecord<'a> {
+struct HeaderRecord {
     #[serde(rename = "type")]
     kind: &'static str,
-    settings: &'a BTreeMap<String, String>,
+    /// Numbers and booleans as such (see [`typed`]).
+    settings: BTreeMap<String, serde_json::Value>,
 }
 
 /// The columns of an epoch record, in order.
-pub const COLUMNS: [&str; 7] = [
+pub const COLUMNS: [&str; 8] = [
     "epoch",
     "train_loss",
     "valid_loss",
@@ -62,6 +93,7 @@ pub const COLUMNS: [&str; 7] = [
     "lr",
     "seconds",
     "samples_per_sec",
+    "train_accuracy",
 ];
 
 /// Whether a log path is CSV (else JSON lines); an error for any other extension.
@@ -101,7 +133,7 @@ impl MetricsLog {
         } else {
             let record = HeaderRecord {
                 kind: "header",
-                settings,
+                settings: settings.iter().map(|(k, v)| (k.clone(), typed(v))).collect(),
             };
             format!(
                 "{}\n",
@@ -129,6 +161,7 @@ impl MetricsLog {
             lr: finite(lr as f64, 8),
             seconds: finite(s.seconds, 4),
             samples_per_sec: finite(s.train_samples_per_sec, 1),
+            train_accuracy: finite(s.train_accuracy as f64, 6),
         };
         let line = if self.csv {
             let cell = |v: Option<f64>| v.map_or(String::new(), |v| v.to_string());
@@ -139,6 +172,7 @@ impl MetricsLog {
                 r.lr,
                 r.seconds,
                 r.samples_per_sec,
+                r.train_accuracy,
             ]
             .map(cell);
             format!("{},{}\n", r.epoch, cells.join(","))
@@ -146,6 +180,23 @@ impl MetricsLog {
             format!("{}\n", serde_json::to_string(&r).expect("numbers serialise"))
         };
         self.write(&line)
+    }
+
+    /// Appends a batch record (JSON lines only; CSV logs keep one row per epoch): `epoch` is
+    /// 1-based, `batch` and `samples` count what is done of it, `loss` is the mean over the
+    /// batches since the previous record.
+    pub fn batches(&mut self, epoch: usize, batch: usize, samples: usize, loss: f64) -> Result<(), DataError> {
+        if self.csv {
+            return Ok(());
+        }
+        let r = BatchRecord {
+            kind: "batch",
+            epoch,
+            batch,
+            samples,
+            loss: finite(loss, 6),
+        };
+        self.write(&format!("{}\n", serde_json::to_string(&r).expect("numbers serialise")))
     }
 
     fn write(&mut self, s: &str) -> Result<(), DataError> {
@@ -165,6 +216,7 @@ mod tests {
         EpochStats {
             epoch,
             train_loss: 0.5,
+            train_accuracy: 0.75,
             valid: Evaluation {
                 loss: 0.25,
                 accuracy: 0.9,
@@ -193,11 +245,11 @@ mod tests {
         assert_eq!(lines.len(), 4, "header, epoch, header, epoch: {text}");
         assert_eq!(
             lines[0],
-            r#"{"type":"header","settings":{"note":"a \"quoted\" value","seed":"3"}}"#
+            r#"{"type":"header","settings":{"note":"a \"quoted\" value","seed":3}}"#
         );
         assert_eq!(
             lines[1],
-            r#"{"type":"epoch","epoch":1,"train_loss":0.5,"valid_loss":0.25,"valid_accuracy":0.9,"lr":0.1,"seconds":1.5,"samples_per_sec":1000.0}"#
+            r#"{"type":"epoch","epoch":1,"train_loss":0.5,"valid_loss":0.25,"valid_accuracy":0.9,"lr":0.1,"seconds":1.5,"samples_per_sec":1000.0,"train_accuracy":0.75}"#
         );
         let c = dir.join("m.csv");
         MetricsLog::open(&c, &settings).unwrap().epoch(&stats(1), 0.5).unwrap();
@@ -206,7 +258,7 @@ mod tests {
             text.starts_with("# settings: note=a \"quoted\" value seed=3\nepoch,train_loss,"),
             "{text}"
         );
-        assert!(text.ends_with("1,0.5,0.25,0.9,0.5,1.5,1000\n"), "{text}");
+        assert!(text.ends_with("1,0.5,0.25,0.9,0.5,1.5,1000,0.75\n"), "{text}");
         let e = MetricsLog::open(&dir.join("m.txt"), &settings)
             .err()
             .unwrap()
@@ -225,7 +277,7 @@ mod tests {
         let c = dir.join("d.csv");
         MetricsLog::open(&c, &settings).unwrap().epoch(&bad, 0.1).unwrap();
         let text = std::fs::read_to_string(&c).unwrap();
-        assert!(text.ends_with("\n3,,,0.9,0.1,1.5,1000\n"), "{text}");
+        assert!(text.ends_with("\n3,,,0.9,0.1,1.5,1000,0.75\n"), "{text}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

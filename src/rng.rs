@@ -53,6 +53,14 @@ impl Rng {
         (self.next_u64() >> 40) as f32 * (1.0 / (1u64 << 24) as f32)
     }
 
+    /// A standard normal value (Box-Muller in f64 from two uniforms; one draw per value, so a
+    /// tensor's values do not depend on how it is split).
+    pub fn normal(&mut self) -> f32 {
+        let u1 = ((self.next_u64() >> 11) as f64 + 1.0) / (1u64 << 53) as f64; // (0, 1]
+        let u2 = (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+        ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
+    }
+
     /// Uniform in [lo, hi).
     pub fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
         lo + (hi - lo) * self.next_f32()
@@ -93,6 +101,17 @@ impl Rng {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn normal_values_have_mean_0_and_variance_1() {
+        let mut r = Rng::new(3);
+        let v: Vec<f64> = (0..200_000).map(|_| r.normal() as f64).collect();
+        let m = v.iter().sum::<f64>() / v.len() as f64;
+        let var = v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / v.len() as f64;
+        let within_1 = v.iter().filter(|x| x.abs() < 1.0).count() as f64 / v.len() as f64;
+        assert!(m.abs() < 0.01 && (var - 1.0).abs() < 0.01, "mean {m}, variance {var}");
+        assert!((within_1 - 0.6827).abs() < 0.005, "{within_1} within one sigma");
+    }
 
     #[test]
     fn same_seed_same_stream_other_seed_other_stream() {

@@ -24,7 +24,26 @@ pub fn loss_batch(
     yb: &[usize],
     opt: Option<&mut Sgd>,
 ) -> (f32, usize) {
-    let loss = loss_func(&model.forward(xb), yb);
+    let (loss, n, _) = loss_batch_counted(model, loss_func, xb, yb, opt);
+    (loss, n)
+}
+
+/// [`loss_batch`] that also counts the batch's correct predictions (for training accuracy,
+/// measured on the fly from the logits the step computes anyway).
+pub fn loss_batch_counted(
+    model: &dyn Module,
+    loss_func: LossFn,
+    xb: &Tensor,
+    yb: &[usize],
+    opt: Option<&mut Sgd>,
+) -> (f32, usize, usize) {
+    let logits = model.forward(xb);
+    let correct = argmax_rows(&logits.data(), logits.shape()[1])
+        .iter()
+        .zip(yb)
+        .filter(|(p, y)| p == y)
+        .count();
+    let loss = loss_func(&logits, yb);
     if let Some(opt) = opt {
         loss.backward();
         // Timed as a row of its own when `bench` profiles the step.
@@ -37,7 +56,7 @@ pub fn loss_batch(
             },
         );
     }
-    (loss.item(), yb.len())
+    (loss.item(), yb.len(), correct)
 }
 
 /// Loss and accuracy of a model on a dataset.
@@ -85,6 +104,9 @@ pub struct EpochStats {
     pub epoch: usize,
     /// Count-weighted mean of the training batch losses during the epoch.
     pub train_loss: f32,
+    /// Share of the training samples the model got right during the epoch (each counted with
+    /// the weights it had when its batch was seen, in training mode).
+    pub train_accuracy: f32,
     pub valid: Evaluation,
     /// Wall time of the epoch, training and validation.
     pub seconds: f64,
@@ -102,6 +124,8 @@ pub struct Position {
     /// Sum of loss x batch size over the epoch's batches so far.
     pub loss_sum: f64,
     pub samples: usize,
+    /// Correct predictions among those samples.
+    pub correct: usize,
 }
 
 /// Hooks around the training loop: progress, logs, checkpoints, stopping.
@@ -114,6 +138,8 @@ pub trait Observer {
     fn batch_end(&mut self, _pos: &Position, _loss: f32) -> bool {
         true
     }
+    /// After an epoch's training batches, before its validation.
+    fn validation_start(&mut self) {}
     /// After each epoch, training and validation done. An error stops training.
     fn epoch_end(&mut self, stats: &EpochStats, opt: &Sgd) -> Result<(), String>;
 }
@@ -149,19 +175,22 @@ pub fn fit_from(
         obs.epoch_start(&pos, train_dl.len());
         model.set_training(true);
         for b in train_dl.epoch(pos.epoch).skip(first) {
-            let (loss, n) = loss_batch(model, loss_func, &b.x, &b.y, Some(opt));
+            let (loss, n, correct) = loss_batch_counted(model, loss_func, &b.x, &b.y, Some(opt));
             pos.loss_sum += loss as f64 * n as f64;
             pos.samples += n;
+            pos.correct += correct;
             pos.batch += 1;
             if !obs.batch_end(&pos, loss) && pos.batch < train_dl.len() {
                 return Ok(FitEnd::Stopped { history, at: pos });
             }
         }
         let train_secs = t0.elapsed().as_secs_f64();
+        obs.validation_start();
         let valid = evaluate(model, loss_func, valid_dl);
         let stats = EpochStats {
             epoch: pos.epoch + 1,
             train_loss: (pos.loss_sum / pos.samples.max(1) as f64) as f32,
+            train_accuracy: pos.correct as f32 / pos.samples.max(1) as f32,
             valid,
             seconds: t0.elapsed().as_secs_f64(),
             train_samples_per_sec: (pos.samples - samples_before) as f64 / train_secs,

@@ -8,7 +8,8 @@ use mnist_cnn::checkpoint::TensorFile;
 
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_mnist-cnn"));
-    c.current_dir(env!("CARGO_MANIFEST_DIR"));
+    c.current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("MNIST_CNN_RUNS_DIR", std::env::temp_dir().join("mnist-cnn-test-runs"));
     c
 }
 

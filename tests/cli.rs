@@ -5,16 +5,19 @@ use std::path::PathBuf;
 use std::process::Command;
 
 fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_mnist-cnn"))
+    let mut c = Command::new(env!("CARGO_BIN_EXE_mnist-cnn"));
+    c.env("MNIST_CNN_RUNS_DIR", std::env::temp_dir().join("mnist-cnn-test-runs"));
+    c
 }
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// stdout without the timing columns, which differ between runs.
+/// stdout without the timing columns, which differ between runs, and the data's location.
 fn without_times(out: &str) -> String {
     out.lines()
+        .filter(|l| !l.starts_with("data mnist from "))
         .map(|l| l.split("  time ").next().unwrap())
         .collect::<Vec<_>>()
         .join("\n")
@@ -65,7 +68,7 @@ fn pickle_and_idx_give_the_same_output_for_the_same_seed() {
         return;
     }
     let run = |extra: &[&str]| {
-        let mut args = vec!["train", "--epochs", "1", "--limit", "2000", "--seed", "4"];
+        let mut args = vec!["train", "--epochs", "1", "--limit", "2000", "--seed", "4", "--no-save"];
         args.extend_from_slice(extra);
         let out = bin().current_dir(root()).args(&args).output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -91,7 +94,11 @@ fn bad_data_dir_is_a_clear_error_not_a_panic() {
         "{err}"
     );
     let out = bin().args(["train", "--model", "mlp"]).output().unwrap();
-    assert!(String::from_utf8(out.stderr).unwrap().contains("unknown model 'mlp'"));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("invalid value 'mlp'") && err.contains("[possible values: cnn, logistic]"),
+        "{err}"
+    );
 }
 
 /// `bench` runs every workload and reports each figure, the per-layer rows among them, in text
@@ -144,4 +151,63 @@ fn bench_reports_throughput_latency_and_the_step_breakdown() {
         assert!(number(key) > 0.0, "{key} in {json}");
     }
     assert_eq!(number("threads"), 2.0);
+}
+
+/// `train --json` prints one JSON summary on stdout (progress on stderr), the run directory holds
+/// every result, and `eval` without `--model` takes that run's model.
+#[test]
+fn json_summary_run_directory_and_eval_of_the_newest_run() {
+    let runs = std::env::temp_dir().join(format!("mnist-cnn-cli-runs-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&runs);
+    let out = bin()
+        .current_dir(root())
+        .env("MNIST_CNN_RUNS_DIR", &runs)
+        .args(["train", "--epochs", "1", "--limit", "1000", "--threads", "1", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is one JSON value");
+    assert_eq!(v["model"], "cnn");
+    assert_eq!(v["epochs"][0]["epoch"], 1);
+    let acc = v["test"]["accuracy"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&acc) && v["test"]["images"] == 10000, "{v}");
+    let run_dir = PathBuf::from(v["run_dir"].as_str().unwrap());
+    for f in [
+        "model.safetensors",
+        "metrics.jsonl",
+        "curves.png",
+        "settings.json",
+        "checkpoints/checkpoint-epoch-0001.safetensors",
+    ] {
+        assert!(run_dir.join(f).is_file(), "{f} missing in {}", run_dir.display());
+    }
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("epoch  1/1  valid_loss"), "progress goes to stderr: {err}");
+    let settings: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("settings.json")).unwrap()).unwrap();
+    assert_eq!(
+        (settings["seed"].clone(), settings["limit"].clone()),
+        (0.into(), 1000.into())
+    );
+    let log = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap();
+    assert!(
+        log.contains("\"type\":\"batch\"") && log.contains("\"train_accuracy\":"),
+        "{log}"
+    );
+
+    let out = bin()
+        .current_dir(root())
+        .env("MNIST_CNN_RUNS_DIR", &runs)
+        .args(["eval", "--json", "--threads", "1"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("using the newest run's model") && err.contains("model.safetensors"),
+        "{err}"
+    );
+    let e: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!((e["accuracy"].as_f64().unwrap() - acc).abs() < 1e-6, "{e} vs {v}");
+    std::fs::remove_dir_all(&runs).unwrap();
 }

@@ -170,6 +170,7 @@ fn mnist_from_a_local_mirror_by_content_checksum_then_a_second_call_does_nothing
     assert_eq!(server.requests().len(), n, "nothing fetched the second time");
     // And training reads the cache: --dataset mnist with --data-dir pointing at it.
     let out = Command::new(env!("CARGO_BIN_EXE_mnist-cnn"))
+        .env("MNIST_CNN_RUNS_DIR", std::env::temp_dir().join("mnist-cnn-test-runs"))
         .args([
             "train",
             "--epochs",
@@ -294,7 +295,9 @@ fn train_dataset_reads_the_cache_shows_class_names_and_says_how_to_download() {
     let home = tmp("xdg");
     let bin = || {
         let mut c = Command::new(env!("CARGO_BIN_EXE_mnist-cnn"));
-        c.current_dir(root()).env("XDG_DATA_HOME", &home);
+        c.current_dir(root())
+            .env("XDG_DATA_HOME", &home)
+            .env("MNIST_CNN_RUNS_DIR", std::env::temp_dir().join("mnist-cnn-test-runs"));
         c
     };
     let out = bin()

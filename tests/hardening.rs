@@ -14,7 +14,9 @@ use mnist_cnn::data::idx::{encode_idx, read_idx};
 use mnist_cnn::data::pickle::read_mnist_pickle;
 
 fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_mnist-cnn"))
+    let mut c = Command::new(env!("CARGO_BIN_EXE_mnist-cnn"));
+    c.env("MNIST_CNN_RUNS_DIR", std::env::temp_dir().join("mnist-cnn-test-runs"));
+    c
 }
 
 fn root() -> PathBuf {
@@ -148,7 +150,8 @@ fn with_memory_limit(kb: u64, args: &[&str], dir: &Path) -> Output {
         .arg(format!("ulimit -v {kb} && exec \"$0\" \"$@\""))
         .arg(env!("CARGO_BIN_EXE_mnist-cnn"))
         .args(args)
-        .current_dir(dir);
+        .current_dir(dir)
+        .env("MNIST_CNN_RUNS_DIR", dir.join("runs"));
     run_within(&mut cmd, Duration::from_secs(60))
 }
 
@@ -408,11 +411,8 @@ fn d10_empty_splits_are_refused() {
     std::fs::remove_dir_all(&d).unwrap();
 }
 
-// Defect 12: a huge image was decoded and copied at full size; any batch size was accepted.
-#[test]
-fn d12_huge_images_and_batches_are_bounded() {
-    let d = tmp("image");
-    // A PNG header declaring 20000 x 20000 gray pixels: refused before decoding.
+/// A valid 8-bit gray PNG of `w` x `h` whose row `y` is `row(y)`, compressed as it goes.
+fn gray_png(w: u32, h: u32, row: impl Fn(u32) -> Vec<u8>) -> Vec<u8> {
     let chunk = |kind: &[u8], data: &[u8]| {
         let mut crc = flate2::Crc::new();
         crc.update(kind);
@@ -423,24 +423,67 @@ fn d12_huge_images_and_batches_are_bounded() {
         c.extend(crc.sum().to_be_bytes());
         c
     };
-    let mut ihdr = 20_000u32.to_be_bytes().repeat(2);
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), Compression::fast());
+    for y in 0..h {
+        z.write_all(&[0]).unwrap(); // filter: none
+        z.write_all(&row(y)).unwrap();
+    }
+    let mut ihdr = w.to_be_bytes().to_vec();
+    ihdr.extend(h.to_be_bytes());
     ihdr.extend([8, 0, 0, 0, 0]); // 8-bit gray
     let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
     png.extend(chunk(b"IHDR", &ihdr));
-    png.extend(chunk(b"IDAT", &gz(&[0; 100])[10..]));
+    png.extend(chunk(b"IDAT", &z.finish().unwrap()));
     png.extend(chunk(b"IEND", &[]));
+    png
+}
+
+// Defect 12: a huge image was decoded and copied at full size; any batch size was accepted.
+#[test]
+fn d12_huge_images_and_batches_are_bounded() {
+    let d = tmp("image");
+    // 20000 x 20000 gray pixels in a 400 KB PNG: refused before decoding.
     let f = d.join("huge.png");
-    std::fs::write(&f, &png).unwrap();
-    let mut cmd = bin();
-    cmd.current_dir(root())
-        .args(["predict", "--model", "tests/fixtures/mnist_cnn_seed0.safetensors"])
-        .arg(&f);
-    let out = run_within(&mut cmd, Duration::from_secs(30));
+    std::fs::write(&f, gray_png(20_000, 20_000, |_| vec![0; 20_000])).unwrap();
+    let model = root().join("tests/fixtures/mnist_cnn_seed0.safetensors");
+    let out = run_within(
+        bin().arg("predict").arg("--model").arg(&model).arg(&f),
+        Duration::from_secs(30),
+    );
     let err = text(&out.stderr);
     assert!(
         err.contains("huge.png") && err.contains("image too large to decode"),
         "{err}"
     );
+    // 12000 x 12000 (144 MB of pixels, within the limits) with a dark block on white: predicted
+    // within 400 MB of address space, since it is scaled down right after decoding.
+    let f = d.join("big.png");
+    let (white, ink) = (
+        vec![255u8; 12_000],
+        [vec![255u8; 5_000], vec![0; 2_000], vec![255; 5_000]].concat(),
+    );
+    std::fs::write(
+        &f,
+        gray_png(12_000, 12_000, |y| {
+            if (4_000..8_000).contains(&y) {
+                ink.clone()
+            } else {
+                white.clone()
+            }
+        }),
+    )
+    .unwrap();
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg("ulimit -v 400000 && exec \"$0\" \"$@\"")
+        .arg(env!("CARGO_BIN_EXE_mnist-cnn"))
+        .arg("predict")
+        .arg("--model")
+        .arg(&model)
+        .arg(&f);
+    let out = run_within(&mut cmd, Duration::from_secs(60));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).starts_with(&format!("{}: ", f.display())));
     let out = train_args(&["--batch-size", "1000000"]);
     fails_with(&out, &["batch size must be from 1 to 4096, got 1000000"]);
     std::fs::remove_dir_all(&d).unwrap();
@@ -454,11 +497,14 @@ fn d13_a_broken_pipe_ends_quietly_with_status_141() {
         env!("CARGO_BIN_EXE_mnist-cnn")
     );
     let mut cmd = Command::new("bash");
-    cmd.current_dir(root()).arg("-c").arg(script);
+    cmd.current_dir(root())
+        .env("MNIST_CNN_RUNS_DIR", std::env::temp_dir().join("mnist-cnn-test-runs"))
+        .arg("-c")
+        .arg(script);
     let out = run_within(&mut cmd, Duration::from_secs(120));
     let (o, e) = (text(&out.stdout), text(&out.stderr));
     assert!(
-        o.starts_with("model cnn") && o.trim_end().ends_with("status 141"),
+        o.starts_with("data mnist from ") && o.trim_end().ends_with("status 141"),
         "{o}"
     );
     assert!(!e.contains("panicked") && !e.contains("Broken pipe"), "{e}");

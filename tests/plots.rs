@@ -5,6 +5,7 @@ use std::process::Command;
 
 fn run(args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_mnist-cnn"))
+        .env("MNIST_CNN_RUNS_DIR", std::env::temp_dir().join("mnist-cnn-test-runs"))
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .args(args)
         .output()

@@ -26,6 +26,7 @@ fn model_path() -> String {
 
 fn predict(args: &[String]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_mnist-cnn"))
+        .env("MNIST_CNN_RUNS_DIR", std::env::temp_dir().join("mnist-cnn-test-runs"))
         .arg("predict")
         .args(args)
         .output()

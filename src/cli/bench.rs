@@ -10,8 +10,8 @@ use crate::nn::Architecture;
 
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
-    /// Model: `cnn` or `logistic`.
-    #[arg(long, default_value = "cnn")]
+    /// Model.
+    #[arg(long, value_enum, default_value_t = Architecture::Cnn)]
     pub model: Architecture,
     /// Worker threads [default: one per core].
     #[arg(long)]
@@ -28,7 +28,7 @@ pub struct BenchArgs {
     /// Single-image forwards timed for the batch-1 latency.
     #[arg(long, default_value_t = 2000)]
     pub latency_images: usize,
-    /// Directory with the MNIST IDX files [default: the bundled data/mnist].
+    /// Directory with the MNIST IDX files [default: where `train` finds MNIST].
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// Print one JSON object instead of the table.
@@ -37,7 +37,11 @@ pub struct BenchArgs {
 }
 
 pub(crate) fn bench(a: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let data = load_mnist(&a.data_dir.clone().unwrap_or_else(default_data_dir), Format::Idx)?;
+    let dir = match &a.data_dir {
+        Some(d) => d.clone(),
+        None => default_data_dir()?,
+    };
+    let data = load_mnist(&dir, Format::Idx)?;
     if a.batch_size == 0 {
         return Err("--batch-size must be at least 1".into());
     }

@@ -5,11 +5,35 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+/// What `download` fetches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Fetchable {
+    /// MNIST's four IDX files.
+    Mnist,
+    /// Fashion-MNIST's four IDX files.
+    FashionMnist,
+    /// Kuzushiji-MNIST's four IDX files.
+    Kmnist,
+    /// The tutorial's mnist.pkl.gz.
+    TutorialPickle,
+}
+
+impl Fetchable {
+    fn key(self) -> &'static str {
+        match self {
+            Fetchable::Mnist => "mnist",
+            Fetchable::FashionMnist => "fashion-mnist",
+            Fetchable::Kmnist => "kmnist",
+            Fetchable::TutorialPickle => "tutorial-pickle",
+        }
+    }
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct DownloadArgs {
-    /// Which: `mnist`, `fashion-mnist`, `kmnist`, or `tutorial-pickle` (the tutorial's mnist.pkl.gz).
-    #[arg(value_parser = ["mnist", "fashion-mnist", "kmnist", "tutorial-pickle"])]
-    pub dataset: String,
+    /// Which dataset.
+    #[arg(value_enum)]
+    pub dataset: Fetchable,
     /// Cache directory [default: the platform's data directory, e.g. ~/.local/share/mnist-cnn].
     #[arg(long)]
     pub dir: Option<PathBuf>,
@@ -33,7 +57,7 @@ pub struct PlotArgs {
 }
 
 pub(crate) fn download(a: DownloadArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let spec = crate::data::download::spec(&a.dataset).ok_or("unknown dataset")?;
+    let spec = crate::data::download::spec(a.dataset.key()).ok_or("unknown dataset")?;
     let dir = crate::data::download::cache_dir(a.dir.as_deref());
     let mirror = a
         .mirror
@@ -49,7 +73,7 @@ pub(crate) fn download(a: DownloadArgs) -> Result<(), Box<dyn std::error::Error>
         .count();
     out!(
         "{}: {} files in {} ({fetched} fetched, {} already there)",
-        a.dataset,
+        a.dataset.key(),
         outcomes.len(),
         target.display(),
         outcomes.len() - fetched

@@ -5,19 +5,29 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::{DataArgs, dataset_dir, load_dataset};
-use crate::checkpoint::load_model;
 use crate::data::DataLoader;
 use crate::metrics::Confusion;
 use crate::train::LOSS_FUNC;
 
+/// A split to evaluate on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Split {
+    /// The test set (t10k).
+    Test,
+    /// The validation split (the last 10,000 training images).
+    Valid,
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct EvalArgs {
-    /// The weights to evaluate (safetensors).
+    /// The weights to evaluate (safetensors); the dataset is the one recorded in its metadata
+    /// [default: the newest run's model.safetensors under runs/ (or $MNIST_CNN_RUNS_DIR), else
+    /// the model built into the program].
     #[arg(long, value_name = "FILE")]
-    pub model: PathBuf,
-    /// Which images: `test` (t10k) or `valid` (the last 10,000 training images).
-    #[arg(long, default_value = "test", value_parser = ["test", "valid"])]
-    pub split: String,
+    pub model: Option<PathBuf>,
+    /// Which images.
+    #[arg(long, value_enum, default_value_t = Split::Test)]
+    pub split: Split,
     /// Print one JSON object instead of the tables.
     #[arg(long)]
     pub json: bool,
@@ -32,29 +42,41 @@ pub struct EvalArgs {
 }
 
 pub(crate) fn eval(a: EvalArgs) -> Result<(), Box<dyn std::error::Error>> {
-    if a.batch_size == 0 {
-        return Err("--batch-size must be at least 1".into());
+    if a.batch_size == 0 || a.batch_size > 2 * super::train::MAX_BATCH {
+        return Err(format!("--batch-size must be from 1 to {}", 2 * super::train::MAX_BATCH).into());
     }
-    let (arch, model, file) = load_model(&a.model)?;
+    let crate::runs::LoadedModel {
+        arch,
+        model,
+        file,
+        source,
+    } = crate::runs::resolve_model(a.model.as_deref())?;
     let dataset = file
         .metadata
         .get("dataset")
         .map_or("mnist".to_string(), |d| d.to_lowercase());
     let data = load_dataset(
-        &dataset_dir(a.data.data_dir.as_ref(), &dataset),
+        &dataset_dir(a.data.data_dir.as_ref(), &dataset)?,
         a.data.format,
         &dataset,
     )?;
-    let split = if a.split == "valid" { data.valid } else { data.test };
+    let split = if a.split == Split::Valid { data.valid } else { data.test };
     let dl = DataLoader::new(split, a.batch_size, false, 0);
+    let spinner = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
+        let s = indicatif::ProgressBar::new_spinner().with_message(format!("evaluating {} images", dl.dataset.len()));
+        s.enable_steady_tick(std::time::Duration::from_millis(100));
+        s
+    });
     let c = Confusion::of(model.as_ref(), LOSS_FUNC, &dl, 10);
+    drop(spinner);
     if let Some(out) = &a.confusion_png {
         crate::plot::plot_confusion(&c, &crate::data::download::class_names(&dataset), out)?;
     }
     if a.json {
         out!("{}", c.to_json());
     } else {
-        out!("model {} ({arch}), {} split", a.model.display(), a.split);
+        let split = if a.split == Split::Valid { "valid" } else { "test" };
+        out!("model {source} ({arch}), {split} split");
         out!(
             "{}",
             c.to_text(&crate::data::download::class_names(&dataset)).trim_end()

@@ -61,25 +61,61 @@ pub struct DataArgs {
     /// Worker threads [default: one per core]. Results are identical for any count.
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Directory with the four MNIST IDX files (gzipped or not), or with `--format pickle` the
-    /// directory holding `mnist.pkl.gz` (or the pickle file itself) [default: the bundled
-    /// data/mnist, or the download cache for --dataset fashion-mnist / kmnist].
+    /// Directory with the four IDX files (gzipped or not), or with `--format pickle` the
+    /// directory holding `mnist.pkl.gz` (or the file itself) [default: MNIST from data/mnist
+    /// here, beside the program, in the checkout it was built from, or in the download cache;
+    /// other datasets from the download cache].
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// Data format: `idx` (the four standard files) or `pickle` (the tutorial's mnist.pkl.gz).
-    #[arg(long, default_value = "idx")]
+    /// Data format.
+    #[arg(long, value_enum, default_value_t = Format::Idx)]
     pub format: Format,
 }
 
-/// The bundled `data/mnist`: relative to the working directory when it is there (a checkout),
-/// else where the crate was built.
-pub(crate) fn default_data_dir() -> PathBuf {
-    let rel = PathBuf::from("data/mnist");
-    if rel.is_dir() {
-        rel
-    } else {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/mnist")
+/// The datasets `train` knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Dataset {
+    /// MNIST's handwritten digits (bundled in a checkout, else `download mnist`).
+    Mnist,
+    /// Zalando's Fashion-MNIST (`download fashion-mnist` first).
+    FashionMnist,
+    /// Kuzushiji-MNIST, cursive Japanese (`download kmnist` first).
+    Kmnist,
+}
+
+impl Dataset {
+    /// The dataset's key: its name in the cache, in metadata and on the command line.
+    pub fn key(self) -> &'static str {
+        match self {
+            Dataset::Mnist => "mnist",
+            Dataset::FashionMnist => "fashion-mnist",
+            Dataset::Kmnist => "kmnist",
+        }
     }
+}
+
+/// MNIST's directory (see [`crate::runs::find_mnist`]). When it is nowhere and this is a
+/// terminal, offers to download it into the cache.
+pub(crate) fn default_data_dir() -> Result<PathBuf, String> {
+    use std::io::IsTerminal;
+    let err = match crate::runs::find_mnist() {
+        Ok(d) => return Ok(d),
+        Err(e) => e,
+    };
+    if !(std::io::stdin().is_terminal() && std::io::stderr().is_terminal()) {
+        return Err(err);
+    }
+    let cache = crate::data::download::cache_dir(None);
+    eprint!("{err}\nDownload MNIST (11 MB) into {} now? [y/N] ", cache.display());
+    let mut answer = String::new();
+    let _ = std::io::stdin().read_line(&mut answer);
+    if !answer.trim().eq_ignore_ascii_case("y") {
+        return Err("MNIST not found and not downloaded".into());
+    }
+    let spec = crate::data::download::spec("mnist").ok_or("no MNIST mirrors")?;
+    let (dir, _) =
+        crate::data::download::download(&spec, &cache, None, true, |m| eprintln!("{m}")).map_err(|e| e.to_string())?;
+    Ok(dir)
 }
 
 pub fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
@@ -140,12 +176,13 @@ pub fn in_pool<R: Send>(threads: Option<usize>, f: impl FnOnce() -> R + Send) ->
     Ok(pool.install(f))
 }
 
-/// The data directory for a dataset: the given one, the bundled MNIST, or the download cache.
-pub(crate) fn dataset_dir(data_dir: Option<&PathBuf>, dataset: &str) -> PathBuf {
+/// The data directory for a dataset: the given one, MNIST where it is found, or the download
+/// cache.
+pub(crate) fn dataset_dir(data_dir: Option<&PathBuf>, dataset: &str) -> Result<PathBuf, String> {
     match (data_dir, dataset) {
-        (Some(d), _) => d.clone(),
+        (Some(d), _) => Ok(d.clone()),
         (None, "mnist") | (None, "") => default_data_dir(),
-        (None, other) => crate::data::download::cache_dir(None).join(other),
+        (None, other) => Ok(crate::data::download::cache_dir(None).join(other)),
     }
 }
 

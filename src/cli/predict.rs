@@ -1,27 +1,29 @@
 //! `mnist-cnn predict`.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::checkpoint::{atomic_write, load_model};
+use crate::checkpoint::atomic_write;
 use crate::data::DataError;
 use crate::log::finite;
 
 #[derive(Args, Debug, Clone)]
 pub struct PredictArgs {
-    /// The weights to use (safetensors).
+    /// The weights to use (safetensors) [default: the newest run's model.safetensors under
+    /// runs/ (or $MNIST_CNN_RUNS_DIR), else the model built into the program].
     #[arg(long, value_name = "FILE")]
-    pub model: PathBuf,
+    pub model: Option<PathBuf>,
     /// Images to classify.
     #[arg(required = true, value_name = "IMAGE")]
     pub images: Vec<PathBuf>,
     /// Print one JSON array instead of lines.
     #[arg(long)]
     pub json: bool,
-    /// Show the K most likely digits instead of all ten probabilities.
-    #[arg(long, value_name = "K")]
-    pub top: Option<usize>,
+    /// Show the K most likely classes (1 to 10) instead of all ten probabilities.
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u8).range(1..=10))]
+    pub top: Option<u8>,
     /// Take 28x28 images as they are (light digit on black, as MNIST) instead of preparing them
     /// the way MNIST was made (grayscale, inverted if the background is light, cropped, scaled
     /// into 20x20, centred by mass in 28x28).
@@ -33,7 +35,7 @@ pub struct PredictArgs {
 }
 
 pub(crate) fn predict(a: PredictArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let (_, model, file) = load_model(&a.model)?;
+    let crate::runs::LoadedModel { model, file, .. } = crate::runs::resolve_model(a.model.as_deref())?;
     let names =
         crate::data::download::class_names(&file.metadata.get("dataset").map_or(String::new(), |d| d.to_lowercase()));
     let name = |d: usize| names.get(d).map_or(String::new(), |n| format!(" {n}"));
@@ -41,9 +43,22 @@ pub(crate) fn predict(a: PredictArgs) -> Result<(), Box<dyn std::error::Error>> 
         std::fs::create_dir_all(dir).map_err(|e| DataError::new(dir, format!("cannot create the directory: {e}")))?;
     }
     // Each image: what the network sees, or why it could not be read.
+    // A progress bar for long lists, on a terminal.
+    let bar = (a.images.len() >= 50 && std::io::stderr().is_terminal()).then(|| {
+        indicatif::ProgressBar::new(a.images.len() as u64).with_style(
+            indicatif::ProgressStyle::with_template("preparing images [{bar:30}] {pos}/{len} ETA {eta}")
+                .expect("a valid template")
+                .progress_chars("=> "),
+        )
+    });
     let prepared: Vec<Result<image::GrayImage, String>> = a
         .images
         .iter()
+        .inspect(|_| {
+            if let Some(b) = &bar {
+                b.inc(1);
+            }
+        })
         .map(|path| {
             let img = crate::predict::load_gray(path).map_err(|e| e.to_string())?;
             let ready = if a.no_preprocess {
@@ -93,7 +108,7 @@ pub(crate) fn predict(a: PredictArgs) -> Result<(), Box<dyn std::error::Error>> 
         };
         let mut order: Vec<usize> = (0..p.len()).collect();
         order.sort_by(|&i, &j| p[j].total_cmp(&p[i]));
-        let top = a.top.unwrap_or(p.len()).min(p.len());
+        let top = a.top.map_or(p.len(), usize::from).min(p.len());
         if a.json {
             let prob = |v: f32| finite(v as f64, 6);
             let tops: Vec<_> = order[..top]

@@ -11,7 +11,7 @@ use super::pickle::read_mnist_pickle;
 use super::{DataError, TensorDataset};
 
 /// Where the data comes from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
     /// `train-images-idx3-ubyte[.gz]` and the three other IDX files.
     Idx,

@@ -10,9 +10,11 @@
 pub mod avg_pool2d;
 pub mod conv2d;
 pub mod cross_entropy;
+pub mod elementwise;
 pub mod linear;
 pub mod log_softmax;
 pub mod nll;
+pub mod reduce;
 pub mod relu;
 pub mod reshape;
 pub mod simd;
@@ -23,9 +25,11 @@ pub(crate) mod gradcheck;
 pub use avg_pool2d::avg_pool2d;
 pub use conv2d::{conv2d, conv2d_relu};
 pub use cross_entropy::cross_entropy;
+pub use elementwise::{add, div, exp, log, mul, neg, pow, sqrt, sub};
 pub use linear::{linear, matmul};
 pub use log_softmax::log_softmax;
 pub use nll::nll_loss;
+pub use reduce::{argmax, max, mean, sum, var};
 pub use relu::relu;
 
 pub use reshape::reshape;

@@ -123,6 +123,22 @@ impl Tensor {
         Tensor::from_vec(vec![0.0; numel(shape)], shape)
     }
 
+    /// Standard normal values from `rng` (`torch.randn`).
+    pub fn randn(shape: &[usize], rng: &mut crate::rng::Rng) -> Tensor {
+        Tensor::from_vec((0..numel(shape)).map(|_| rng.normal()).collect(), shape)
+    }
+
+    /// Uniform values in [0, 1) from `rng` (`torch.rand`).
+    pub fn rand(shape: &[usize], rng: &mut crate::rng::Rng) -> Tensor {
+        Tensor::from_vec((0..numel(shape)).map(|_| rng.next_f32()).collect(), shape)
+    }
+
+    /// This tensor's values as a new leaf that collects gradients (`x.requires_grad_()` on a
+    /// fresh tensor; the values are copied).
+    pub fn requires_grad_(&self) -> Tensor {
+        Tensor::parameter(self.to_vec(), self.shape())
+    }
+
     /// A leaf that collects gradients (a parameter), like `requires_grad_()`.
     pub fn parameter(data: Vec<f32>, shape: &[usize]) -> Tensor {
         let t = Tensor::from_vec(data, shape);
