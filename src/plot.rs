@@ -255,6 +255,27 @@ const SUPERSAMPLE: u32 = 3;
 /// text), else its parent Bitstream Vera Sans, else any sans-serif font.
 const SVG_FONTS: &str = "DejaVu Sans, Bitstream Vera Sans, sans-serif";
 
+/// An SVG from plotters with its text as in the PNGs: the font named (plotters writes
+/// `sans-serif`, whatever font it measured the text with) and at the PNG's size (plotters writes
+/// font sizes divided by 1.24).
+fn svg_fonts(svg: &str) -> String {
+    let svg = svg.replace("font-family=\"sans-serif\"", &format!("font-family=\"{SVG_FONTS}\""));
+    let mut out = String::with_capacity(svg.len());
+    let mut rest = svg.as_str();
+    while let Some(i) = rest.find("font-size=\"") {
+        let (head, tail) = rest.split_at(i + "font-size=\"".len());
+        out.push_str(head);
+        let end = tail.find('"').unwrap_or(tail.len());
+        match tail[..end].parse::<f64>() {
+            Ok(v) => out.push_str(&format!("{}", (v * 1.24 * 100.0).round() / 100.0)),
+            Err(_) => out.push_str(&tail[..end]),
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Renders with `draw` to `out`, PNG or SVG by extension, written atomically. The drawing
 /// functions get the scale of their pixels: [`SUPERSAMPLE`] for PNGs, 1 for SVGs.
 fn render(
@@ -281,8 +302,7 @@ fn render(
         Some("svg") => {
             let mut s = String::new();
             draw_svg(SVGBackend::with_string(&mut s, (w, h)).into_drawing_area(), 1.0).map_err(err)?;
-            s.replace("font-family=\"sans-serif\"", &format!("font-family=\"{SVG_FONTS}\""))
-                .into_bytes()
+            svg_fonts(&s).into_bytes()
         }
         _ => return Err(DataError::new(out, "the output's extension must be .png or .svg")),
     };
@@ -1048,5 +1068,30 @@ mod tests {
             (percent(1, 3), percent(3, 3), percent(1, 5000), percent(9999, 10000)),
             ("33.3".into(), "100".into(), "<0.1".into(), "99.9".into())
         );
+    }
+
+    #[test]
+    fn pngs_are_drawn_larger_and_scaled_down_so_a_line_between_pixels_is_shared_by_both() {
+        let out = std::env::temp_dir().join(format!("mnist-cnn-supersample-{}.png", std::process::id()));
+        // A vertical line 1 pixel wide centred on x = 11: drawn at 3x it covers half of column
+        // 10 and half of column 11; without supersampling it would be column 11 alone, black.
+        let draw = |r: DrawingArea<BitMapBackend, Shift>, s: f64| -> DrawResult {
+            let s = Scale(s);
+            r.fill(&WHITE)?;
+            r.draw(&Rectangle::new(
+                [(s.px(10.5), 0), (s.px(11.5), s.px(20.0))],
+                BLACK.filled(),
+            ))?;
+            Ok(())
+        };
+        render(&out, (20, 20), draw, |_, _| Ok(())).unwrap();
+        let img = image::open(&out).unwrap().to_luma8();
+        std::fs::remove_file(&out).unwrap();
+        let (a, b) = (img.get_pixel(10, 10)[0], img.get_pixel(11, 10)[0]);
+        assert!(
+            (60..200).contains(&a) && (60..200).contains(&b),
+            "columns 10, 11: {a}, {b}"
+        );
+        assert!(img.get_pixel(5, 10)[0] == 255 && img.get_pixel(15, 10)[0] == 255);
     }
 }
