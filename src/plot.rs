@@ -2,6 +2,7 @@
 //! a heat map (`eval --confusion-png`). PNG or SVG by the output's extension; text is drawn with
 //! DejaVu Sans, built into the program (assets/fonts), so no system fonts are needed.
 
+use std::cmp::Ordering::Less;
 use std::io::Read;
 use std::path::Path;
 use std::sync::Once;
@@ -415,7 +416,8 @@ where
     Ok(ch)
 }
 
-/// Draws one series of a run; a lone point gets its value written next to it (`label`).
+/// Draws one series of a run; a lone point gets its value written next to it where `label`
+/// gives one (with whether above the point).
 #[allow(clippy::too_many_arguments)]
 fn series<DB: DrawingBackend>(
     ch: &mut Chart<DB>,
@@ -424,7 +426,7 @@ fn series<DB: DrawingBackend>(
     col: RGBColor,
     line: Line,
     s: Scale,
-    label: impl Fn(f64) -> String,
+    label: impl Fn(f64) -> Option<(String, bool)>,
 ) -> DrawResult
 where
     DB::ErrorType: 'static,
@@ -457,14 +459,30 @@ where
             ch.draw_series(run.iter().map(|&p| Circle::new(p, s.px(3.5), style)))?;
         }
     }
-    if n == 1 && matches!(line, Line::Valid | Line::Train) {
+    if let (1, Some((text, above))) = (n, label(runs.first().map_or(f64::NAN, |r| r[0].1))) {
+        // Beside the point, towards the middle of the chart; above or below it as `label` says
+        // (so that two lone points close together keep their labels apart).
         let p = runs[0][0];
-        let style = s.font(13.0).color(&col).pos(Pos::new(HPos::Left, VPos::Center));
-        ch.draw_series(std::iter::once(
-            EmptyElement::at(p) + Text::new(label(p.1), (s.px(9.0), 0), style),
-        ))?;
+        let xr = ch.x_range();
+        let (h, dx) = if p.0 > (xr.start + xr.end) / 2.0 {
+            (HPos::Right, -s.px(8.0))
+        } else {
+            (HPos::Left, s.px(8.0))
+        };
+        let (v, dy) = if above {
+            (VPos::Bottom, -s.px(2.0))
+        } else {
+            (VPos::Top, s.px(2.0))
+        };
+        let style = s.font(13.0).color(&col).pos(Pos::new(h, v));
+        ch.draw_series(std::iter::once(EmptyElement::at(p) + Text::new(text, (dx, dy), style)))?;
     }
     Ok(())
+}
+
+/// The first finite value (NaN if none).
+fn first_finite(v: &[f64]) -> f64 {
+    v.iter().copied().find(|v| v.is_finite()).unwrap_or(f64::NAN)
 }
 
 /// Whether the per-batch panel is drawn: asked for, or every run is at most one epoch long and
@@ -499,6 +517,8 @@ where
             .iter()
             .flat_map(|c| c.train_loss.iter().chain(&c.valid_loss).copied()),
     );
+    // Lone points (every run one epoch long) get their values written next to them.
+    let lone = curves.iter().all(|c| c.epoch.len() <= 1);
     let mut loss = panel(
         &areas[0],
         "loss per epoch",
@@ -509,11 +529,12 @@ where
     )?;
     for (i, c) in curves.iter().enumerate() {
         let col = COLORS[i % COLORS.len()];
+        let valid_above = first_finite(&c.valid_loss).partial_cmp(&first_finite(&c.train_loss)) != Some(Less);
         series(&mut loss, &c.epoch, &c.valid_loss, col, Line::Valid, s, |v| {
-            format!("validation {v:.3}")
+            lone.then(|| (format!("validation {v:.3}"), valid_above))
         })?;
         series(&mut loss, &c.epoch, &c.train_loss, col, Line::Train, s, |v| {
-            format!("training {v:.3}")
+            lone.then(|| (format!("training {v:.3}"), !valid_above))
         })?;
     }
     let min_acc = curves
@@ -521,16 +542,17 @@ where
         .flat_map(|c| c.valid_accuracy.iter().chain(&c.train_accuracy).copied())
         .filter(|a| a.is_finite())
         .fold(1.0, f64::min);
-    let lo = ((min_acc * 100.0 - 2.0).floor()).clamp(0.0, 98.0);
+    let lo = ((min_acc * 100.0 - 6.0).floor()).clamp(0.0, 94.0);
     let mut acc = panel(&areas[1], "accuracy per epoch", "accuracy %", xr.clone(), lo..100.0, s)?;
     for (i, c) in curves.iter().enumerate() {
         let col = COLORS[i % COLORS.len()];
         let pct = |v: &[f64]| v.iter().map(|a| a * 100.0).collect::<Vec<f64>>();
+        let valid_above = first_finite(&c.valid_accuracy).partial_cmp(&first_finite(&c.train_accuracy)) != Some(Less);
         series(&mut acc, &c.epoch, &pct(&c.valid_accuracy), col, Line::Valid, s, |v| {
-            format!("validation {v:.2}%")
+            lone.then(|| (format!("validation {v:.2}%"), valid_above))
         })?;
         series(&mut acc, &c.epoch, &pct(&c.train_accuracy), col, Line::Train, s, |v| {
-            format!("training {v:.2}%")
+            lone.then(|| (format!("training {v:.2}%"), !valid_above))
         })?;
     }
     if batches {
@@ -544,8 +566,8 @@ where
             let x: Vec<f64> = c.batch_x.iter().step_by(step).copied().collect();
             let raw: Vec<f64> = c.batch_loss.iter().step_by(step).copied().collect();
             let sm: Vec<f64> = smoothed.iter().step_by(step).copied().collect();
-            series(&mut b, &x, &raw, col, Line::Raw, s, |_| String::new())?;
-            series(&mut b, &x, &sm, col, Line::Smooth, s, |_| String::new())?;
+            series(&mut b, &x, &raw, col, Line::Raw, s, |_| None)?;
+            series(&mut b, &x, &sm, col, Line::Smooth, s, |_| None)?;
         }
         if curves.iter().all(|c| c.batch_x.is_empty()) {
             let (w, h) = areas[2].dim_in_pixel();
@@ -1093,5 +1115,42 @@ mod tests {
             "columns 10, 11: {a}, {b}"
         );
         assert!(img.get_pixel(5, 10)[0] == 255 && img.get_pixel(15, 10)[0] == 255);
+    }
+
+    #[test]
+    fn heat_map_with_long_class_names_and_an_empty_row() {
+        let names: Vec<String> = [
+            "T-shirt/top",
+            "Trouser",
+            "Pullover",
+            "Dress",
+            "Coat",
+            "Sandal",
+            "Shirt",
+            "Sneaker",
+            "Bag",
+            "Ankle boot",
+        ]
+        .map(String::from)
+        .to_vec();
+        let mut counts = vec![vec![0usize; 10]; 10];
+        for (t, row) in counts.iter_mut().enumerate().skip(1) {
+            row[t] = 900 + t;
+            row[(t + 4) % 10] = t * 7;
+        }
+        let c = Confusion { counts, loss: 0.3 };
+        let out = std::env::temp_dir().join(format!("mnist-cnn-fashion-cm-{}.png", std::process::id()));
+        for normalize in [false, true] {
+            plot_confusion(&c, &names, normalize, &out).unwrap();
+            let img = image::open(&out).unwrap().to_rgb8();
+            assert_eq!(img.dimensions(), (900, 790));
+            // Row 0 has no images: white cells; row 1's diagonal cell is yellow.
+            assert_eq!(img.get_pixel(156, 86).0, [255, 255, 255]);
+            let [r, g, b] = img.get_pixel(216, 146).0;
+            assert!(r > 180 && g > 180 && b < 100, "{r},{g},{b}");
+        }
+        if std::env::var_os("MNIST_CNN_KEEP_PICTURES").is_none() {
+            std::fs::remove_file(&out).unwrap();
+        }
     }
 }
