@@ -6,6 +6,7 @@ use std::process::Command;
 
 fn run_status(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_mnist-cnn"))
+        .env("MNIST_CNN_RUNS_DIR", std::env::temp_dir().join("mnist-cnn-test-runs"))
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .args(args)
         .output()
