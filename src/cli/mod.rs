@@ -130,7 +130,11 @@ pub fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 .iter()
                 .map(|l| crate::plot::read_log(l))
                 .collect::<Result<Vec<_>, _>>()?;
-            crate::plot::plot_curves(&curves, &args.out)?;
+            let opt = crate::plot::PlotOptions {
+                batches: args.batches,
+                smooth: args.smooth,
+            };
+            crate::plot::plot_curves_with(&curves, &opt, &args.out)?;
             out!("wrote {} ({} runs)", args.out.display(), curves.len());
             Ok(())
         }

@@ -62,7 +62,7 @@ pub struct TrainArgs {
     /// Also write the trained weights here (safetensors, PyTorch state_dict names).
     #[arg(long, value_name = "FILE")]
     pub save: Option<PathBuf>,
-    /// No run directory (runs/<date>-<model>-seed<N>/ with the model, log, curves, settings
+    /// No run directory (`runs/<date>-<model>-seed<N>/` with the model, log, curves, settings
     /// and checkpoints); only what --save, --log and --checkpoint-dir name is written.
     #[arg(long)]
     pub no_save: bool,

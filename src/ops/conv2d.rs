@@ -838,7 +838,7 @@ fn as_nhwc<'a>(g: &ConvGeom, x: &'a [f32], x_nchw: bool) -> std::borrow::Cow<'a,
 /// Forward. x (N, C, H, W) stored channels-last unless `x_nchw`; the weights as Wt (CKK, OC)
 /// (see [`weights_k_major`]); bias (OC).
 /// Writes y stored (N, OH, OW, OC), or relu(y) with `relu`. With `keep_patches`, returns the
-/// patches of all chunks, one after another, for the backward; except for [`whole_tap_blocks`]
+/// patches of all chunks, one after another, for the backward; except for `whole_tap_blocks`
 /// layers, whose backward reads x instead (see [`saved_for_backward`]).
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_forward<S: Simd>(
@@ -893,7 +893,7 @@ pub fn conv2d_forward<S: Simd>(
 }
 
 /// What [`conv2d_backward`] reads: the patches [`conv2d_forward`] kept, or for
-/// [`whole_tap_blocks`] layers x stored channels-last.
+/// `whole_tap_blocks` layers x stored channels-last.
 pub fn saved_for_backward<'a>(
     g: &ConvGeom,
     patches: Option<&'a [f32]>,

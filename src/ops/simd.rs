@@ -1,6 +1,6 @@
 //! Vector backends for the kernels: AVX-512 when the CPU has it, portable Rust otherwise.
 //!
-//! Kernels are written once, generic over [`Simd`], and run through [`dispatch`], which
+//! Kernels are written once, generic over [`Simd`], and run through `simd_dispatch!`, which
 //! picks the backend at run time. A vector holds 16 f32 lanes; `load`/`store` take a count
 //! n <= 16 and touch only the first n values (the rest of a loaded vector is zero).
 //!
