@@ -19,6 +19,7 @@ use crate::checkpoint::{
 use crate::data::{DataError, DataLoader};
 use crate::log::MetricsLog;
 use crate::nn::Architecture;
+use crate::ops::simd::Backend;
 use crate::optim::SgdConfig;
 use crate::rng::Rng;
 use crate::train::{EpochStats, FitEnd, LOSS_FUNC, Observer, Position, evaluate, fit_from};
@@ -78,9 +79,16 @@ pub struct TrainArgs {
     /// an uninterrupted run.
     #[arg(long, value_name = "DIR")]
     pub resume: Option<PathBuf>,
+    /// Kernel backend [default: the best this CPU has, or $MNIST_CNN_SIMD]. Results are
+    /// bit-identical between avx512, avx2 and neon; portable rounds differently.
+    #[arg(long)]
+    pub simd: Option<Backend>,
 }
 
 pub(crate) fn train(a: TrainArgs) -> Result<(), Box<dyn std::error::Error>> {
+    if let Some(b) = a.simd {
+        crate::ops::simd::select(b)?;
+    }
     let threads = a.data.threads;
     in_pool(threads, move || train_in_pool(a).map_err(|e| e.to_string()))??;
     Ok(())
@@ -180,7 +188,7 @@ fn train_in_pool(mut a: TrainArgs) -> Result<(), Box<dyn std::error::Error>> {
     let valid_dl = DataLoader::new(data.valid.clone(), a.batch_size * 2, false, 0);
     let test_dl = DataLoader::new(data.test.clone(), a.batch_size * 2, false, 0);
     println!(
-        "model {} ({} parameters), {} train / {} valid / {} test images, batch {}, SGD lr {lr} momentum {momentum}, seed {}, {} threads",
+        "model {} ({} parameters), {} train / {} valid / {} test images, batch {}, SGD lr {lr} momentum {momentum}, seed {}, {} threads, SIMD {}",
         a.model,
         model.num_parameters(),
         data.train.len(),
@@ -188,7 +196,8 @@ fn train_in_pool(mut a: TrainArgs) -> Result<(), Box<dyn std::error::Error>> {
         data.test.len(),
         a.batch_size,
         a.seed,
-        rayon::current_num_threads()
+        rayon::current_num_threads(),
+        crate::ops::simd::backend_name()
     );
     let meta = settings(&a, lr, momentum);
     let stop = Arc::new(AtomicBool::new(false));

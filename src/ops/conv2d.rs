@@ -1108,6 +1108,7 @@ fn conv2d_op(
 mod tests {
     use super::*;
     use crate::ops::gradcheck::{check, input, random};
+    use crate::ops::simd::{Backend, on_each_backend};
 
     /// Plain f64 convolution: the reference.
     fn naive(x: &[f64], w: &[f64], b: Option<&[f64]>, n: usize, g: &ConvGeom) -> Vec<f64> {
@@ -1155,12 +1156,14 @@ mod tests {
         if bias {
             inputs.push(input(random(oc, 3), &[oc], true));
         }
-        check(
-            &inputs,
-            |t| conv2d(&t[0], &t[1], t.get(2), s, p),
-            |v| naive(&v[0], &v[1], v.get(2).map(|b| &b[..]), n, &g),
-            1e-4,
-        );
+        on_each_backend("conv2d gradcheck", |_| {
+            check(
+                &inputs,
+                |t| conv2d(&t[0], &t[1], t.get(2), s, p),
+                |v| naive(&v[0], &v[1], v.get(2).map(|b| &b[..]), n, &g),
+                1e-4,
+            );
+        });
     }
 
     #[test]
@@ -1214,13 +1217,15 @@ mod tests {
     fn fused_relu_is_bit_identical_to_relu_of_conv() {
         // A 16-channel layer (patch matrix), and a 1-channel first layer (planes, the one-pass
         // backward that masks dy, sums dbias and dw together), over several chunks.
-        for (shape, x_grad) in [((9, 16, 7), true), ((11, 1, 12), false), ((3, 1, 12), true)] {
-            assert_eq!(
-                relu_of_conv_bits(true, shape, x_grad),
-                relu_of_conv_bits(false, shape, x_grad),
-                "{shape:?}"
-            );
-        }
+        on_each_backend("conv2d fused relu", |b| {
+            for (shape, x_grad) in [((9, 16, 7), true), ((11, 1, 12), false), ((3, 1, 12), true)] {
+                assert_eq!(
+                    relu_of_conv_bits(true, shape, x_grad),
+                    relu_of_conv_bits(false, shape, x_grad),
+                    "{b} {shape:?}"
+                );
+            }
+        });
     }
 
     /// Runs the forward and backward kernels with backend `s`: (y, dw, db, dx), y and dx in
@@ -1244,13 +1249,14 @@ mod tests {
         [y_nchw, dw, db, dx]
     }
 
-    /// The portable path against plain f64 loops (forward) and the AVX-512 path (everything),
-    /// on the tutorial's geometries and on ones that take the kernels' other branches: more
-    /// than 160 patch values (run-time row stride), more than 16 output channels (two vector
-    /// blocks), several input channels in (N, C, H, W) order, a fused ReLU.
+    /// Every backend against plain f64 loops (forward) and against each other (everything):
+    /// the vector backends (all fused multiply-add, same order) give the same bits, the
+    /// portable path (two roundings) is close. On the tutorial's geometries and on ones that
+    /// take the kernels' other branches: more than 160 patch values (run-time row stride), more
+    /// than 16 output channels (two vector blocks), several input channels in (N, C, H, W)
+    /// order, a fused ReLU.
     #[test]
-    fn portable_and_avx512_paths_agree_with_each_other_and_the_reference() {
-        use crate::ops::simd::Portable;
+    fn every_backend_agrees_with_the_reference_and_the_others() {
         let cases = [
             (3, (1, 28, 28), (16, 3), 2, 1),
             (9, (16, 14, 14), (16, 3), 2, 1),
@@ -1267,22 +1273,30 @@ mod tests {
             let to64 = |v: &[f32]| v.iter().map(|&a| a as f64).collect::<Vec<_>>();
             let want = naive(&to64(&x), &to64(&wv), Some(&to64(&b)), n, &g);
             for relu in [false, true] {
-                let p = kernels(Portable, &g, n, (&x, &wv, &b, &dy), relu);
-                for (i, (a, r)) in p[0].iter().zip(&want).enumerate() {
-                    let r = if relu { r.max(0.0) } else { *r };
-                    assert!(
-                        (*a as f64 - r).abs() < 1e-4 * (1.0 + r.abs()),
-                        "{g:?} y[{i}]: {a} vs {r}"
-                    );
+                let mut results: Vec<(Backend, [Vec<f32>; 4])> = Vec::new();
+                crate::for_each_backend!(|backend, s| {
+                    results.push((backend, kernels(s, &g, n, (&x, &wv, &b, &dy), relu)));
+                });
+                for (backend, p) in &results {
+                    for (i, (a, r)) in p[0].iter().zip(&want).enumerate() {
+                        let r = if relu { r.max(0.0) } else { *r };
+                        assert!(
+                            (*a as f64 - r).abs() < 1e-4 * (1.0 + r.abs()),
+                            "{backend} {g:?} y[{i}]: {a} vs {r}"
+                        );
+                    }
                 }
-                #[cfg(target_arch = "x86_64")]
-                if let Some(avx) = crate::ops::simd::Avx512::detect() {
-                    let v = kernels(avx, &g, n, (&x, &wv, &b, &dy), relu);
-                    for (name, (pa, va)) in ["y", "dw", "db", "dx"].iter().zip(p.iter().zip(&v)) {
+                let (first, p0) = &results[0];
+                for (backend, p) in &results[1..] {
+                    for (name, (pa, va)) in ["y", "dw", "db", "dx"].iter().zip(p.iter().zip(p0)) {
+                        if *backend != Backend::Portable {
+                            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                            assert_eq!(bits(pa), bits(va), "{g:?} {name}: {backend} vs {first} bits");
+                        }
                         for (i, (a, b)) in pa.iter().zip(va).enumerate() {
                             assert!(
                                 (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
-                                "{g:?} {name}[{i}]: portable {a} vs avx512 {b}"
+                                "{g:?} {name}[{i}]: {backend} {a} vs {first} {b}"
                             );
                         }
                     }
@@ -1339,14 +1353,11 @@ mod tests {
         for (n, chw, kernel, stride, pad) in cases {
             let g = ConvGeom::new(chw, kernel, stride, pad);
             assert!(dx_into_image(&g));
-            let (a, b) = both(crate::ops::simd::Portable, &g, n);
-            assert!(a.iter().any(|&v| v != 0));
-            assert_eq!(a, b, "portable {g:?}");
-            #[cfg(target_arch = "x86_64")]
-            if let Some(avx) = crate::ops::simd::Avx512::detect() {
-                let (a, b) = both(avx, &g, n);
-                assert_eq!(a, b, "avx512 {g:?}");
-            }
+            crate::for_each_backend!(|backend, s| {
+                let (a, b) = both(s, &g, n);
+                assert!(a.iter().any(|&v| v != 0));
+                assert_eq!(a, b, "{backend} {g:?}");
+            });
         }
     }
 
@@ -1368,7 +1379,7 @@ mod tests {
     }
 
     /// FNV-1a over the bits of y, dw, db and dx of the tutorial's three layers (fused ReLU,
-    /// 11 samples: a full chunk and a partial one), on the AVX-512 path.
+    /// 11 samples: a full chunk and a partial one), on the active backend.
     fn tutorial_layer_hashes() -> Vec<u64> {
         let hash = |v: &[f32]| {
             v.iter().fold(0xcbf29ce484222325u64, |h, x| {
@@ -1404,30 +1415,49 @@ mod tests {
         out
     }
 
-    /// The tutorial's three layers give the same bits as before the second session's kernel
-    /// changes (planes, dW from x, dx without dA, 4/8-row tails): hashes recorded by running
-    /// this same function on commit 1d974c3. AVX-512 only (the portable path rounds
-    /// differently).
+    /// The tutorial's three layers give the recorded bits on every backend. The vector
+    /// backends (AVX-512, AVX2, NEON: fused multiply-add, same order) share one set of hashes,
+    /// the AVX-512 ones recorded by running this function on commit 1d974c3 (before the second
+    /// session's kernel changes: planes, dW from x, dx without dA, 4/8-row tails); the portable
+    /// path's were recorded by running it.
     #[test]
     fn tutorial_layers_bit_identical_to_the_recorded_kernels() {
-        #[cfg(target_arch = "x86_64")]
-        if crate::ops::simd::Avx512::detect().is_some() {
-            let want: [u64; 12] = [
-                0x3c15e7ca63b85671,
-                0xe5abd15f4b98d1e6,
-                0xd08b6f0dc5100351,
-                0x460cf66e7fb86d64,
-                0xe3a57461c49368f1,
-                0x3ce94f5d7d2b4b33,
-                0xc4c63966d466e125,
-                0x229e9714d8576d05,
-                0x2261e8be9b297947,
-                0x06258e93d932304e,
-                0x01871b03497f6158,
-                0x00004017cc718a5d,
-            ];
-            assert_eq!(tutorial_layer_hashes(), want, "y, dw, db, dx of conv1, conv2, conv3");
-        }
+        let fused: [u64; 12] = [
+            0x3c15e7ca63b85671,
+            0xe5abd15f4b98d1e6,
+            0xd08b6f0dc5100351,
+            0x460cf66e7fb86d64,
+            0xe3a57461c49368f1,
+            0x3ce94f5d7d2b4b33,
+            0xc4c63966d466e125,
+            0x229e9714d8576d05,
+            0x2261e8be9b297947,
+            0x06258e93d932304e,
+            0x01871b03497f6158,
+            0x00004017cc718a5d,
+        ];
+        let portable: [u64; 12] = [
+            0x0cba999a4eb6bb93,
+            0x3dcce9284e732b99,
+            0xd08b6f0dc5100351,
+            0xcd666c2d13f8db0d,
+            0x55f9f83e05fc240f,
+            0x898b816389971909,
+            0xc4c63966d466e125,
+            0x23cb1344a6ce8954,
+            0xcb4cc3d261aa0467,
+            0x535efbadf0d52ad5,
+            0x01871b03497f6158,
+            0xd977983b436e8990,
+        ];
+        on_each_backend("conv2d tutorial layer hashes", |b| {
+            let want = if b == Backend::Portable { portable } else { fused };
+            let got = tutorial_layer_hashes();
+            assert_eq!(
+                got, want,
+                "{b}: y, dw, db, dx of conv1, conv2, conv3 (got {got:#018x?})"
+            );
+        });
     }
 
     #[test]
@@ -1448,6 +1478,10 @@ mod tests {
     /// L = (y * cos(arange(y.numel())).view_as(y)).sum(); L.backward().
     #[test]
     fn matches_pytorch_golden_values() {
+        on_each_backend("conv2d pytorch golden", |_| golden_case());
+    }
+
+    fn golden_case() {
         let x: Vec<f32> = (0..100).map(|i| i as f32 / 50.0 - 1.0).collect();
         let w: Vec<f32> = (0..54).map(|i| (i as f32).sin()).collect();
         let xt = Tensor::parameter(x, &[2, 2, 5, 5]);
