@@ -340,9 +340,40 @@ fn row2im<S: Simd>(s: S, g: &ConvGeom, da: &[f32], l: usize, dx: &mut [f32]) {
 /// C (R x N; rows < `rows` stored) = A (R x K, row stride AS, or `st` when AS = 0) B (K x N),
 /// plus bias, then max(., 0) with `relu`. With AS fixed, the R rows of A sit at constant offsets, so each multiply-add reads
 /// its broadcast operand straight from memory.
+/// On backends with fewer register rows than R ([`Simd::ROWS`]), the rows are computed
+/// [`GROUP`] at a time: each row's sum is the same, so the bits are too.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn rows_times_matrix<S: Simd, const AS: usize, const R: usize>(
+    s: S,
+    a: &[f32],
+    st: usize,
+    (k, n): (usize, usize),
+    b: &[f32],
+    ldb: usize,
+    bias: Option<&[f32]>,
+    c: &mut [f32],
+    ldc: usize,
+    (rows, relu): (usize, bool),
+) {
+    if S::ROWS >= R {
+        return rows_times_matrix_block::<S, AS, R>(s, a, st, (k, n), b, ldb, bias, c, ldc, (rows, relu));
+    }
+    assert!(R.is_multiple_of(GROUP));
+    let stride = if AS > 0 { AS } else { st };
+    for r0 in (0..rows).step_by(GROUP) {
+        let (ag, cg, rg) = (&a[r0 * stride..], &mut c[r0 * ldc..], GROUP.min(rows - r0));
+        rows_times_matrix_block::<S, AS, GROUP>(s, ag, st, (k, n), b, ldb, bias, cg, ldc, (rg, relu));
+    }
+}
+
+/// Register rows of the backends whose vector takes several registers (see [`Simd::ROWS`]).
+const GROUP: usize = 4;
+
+/// [`rows_times_matrix`] with all R rows in registers at once.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn rows_times_matrix_block<S: Simd, const AS: usize, const R: usize>(
     s: S,
     a: &[f32],
     st: usize,
@@ -377,7 +408,8 @@ fn rows_times_matrix<S: Simd, const AS: usize, const R: usize>(
 }
 
 /// C (16 x N; rows < `rows` stored) = sum over m < M of A[m, k0..k0+16]^T D[m, ..N]: the
-/// transposed product, 16 columns of A in registers, reduced over the rows of A and D.
+/// transposed product, 16 columns of A in registers (or [`GROUP`] at a time, see
+/// [`Simd::ROWS`]: the same sums), reduced over the rows of A and D.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn columns_times_matrix<S: Simd>(
@@ -391,12 +423,35 @@ fn columns_times_matrix<S: Simd>(
     ldc: usize,
     rows: usize,
 ) {
+    if S::ROWS >= MR {
+        return columns_times_matrix_block::<S, MR>(s, a, lda, (m, k0, n), d, ldd, c, ldc, rows);
+    }
+    for c0 in (0..rows).step_by(GROUP) {
+        let (cg, rg) = (&mut c[c0 * ldc..], GROUP.min(rows - c0));
+        columns_times_matrix_block::<S, GROUP>(s, a, lda, (m, k0 + c0, n), d, ldd, cg, ldc, rg);
+    }
+}
+
+/// [`columns_times_matrix`] for the G columns k0.. of A.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn columns_times_matrix_block<S: Simd, const G: usize>(
+    s: S,
+    a: &[f32],
+    lda: usize,
+    (m, k0, n): (usize, usize, usize),
+    d: &[f32],
+    ldd: usize,
+    c: &mut [f32],
+    ldc: usize,
+    rows: usize,
+) {
     for n0 in (0..n).step_by(LANES) {
         let w = LANES.min(n - n0);
-        let mut acc = [s.splat(0.0); MR];
+        let mut acc = [s.splat(0.0); G];
         for mm in 0..m {
             let dv = s.load(&d[mm * ldd + n0..], w);
-            let ar: &[f32; MR] = a[mm * lda + k0..][..MR].try_into().expect("16 values");
+            let ar: &[f32; G] = a[mm * lda + k0..][..G].try_into().expect("G values");
             for (v, &x) in acc.iter_mut().zip(ar) {
                 *v = s.mul_add(s.splat(x), dv, *v);
             }
@@ -433,6 +488,7 @@ fn block_times_matrix<S: Simd, const AS: usize>(
 /// layer, A's rows read from x (B, H, W, C): A[m, k0..k0+16] = the 16 channels from cb of the
 /// pixel that output pixel m reads through tap t (offsets `pix`, from [`pixel_taps`]), zeros in
 /// the padding. The same multiply-adds in the same order, so the same bits.
+/// On backends with fewer register rows ([`Simd::ROWS`]), [`GROUP`] channels at a time.
 #[inline(always)]
 fn tap_columns_times_matrix<S: Simd>(
     s: S,
@@ -442,19 +498,37 @@ fn tap_columns_times_matrix<S: Simd>(
     d: &[f32],
     c: &mut [f32],
 ) {
+    if S::ROWS >= MR {
+        return tap_columns_times_matrix_block::<S, MR>(s, g, (x, pix), (m, t, cb), d, c);
+    }
+    for c0 in (0..MR).step_by(GROUP) {
+        tap_columns_times_matrix_block::<S, GROUP>(s, g, (x, pix), (m, t, cb + c0), d, &mut c[c0 * g.oc..]);
+    }
+}
+
+/// [`tap_columns_times_matrix`] for the G channels from cb.
+#[inline(always)]
+fn tap_columns_times_matrix_block<S: Simd, const G: usize>(
+    s: S,
+    g: &ConvGeom,
+    (x, pix): (&[f32], &[usize]),
+    (m, t, cb): (usize, usize, usize),
+    d: &[f32],
+    c: &mut [f32],
+) {
     let (n, kk) = (g.oc, g.kh * g.kw);
-    let zeros = [0.0f32; MR];
+    let zeros = [0.0f32; G];
     for n0 in (0..n).step_by(LANES) {
         let w = LANES.min(n - n0);
-        let mut acc = [s.splat(0.0); MR];
+        let mut acc = [s.splat(0.0); G];
         let (mut base, mut o) = (0, 0);
         for drow in d.chunks(n).take(m) {
             let dv = s.load(&drow[n0..], w);
             let off = pix[o * kk + t];
-            let ar: &[f32; MR] = if off == usize::MAX {
+            let ar: &[f32; G] = if off == usize::MAX {
                 &zeros
             } else {
-                x[base + off + cb..][..MR].try_into().expect("16 values")
+                x[base + off + cb..][..G].try_into().expect("G values")
             };
             for (v, &xv) in acc.iter_mut().zip(ar) {
                 *v = s.mul_add(s.splat(xv), dv, *v);
@@ -472,6 +546,7 @@ fn tap_columns_times_matrix<S: Simd>(
 
 /// [`rows_times_matrix`] with A read from planes: A[r, p] = planes[rb[r] + koff[p]]. The same
 /// multiply-adds in the same order, so the same bits.
+/// On backends with fewer register rows ([`Simd::ROWS`]), [`GROUP`] rows at a time.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn taps_times_matrix<S: Simd>(
@@ -485,12 +560,36 @@ fn taps_times_matrix<S: Simd>(
     c: &mut [f32],
     (rows, relu): (usize, bool),
 ) {
+    if S::ROWS >= MR {
+        return taps_times_matrix_block::<S, MR>(s, planes, (rb, koff), (k, n), b, ldb, bias, c, (rows, relu));
+    }
+    for r0 in (0..rows).step_by(GROUP) {
+        let rbg: &[usize; GROUP] = rb[r0..][..GROUP].try_into().expect("GROUP rows");
+        let (cg, rg) = (&mut c[r0 * n..], GROUP.min(rows - r0));
+        taps_times_matrix_block::<S, GROUP>(s, planes, (rbg, koff), (k, n), b, ldb, bias, cg, (rg, relu));
+    }
+}
+
+/// [`taps_times_matrix`] for G rows.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn taps_times_matrix_block<S: Simd, const G: usize>(
+    s: S,
+    planes: &[f32],
+    (rb, koff): (&[usize; G], &[usize]),
+    (k, n): (usize, usize),
+    b: &[f32],
+    ldb: usize,
+    bias: &[f32],
+    c: &mut [f32],
+    (rows, relu): (usize, bool),
+) {
     let koff = &koff[..k];
     let reach = rb.iter().max().unwrap_or(&0) + koff.iter().max().unwrap_or(&0);
     assert!(reach < planes.len(), "taps_times_matrix: planes too short");
     for n0 in (0..n).step_by(LANES) {
         let w = LANES.min(n - n0);
-        let mut acc = [s.load(&bias[n0..], w); MR];
+        let mut acc = [s.load(&bias[n0..], w); G];
         for (p, &o) in koff.iter().enumerate() {
             let bv = s.load(&b[p * ldb + n0..], w);
             for (acc, &base) in acc.iter_mut().zip(rb) {
@@ -509,12 +608,37 @@ fn taps_times_matrix<S: Simd>(
 /// A[m, k0..k0+16]^T D[m, ..N], A[m, k] = planes[base[m] + koff[k]]. With `y`, D is first
 /// masked to where y > 0 (a fused ReLU's backward); with `db`, the column sums of D go there.
 /// The same operations in the same order as the separate passes, so the same bits.
+/// On backends with fewer register rows ([`Simd::ROWS`]), [`GROUP`] columns at a time (the
+/// first group also sums dbias).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn taps_columns_times_matrix<S: Simd>(
     s: S,
     planes: &[f32],
     (base, koff): (&[usize], &[usize; MR]),
+    n: usize,
+    (d, y): (&[f32], Option<&[f32]>),
+    c: &mut [f32],
+    rows: usize,
+    mut db: Option<&mut [f32]>,
+) {
+    if S::ROWS >= MR {
+        return taps_columns_times_matrix_block::<S, MR>(s, planes, (base, koff), n, (d, y), c, rows, db);
+    }
+    for c0 in (0..rows).step_by(GROUP) {
+        let kg: &[usize; GROUP] = koff[c0..][..GROUP].try_into().expect("GROUP columns");
+        let (cg, rg) = (&mut c[c0 * n..], GROUP.min(rows - c0));
+        taps_columns_times_matrix_block::<S, GROUP>(s, planes, (base, kg), n, (d, y), cg, rg, db.take());
+    }
+}
+
+/// [`taps_columns_times_matrix`] for G columns.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn taps_columns_times_matrix_block<S: Simd, const G: usize>(
+    s: S,
+    planes: &[f32],
+    (base, koff): (&[usize], &[usize; G]),
     n: usize,
     (d, y): (&[f32], Option<&[f32]>),
     c: &mut [f32],
@@ -528,7 +652,7 @@ fn taps_columns_times_matrix<S: Simd>(
     );
     for n0 in (0..n).step_by(LANES) {
         let w = LANES.min(n - n0);
-        let mut acc = [s.splat(0.0); MR];
+        let mut acc = [s.splat(0.0); G];
         let mut sum = s.splat(0.0);
         for (mm, &b) in base.iter().enumerate() {
             let mut dv = s.load(&d[mm * n + n0..], w);
@@ -638,22 +762,48 @@ fn rows_times_matrix_into_image<S: Simd, const BS: usize>(
     for t in (0..kk).rev() {
         for cb in (0..c).step_by(LANES) {
             let n0 = t * c + cb;
-            let mut acc = [s.splat(0.0); MR];
-            for p in 0..oc {
-                let bv = s.load(&wr[p * ckk + n0..], LANES);
-                for (r, acc) in acc.iter_mut().enumerate() {
-                    // SAFETY: r * BS + p < MR * BS <= blk.len(), asserted above.
-                    let av = unsafe { *blk.get_unchecked(r * BS + p) };
-                    *acc = s.mul_add(s.splat(av), bv, *acc);
+            if S::ROWS >= MR {
+                into_image_rows::<S, BS, MR>(s, (blk, wr), (oc, ckk, n0), (&at, 0, rows), (pix, t, cb), dx);
+            } else {
+                // GROUP rows at a time, in order: each dx value gets its terms in the same order.
+                for r0 in (0..rows).step_by(GROUP) {
+                    into_image_rows::<S, BS, GROUP>(s, (blk, wr), (oc, ckk, n0), (&at, r0, rows), (pix, t, cb), dx);
                 }
             }
-            for (&(base, first), v) in at.iter().zip(&acc).take(rows) {
-                let o = pix[first + t];
-                if o != usize::MAX {
-                    let d = &mut dx[base + o + cb..][..LANES];
-                    s.store(d, LANES, s.add(s.load(d, LANES), *v));
-                }
-            }
+        }
+    }
+}
+
+/// One tap and 16-channel block of [`rows_times_matrix_into_image`], for the G rows from r0
+/// (those below `rows` stored).
+#[inline(always)]
+fn into_image_rows<S: Simd, const BS: usize, const G: usize>(
+    s: S,
+    (blk, wr): (&[f32], &[f32]),
+    (oc, ckk, n0): (usize, usize, usize),
+    (at, r0, rows): (&[(usize, usize); MR], usize, usize),
+    (pix, t, cb): (&[usize], usize, usize),
+    dx: &mut [f32],
+) {
+    assert!(
+        r0 + G <= MR && blk.len() >= MR * BS && BS >= oc,
+        "into_image_rows: block too short"
+    );
+    let mut acc = [s.splat(0.0); G];
+    for p in 0..oc {
+        let bv = s.load(&wr[p * ckk + n0..], LANES);
+        for (r, acc) in acc.iter_mut().enumerate() {
+            // SAFETY: (r0 + r) * BS + p < MR * BS <= blk.len(), as r0 + G <= MR and p < oc <= BS
+            // (asserted above).
+            let av = unsafe { *blk.get_unchecked((r0 + r) * BS + p) };
+            *acc = s.mul_add(s.splat(av), bv, *acc);
+        }
+    }
+    for (&(base, first), v) in at[r0..].iter().zip(&acc).take(rows - r0) {
+        let o = pix[first + t];
+        if o != usize::MAX {
+            let d = &mut dx[base + o + cb..][..LANES];
+            s.store(d, LANES, s.add(s.load(d, LANES), *v));
         }
     }
 }

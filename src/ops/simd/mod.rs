@@ -53,8 +53,10 @@ pub trait Simd: Copy + Send + Sync {
     /// A per-lane condition, from [`Simd::gt`].
     type M: Copy;
     /// How many rows of 16-lane accumulators fit the register file with room for the operands
-    /// (register blocking): 16 on AVX-512 (32 registers of 16 lanes), fewer where a vector
-    /// takes several registers.
+    /// (register blocking): 16 on AVX-512 (32 registers of 16 lanes); 4 where a vector takes
+    /// several registers (AVX2, NEON), and the kernels then compute their 16-row blocks 4 rows
+    /// at a time (the same sums, so the same bits). The portable path says 16 (its arrays live
+    /// in memory anyway).
     const ROWS: usize;
     /// Runs kernel `k` with this backend's target features enabled.
     fn vectorize<K: Kernel>(self, k: K) -> K::Output;

@@ -57,8 +57,9 @@ fn store16(p: &mut [f32; LANES], v: V4) {
 impl Simd for Neon {
     type V = V4;
     type M = [uint32x4_t; 4];
-    /// 32 registers of 128 bits: 6 rows of four-register accumulators, plus the shared row.
-    const ROWS: usize = 6;
+    /// 32 registers of 128 bits: 4 rows of four-register accumulators (16 registers), plus the
+    /// shared row (4) and the broadcast operand; 16 rows would spill.
+    const ROWS: usize = 4;
     #[inline(always)]
     fn vectorize<K: Kernel>(self, k: K) -> K::Output {
         // SAFETY: `self` exists only if the CPU supports NEON (see `detect`).
