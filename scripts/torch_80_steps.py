@@ -7,7 +7,8 @@ Run by hand (needs torch, numpy, safetensors): python3 scripts/torch_80_steps.py
 The tutorial's Mnist_CNN with PyTorch's default initialisation (torch.manual_seed(0)) takes 80
 SGD steps (lr 0.1, momentum 0.9, batch 64) on the first 5,120 training images of the bundled
 data/mnist in file order (pixels / 256, as the tutorial's pickle), once in float64 and once in
-float32. Stored: the initial float32 weights (`init.<name>`), the float64 run's final weights
+float32. Stored: the initial float32 weights (`init.<name>`), the float64 gradients of the
+first batch from them (`grad64.<name>`; float32's relative errors in the metadata), the float64 run's final weights
 (`f64.<name>`, F64), the float64 weights every 10 steps (`f64.step<N>.<name>`), and in the metadata the float32 run's largest distance from the float64 one.
 """
 import gzip
@@ -80,7 +81,21 @@ def main():
         print(f"  float32 vs float64 after {step} steps: {d:.3e}")
     moved = max((w64[k] - init[k].double()).abs().max().item() for k in w64)
     print(f"float32 vs float64 after {STEPS} steps: max |diff| = {dev32:.3e}; largest weight change {moved:.3f}")
+    # The gradients of the first batch from the initial weights, in float64 (`grad64.<name>`),
+    # and how far float32's are from them, relative to each tensor's largest gradient.
+    grads = {}
+    for dtype in (torch.float64, torch.float32):
+        model = MnistCNN().to(dtype)
+        model.load_state_dict({k: v.to(dtype) for k, v in init.items()})
+        F.cross_entropy(model(x[:BATCH].to(dtype)), y[:BATCH]).backward()
+        grads[dtype] = {k: p.grad.double() for k, p in model.named_parameters()}
+    rel32 = {
+        k: ((grads[torch.float32][k] - g).abs().max() / g.abs().max()).item()
+        for k, g in grads[torch.float64].items()
+    }
+    print("first batch, float32 gradient error / largest gradient:", {k: f"{v:.2e}" for k, v in rel32.items()})
     tensors = {f"init.{k}": v.numpy() for k, v in init.items()}
+    tensors.update({f"grad64.{k}": v.numpy() for k, v in grads[torch.float64].items()})
     tensors.update({f"f64.{k}": v.numpy() for k, v in w64.items()})
     for step, w in snaps.items():
         tensors.update({f"f64.step{step}.{k}": v.numpy() for k, v in w.items()})
@@ -89,6 +104,7 @@ def main():
         "steps": str(STEPS),
         "float32_max_abs_diff": f"{dev32:.3e}",
     }
+    meta.update({f"float32_grad_rel_err.{k}": f"{v:.3e}" for k, v in rel32.items()})
     save_file(tensors, str(OUT), metadata=meta)
     print(f"wrote {OUT.relative_to(ROOT)}")
 

@@ -1,4 +1,5 @@
-//! Gradient accuracy, end to end: from PyTorch's initial weights, 80 SGD steps (the first 5,120
+//! Gradient accuracy, end to end: the first batch's gradients, and from PyTorch's initial
+//! weights 80 SGD steps (the first 5,120
 //! training images in file order, batch 64, lr 0.1, momentum 0.9) on every SIMD backend this
 //! machine has, compared with PyTorch's float64 run of the same steps. Momentum at lr 0.1
 //! amplifies rounding, so this checks that the kernels' sums are as exact as float32 allows:
@@ -41,18 +42,64 @@ fn values(st: &SafeTensors, name: &str) -> Vec<f64> {
     }
 }
 
-/// Trains from the fixture's initial weights on the active backend; after every 10 steps, the
-/// largest distance of any weight from PyTorch's float64 weights at that step. Also how far
-/// the weights moved in all. (The result is the same for any thread count: tests/training.rs
-/// checks that on every backend.)
-fn deviations(st: &SafeTensors) -> (Vec<(usize, f64)>, f64) {
-    let data = load_mnist(&root().join("data/mnist"), Format::Idx).unwrap();
+/// Loads the fixture's initial weights into a fresh model.
+fn model_at_init(st: &SafeTensors) -> Box<dyn mnist_cnn::nn::Module> {
     let model = Architecture::Cnn.build(&mut Rng::new(0));
     for (name, p) in model.named_parameters() {
         let init: Vec<f32> = values(st, &format!("init.{name}")).iter().map(|&v| v as f32).collect();
         assert_eq!(init.len(), p.numel(), "{name}");
         p.data_mut().copy_from_slice(&init);
     }
+    model
+}
+
+/// The gradients of the first batch from PyTorch's initial weights, on every backend, against
+/// PyTorch's float64 ones: each tensor's largest error, relative to its largest gradient, is
+/// no larger than PyTorch float32's (0.7e-6 to 3.3e-6, in the fixture's metadata).
+#[test]
+fn first_batch_gradients_are_as_accurate_as_pytorch_float32() {
+    let bytes = std::fs::read(root().join("tests/fixtures/torch_80_steps.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
+    let meta = meta.metadata().clone().unwrap();
+    let data = load_mnist(&root().join("data/mnist"), Format::Idx).unwrap();
+    let dl = DataLoader::new(data.train.subset(0..64), 64, false, 0);
+    let mut worst = Vec::new();
+    on_each_backend("first-batch gradients vs PyTorch float64", |b| {
+        let model = model_at_init(&st);
+        let batch = dl.epoch(0).next().unwrap();
+        LOSS_FUNC(&model.forward(&batch.x), &batch.y).backward();
+        let mut line = String::new();
+        for (name, p) in model.named_parameters() {
+            let want = values(&st, &format!("grad64.{name}"));
+            let largest = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+            let err = p
+                .grad()
+                .unwrap()
+                .iter()
+                .zip(&want)
+                .fold(0.0f64, |m, (&g, w)| m.max((g as f64 - w).abs()));
+            let torch32: f64 = meta[&format!("float32_grad_rel_err.{name}")].parse().unwrap();
+            line += &format!(" {name} {:.2e} (torch f32 {torch32:.2e})", err / largest);
+            worst.push((b, name, err / largest, torch32));
+        }
+        eprintln!("{b}: gradient error / largest gradient:{line}");
+    });
+    for (b, name, rel, torch32) in worst {
+        assert!(
+            rel <= torch32,
+            "{b} {name}: {rel:.3e} > PyTorch float32's {torch32:.3e}"
+        );
+    }
+}
+
+/// Trains from the fixture's initial weights on the active backend; after every 10 steps, the
+/// largest distance of any weight from PyTorch's float64 weights at that step. Also how far
+/// the weights moved in all. (The result is the same for any thread count: tests/training.rs
+/// checks that on every backend.)
+fn deviations(st: &SafeTensors) -> (Vec<(usize, f64)>, f64) {
+    let data = load_mnist(&root().join("data/mnist"), Format::Idx).unwrap();
+    let model = model_at_init(st);
     let mut opt = SgdConfig::new(0.1).with_momentum(0.9).init(model.parameters());
     let dl = DataLoader::new(data.train.subset(0..STEPS * 64), 64, false, 0);
     let distance = |prefix: &str| -> f64 {
