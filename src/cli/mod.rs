@@ -119,6 +119,8 @@ pub(crate) fn default_data_dir() -> Result<PathBuf, String> {
 }
 
 pub fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
+    // A bad MNIST_CNN_SIMD is an error message here, not a panic in the first kernel.
+    crate::ops::simd::init_from_env()?;
     match cli.command {
         Command::Train(args) => train::train(args),
         Command::Bench(args) => bench::bench(args),
