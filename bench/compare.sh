@@ -2,6 +2,8 @@
 # Runs `mnist-cnn bench` and bench/pytorch_reference.py side by side, alternating, for 1 and 2
 # threads, then prints medians and ratios, and the peak RSS of a full 10-epoch `train` run.
 # usage: bench/compare.sh [ROUNDS]   (default 3; needs python3 with torch and numpy)
+# The kernel backend is the best this CPU has; MNIST_CNN_SIMD=avx512|avx2|neon|portable forces
+# one (for mnist-cnn; the table's first line names the backend used).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-3}
@@ -24,7 +26,7 @@ d = sys.argv[1]
 rows = {"rust": [json.loads(l) for l in open(f"{d}/rust.jsonl")], "torch": [json.loads(l) for l in open(f"{d}/torch.jsonl")]}
 rss_train = int(open(f"{d}/rss").read().split()[-1]) / 1024
 cpu = [l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")][0]
-print(f"machine: {cpu}, {len(open('/proc/cpuinfo').read().split('processor')) - 1} cpus; torch {rows['torch'][0]['version']}")
+print(f"machine: {cpu}, {len(open('/proc/cpuinfo').read().split('processor')) - 1} cpus; torch {rows['torch'][0]['version']}; mnist-cnn SIMD backend {rows['rust'][0]['simd']}")
 print(f"medians of {len(rows['rust']) // 2} alternating rounds per thread count\n")
 metrics = [
     ("training samples/s", "train_samples_per_sec", True),

@@ -5,7 +5,28 @@
 //! [`data`] (MNIST readers, `TensorDataset`, `DataLoader`, downloads) and [`train`]
 //! (`loss_batch`, `fit`). Around them: [`checkpoint`] (safetensors weights and training
 //! checkpoints), [`metrics`] (confusion matrix), [`predict`] (users' images), [`log`] and
-//! [`plot`] (metrics logs and charts), [`bench`] and [`profile`] (speed), [`cli`] (the command).
+//! [`plot`] (metrics logs and charts), [`bench`](mod@bench) and [`profile`] (speed), [`cli`] (the command).
+//!
+//! # Example
+//!
+//! The tutorial's CNN on a batch of two blank images: ten logits per image, and a loss with
+//! gradients for every weight (as `loss.backward()` in the tutorial).
+//!
+//! ```
+//! use mnist_cnn::nn::{MnistCnn, Module};
+//! use mnist_cnn::ops::cross_entropy;
+//! use mnist_cnn::rng::Rng;
+//! use mnist_cnn::Tensor;
+//!
+//! let model = MnistCnn::new(&mut Rng::new(0));
+//! let xb = Tensor::zeros(&[2, 784]); // two 28x28 images, flattened as in the tutorial
+//! let logits = model.forward(&xb);
+//! assert_eq!(logits.shape(), &[2, 10]);
+//! let loss = cross_entropy(&logits, &[3, 7]);
+//! assert!(loss.item().is_finite());
+//! loss.backward();
+//! assert!(model.named_parameters().iter().all(|(_, p)| p.grad().is_some()));
+//! ```
 
 pub mod bench;
 pub mod checkpoint;

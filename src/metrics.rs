@@ -6,7 +6,7 @@ use crate::ops::argmax_rows;
 use crate::tensor::no_grad;
 use crate::train::LossFn;
 
-/// counts[true][predicted] over a dataset, with the count-weighted mean loss.
+/// `counts[true][predicted]` over a dataset, with the count-weighted mean loss.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Confusion {
     pub counts: Vec<Vec<usize>>,

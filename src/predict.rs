@@ -47,7 +47,7 @@ pub fn load_gray(path: &Path) -> Result<GrayImage, DataError> {
 }
 
 /// Decodes image bytes as 8-bit gray (transparency over white), within [`MAX_IMAGE_SIDE`] and
-/// [`MAX_DECODE_BYTES`], scaled down to [`WORK_SIDE`] at most.
+/// [`MAX_DECODE_BYTES`], scaled down to `WORK_SIDE` (2048 pixels) at most.
 pub fn decode_gray(bytes: &[u8]) -> Result<GrayImage, String> {
     let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()

@@ -211,3 +211,60 @@ fn json_summary_run_directory_and_eval_of_the_newest_run() {
     assert!((e["accuracy"].as_f64().unwrap() - acc).abs() < 1e-6, "{e} vs {v}");
     std::fs::remove_dir_all(&runs).unwrap();
 }
+
+/// `--simd` and `MNIST_CNN_SIMD` choose the backend, which `train` and `bench` name; a backend
+/// this CPU lacks, or an unknown name, is a one-line error (exit 1), not a panic.
+#[test]
+fn simd_override_is_named_and_a_missing_backend_is_a_clear_error() {
+    let train = ["train", "--epochs", "1", "--limit", "200", "--threads", "1", "--quiet"];
+    let out = bin()
+        .current_dir(root())
+        .args(train)
+        .args(["--simd", "portable"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.lines().any(|l| l.ends_with("SIMD portable")), "{text}");
+    let out = bin()
+        .current_dir(root())
+        .args(train)
+        .env("MNIST_CNN_SIMD", "portable")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8(out.stdout).unwrap().contains("SIMD portable"));
+    // One backend this machine cannot have.
+    let missing = if cfg!(target_arch = "x86_64") { "neon" } else { "avx2" };
+    let check_error = |out: std::process::Output, what: &str| {
+        assert_eq!(out.status.code(), Some(1), "{what}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(
+            err.starts_with("error: ") && err.contains(what) && err.lines().count() == 1 && !err.contains("panicked"),
+            "{err}"
+        );
+    };
+    let out = bin().args(["bench", "--simd", missing]).output().unwrap();
+    check_error(out, &format!("SIMD backend {missing} is not supported by this CPU"));
+    let out = bin().args(train).env("MNIST_CNN_SIMD", missing).output().unwrap();
+    check_error(
+        out,
+        &format!("MNIST_CNN_SIMD={missing}: SIMD backend {missing} is not supported"),
+    );
+    let out = bin().args(train).env("MNIST_CNN_SIMD", "sse9").output().unwrap();
+    check_error(out, "MNIST_CNN_SIMD=sse9 is not a SIMD backend");
+    let out = bin()
+        .args([
+            "bench",
+            "--json",
+            "--simd",
+            "portable",
+            "--repeats",
+            "1",
+            "--profile-batches",
+            "1",
+        ])
+        .args(["--latency-images", "1", "--threads", "1"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8(out.stdout).unwrap().contains("\"simd\":\"portable\""));
+}

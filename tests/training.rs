@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use mnist_cnn::data::{DataLoader, Format, Mnist, load_mnist};
 use mnist_cnn::nn::Architecture;
+use mnist_cnn::ops::simd::{on_each_backend, with_backend};
 use mnist_cnn::optim::SgdConfig;
 use mnist_cnn::rng::Rng;
 use mnist_cnn::train::{EpochStats, LOSS_FUNC, evaluate, fit};
@@ -86,19 +87,22 @@ fn logistic_model_learns_with_plain_sgd() {
 #[test]
 fn same_seed_gives_bit_identical_results_with_1_and_2_threads() {
     let data = mnist();
-    let on = |threads: usize| {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-        pool.install(|| run(&data, Architecture::Cnn, 0.1, 0.9, 2000, 2, 11))
-    };
-    let (h1, p1) = on(1);
-    let (h2, p2) = on(2);
-    let bits = |p: &[Vec<f32>]| p.iter().flatten().map(|v| v.to_bits()).collect::<Vec<_>>();
-    assert_eq!(bits(&p1), bits(&p2), "weights differ between 1 and 2 threads");
-    for (a, b) in h1.iter().zip(&h2) {
-        assert_eq!(a.train_loss.to_bits(), b.train_loss.to_bits());
-        assert_eq!(a.valid.loss.to_bits(), b.valid.loss.to_bits());
-    }
-    // And a different seed gives different weights (the test can fail).
-    let (_, p3) = run(&data, Architecture::Cnn, 0.1, 0.9, 2000, 1, 12);
-    assert_ne!(bits(&p1), bits(&p3));
+    on_each_backend("1 vs 2 threads", |b| {
+        let on = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            // The backend is forced per thread: again on the pool's thread that runs this.
+            pool.install(|| with_backend(b, || run(&data, Architecture::Cnn, 0.1, 0.9, 2000, 2, 11)).unwrap())
+        };
+        let (h1, p1) = on(1);
+        let (h2, p2) = on(2);
+        let bits = |p: &[Vec<f32>]| p.iter().flatten().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&p1), bits(&p2), "{b}: weights differ between 1 and 2 threads");
+        for (a, c) in h1.iter().zip(&h2) {
+            assert_eq!(a.train_loss.to_bits(), c.train_loss.to_bits(), "{b}");
+            assert_eq!(a.valid.loss.to_bits(), c.valid.loss.to_bits(), "{b}");
+        }
+        // And a different seed gives different weights (the test can fail).
+        let (_, p3) = run(&data, Architecture::Cnn, 0.1, 0.9, 2000, 1, 12);
+        assert_ne!(bits(&p1), bits(&p3));
+    });
 }

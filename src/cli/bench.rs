@@ -7,6 +7,7 @@ use clap::Args;
 use super::{default_data_dir, in_pool};
 use crate::data::{Format, load_mnist};
 use crate::nn::Architecture;
+use crate::ops::simd::Backend;
 
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
@@ -34,9 +35,15 @@ pub struct BenchArgs {
     /// Print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// Kernel backend [default: the best this CPU has, or $MNIST_CNN_SIMD].
+    #[arg(long)]
+    pub simd: Option<Backend>,
 }
 
 pub(crate) fn bench(a: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
+    if let Some(b) = a.simd {
+        crate::ops::simd::select(b)?;
+    }
     let dir = match &a.data_dir {
         Some(d) => d.clone(),
         None => default_data_dir()?,

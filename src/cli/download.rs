@@ -54,6 +54,15 @@ pub struct PlotArgs {
     /// The picture to write: PNG or SVG by extension.
     #[arg(long, value_name = "FILE", default_value = "curves.png")]
     pub out: PathBuf,
+    /// Also draw the training loss during the epochs, from the batch records of .jsonl logs
+    /// (one every 10 batches): raw as a faint line, smoothed as a solid one. Drawn anyway when
+    /// every run is one epoch long.
+    #[arg(long)]
+    pub batches: bool,
+    /// The smoothing of the per-batch loss: an exponential moving average with this weight on
+    /// the past, debiased as TensorBoard's (0: none; 0.9: about the last 10 records; below 1).
+    #[arg(long, default_value_t = 0.9, value_name = "WEIGHT")]
+    pub smooth: f64,
 }
 
 pub(crate) fn download(a: DownloadArgs) -> Result<(), Box<dyn std::error::Error>> {

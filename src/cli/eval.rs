@@ -31,9 +31,14 @@ pub struct EvalArgs {
     /// Print one JSON object instead of the tables.
     #[arg(long)]
     pub json: bool,
-    /// Also draw the confusion matrix as a heat map with counts (PNG or SVG by extension).
+    /// Also draw the confusion matrix as a heat map with counts (PNG or SVG by extension):
+    /// viridis on a log scale (so that the few errors stand out), with a colour bar.
     #[arg(long, value_name = "FILE")]
     pub confusion_png: Option<PathBuf>,
+    /// In the heat map, each cell's share of its row (the true class's images) in percent,
+    /// coloured by that share, instead of counts.
+    #[arg(long, requires = "confusion_png")]
+    pub confusion_normalize: bool,
     /// Batch size of the evaluation.
     #[arg(long, default_value_t = 1000)]
     pub batch_size: usize,
@@ -70,7 +75,8 @@ pub(crate) fn eval(a: EvalArgs) -> Result<(), Box<dyn std::error::Error>> {
     let c = Confusion::of(model.as_ref(), LOSS_FUNC, &dl, 10);
     drop(spinner);
     if let Some(out) = &a.confusion_png {
-        crate::plot::plot_confusion(&c, &crate::data::download::class_names(&dataset), out)?;
+        let names = crate::data::download::class_names(&dataset);
+        crate::plot::plot_confusion(&c, &names, a.confusion_normalize, out)?;
     }
     if a.json {
         out!("{}", c.to_json());

@@ -119,6 +119,8 @@ pub(crate) fn default_data_dir() -> Result<PathBuf, String> {
 }
 
 pub fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
+    // A bad MNIST_CNN_SIMD is an error message here, not a panic in the first kernel.
+    crate::ops::simd::init_from_env()?;
     match cli.command {
         Command::Train(args) => train::train(args),
         Command::Bench(args) => bench::bench(args),
@@ -130,7 +132,11 @@ pub fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 .iter()
                 .map(|l| crate::plot::read_log(l))
                 .collect::<Result<Vec<_>, _>>()?;
-            crate::plot::plot_curves(&curves, &args.out)?;
+            let opt = crate::plot::PlotOptions {
+                batches: args.batches,
+                smooth: args.smooth,
+            };
+            crate::plot::plot_curves_with(&curves, &opt, &args.out)?;
             out!("wrote {} ({} runs)", args.out.display(), curves.len());
             Ok(())
         }

@@ -23,6 +23,7 @@ use crate::checkpoint::{
 use crate::data::{DataError, DataLoader, Format};
 use crate::log::MetricsLog;
 use crate::nn::{Architecture, Module};
+use crate::ops::simd::Backend;
 use crate::optim::{Sgd, SgdConfig};
 use crate::rng::Rng;
 use crate::runs::{new_run_dir, program_invocation, shell_quote};
@@ -62,7 +63,7 @@ pub struct TrainArgs {
     /// Also write the trained weights here (safetensors, PyTorch state_dict names).
     #[arg(long, value_name = "FILE")]
     pub save: Option<PathBuf>,
-    /// No run directory (runs/<date>-<model>-seed<N>/ with the model, log, curves, settings
+    /// No run directory (`runs/<date>-<model>-seed<N>/` with the model, log, curves, settings
     /// and checkpoints); only what --save, --log and --checkpoint-dir name is written.
     #[arg(long)]
     pub no_save: bool,
@@ -93,9 +94,16 @@ pub struct TrainArgs {
     /// settings and outputs, up to --epochs. The result is bit-identical to an uninterrupted run.
     #[arg(long, value_name = "DIR")]
     pub resume: Option<PathBuf>,
+    /// Kernel backend [default: the best this CPU has, or $MNIST_CNN_SIMD]. Results are
+    /// bit-identical between avx512, avx2 and neon; portable rounds differently.
+    #[arg(long)]
+    pub simd: Option<Backend>,
 }
 
 pub(crate) fn train(a: TrainArgs) -> Result<(), Box<dyn std::error::Error>> {
+    if let Some(b) = a.simd {
+        crate::ops::simd::select(b)?;
+    }
     let threads = a.data.threads;
     in_pool(threads, move || train_in_pool(a).map_err(|e| e.to_string()))??;
     Ok(())

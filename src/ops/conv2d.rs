@@ -340,9 +340,66 @@ fn row2im<S: Simd>(s: S, g: &ConvGeom, da: &[f32], l: usize, dx: &mut [f32]) {
 /// C (R x N; rows < `rows` stored) = A (R x K, row stride AS, or `st` when AS = 0) B (K x N),
 /// plus bias, then max(., 0) with `relu`. With AS fixed, the R rows of A sit at constant offsets, so each multiply-add reads
 /// its broadcast operand straight from memory.
+/// On backends with fewer register rows than R ([`Simd::ROWS`]), the rows are computed
+/// [`GROUP`] at a time: each row's sum is the same, so the bits are too.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn rows_times_matrix<S: Simd, const AS: usize, const R: usize>(
+    s: S,
+    a: &[f32],
+    st: usize,
+    (k, n): (usize, usize),
+    b: &[f32],
+    ldb: usize,
+    bias: Option<&[f32]>,
+    c: &mut [f32],
+    ldc: usize,
+    (rows, relu): (usize, bool),
+) {
+    if S::ROWS >= R {
+        return rows_times_matrix_block::<S, AS, R>(s, a, st, (k, n), b, ldb, bias, c, ldc, (rows, relu));
+    }
+    assert!(R.is_multiple_of(GROUP));
+    let stride = if AS > 0 { AS } else { st };
+    for r0 in (0..rows).step_by(GROUP) {
+        let (ag, cg, rg) = (&a[r0 * stride..], &mut c[r0 * ldc..], GROUP.min(rows - r0));
+        rows_times_matrix_block::<S, AS, GROUP>(s, ag, st, (k, n), b, ldb, bias, cg, ldc, (rg, relu));
+    }
+}
+
+/// Register rows of the backends whose vector takes several registers (see [`Simd::ROWS`]).
+const GROUP: usize = 4;
+
+/// Rows per block of the reductions over pixels (weight and bias gradients): each block is
+/// summed in registers from zero, and the block sums are added in order into the result in
+/// memory. Shorter running sums than one over all of a chunk's pixels (1,568 for the first
+/// layer) keep the rounding error of the sum smaller.
+const SUM_BLOCK: usize = 128;
+
+/// Adds the first `rows` of the block sums `acc` into C (rows of stride ldc, columns n0..n0+w),
+/// or stores them there for the first block; then zeroes `acc` for the next block.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn fold_block<S: Simd, const G: usize>(
+    s: S,
+    acc: &mut [S::V; G],
+    c: &mut [f32],
+    (ldc, n0, w): (usize, usize, usize),
+    rows: usize,
+    first: bool,
+) {
+    for (r, v) in acc.iter().enumerate().take(rows) {
+        let dst = &mut c[r * ldc + n0..];
+        let sum = if first { *v } else { s.add(s.load(dst, w), *v) };
+        s.store(dst, w, sum);
+    }
+    *acc = [s.zero(); G];
+}
+
+/// [`rows_times_matrix`] with all R rows in registers at once.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn rows_times_matrix_block<S: Simd, const AS: usize, const R: usize>(
     s: S,
     a: &[f32],
     st: usize,
@@ -376,8 +433,10 @@ fn rows_times_matrix<S: Simd, const AS: usize, const R: usize>(
     }
 }
 
-/// C (16 x N; rows < `rows` stored) = sum over m < M of A[m, k0..k0+16]^T D[m, ..N]: the
-/// transposed product, 16 columns of A in registers, reduced over the rows of A and D.
+/// C (16 x N; rows < `rows` stored) = sum over m < M of A[m, k0..k0+16]^T D[m, ..N] (summed in
+/// blocks of [`SUM_BLOCK`] rows, see [`fold_block`]): the
+/// transposed product, 16 columns of A in registers (or [`GROUP`] at a time, see
+/// [`Simd::ROWS`]: the same sums), reduced over the rows of A and D.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn columns_times_matrix<S: Simd>(
@@ -391,18 +450,44 @@ fn columns_times_matrix<S: Simd>(
     ldc: usize,
     rows: usize,
 ) {
+    if S::ROWS >= MR {
+        return columns_times_matrix_block::<S, MR>(s, a, lda, (m, k0, n), d, ldd, c, ldc, rows);
+    }
+    for c0 in (0..rows).step_by(GROUP) {
+        let (cg, rg) = (&mut c[c0 * ldc..], GROUP.min(rows - c0));
+        columns_times_matrix_block::<S, GROUP>(s, a, lda, (m, k0 + c0, n), d, ldd, cg, ldc, rg);
+    }
+}
+
+/// [`columns_times_matrix`] for the G columns k0.. of A.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn columns_times_matrix_block<S: Simd, const G: usize>(
+    s: S,
+    a: &[f32],
+    lda: usize,
+    (m, k0, n): (usize, usize, usize),
+    d: &[f32],
+    ldd: usize,
+    c: &mut [f32],
+    ldc: usize,
+    rows: usize,
+) {
     for n0 in (0..n).step_by(LANES) {
         let w = LANES.min(n - n0);
-        let mut acc = [s.splat(0.0); MR];
+        let mut acc = [s.splat(0.0); G];
         for mm in 0..m {
             let dv = s.load(&d[mm * ldd + n0..], w);
-            let ar: &[f32; MR] = a[mm * lda + k0..][..MR].try_into().expect("16 values");
+            let ar: &[f32; G] = a[mm * lda + k0..][..G].try_into().expect("G values");
             for (v, &x) in acc.iter_mut().zip(ar) {
                 *v = s.mul_add(s.splat(x), dv, *v);
             }
+            if (mm + 1) % SUM_BLOCK == 0 || mm + 1 == m {
+                fold_block(s, &mut acc, c, (ldc, n0, w), rows, mm < SUM_BLOCK);
+            }
         }
-        for (r, v) in acc.iter().enumerate().take(rows) {
-            s.store(&mut c[r * ldc + n0..], w, *v);
+        if m == 0 {
+            fold_block(s, &mut acc, c, (ldc, n0, w), rows, true);
         }
     }
 }
@@ -433,6 +518,7 @@ fn block_times_matrix<S: Simd, const AS: usize>(
 /// layer, A's rows read from x (B, H, W, C): A[m, k0..k0+16] = the 16 channels from cb of the
 /// pixel that output pixel m reads through tap t (offsets `pix`, from [`pixel_taps`]), zeros in
 /// the padding. The same multiply-adds in the same order, so the same bits.
+/// On backends with fewer register rows ([`Simd::ROWS`]), [`GROUP`] channels at a time.
 #[inline(always)]
 fn tap_columns_times_matrix<S: Simd>(
     s: S,
@@ -442,19 +528,37 @@ fn tap_columns_times_matrix<S: Simd>(
     d: &[f32],
     c: &mut [f32],
 ) {
+    if S::ROWS >= MR {
+        return tap_columns_times_matrix_block::<S, MR>(s, g, (x, pix), (m, t, cb), d, c);
+    }
+    for c0 in (0..MR).step_by(GROUP) {
+        tap_columns_times_matrix_block::<S, GROUP>(s, g, (x, pix), (m, t, cb + c0), d, &mut c[c0 * g.oc..]);
+    }
+}
+
+/// [`tap_columns_times_matrix`] for the G channels from cb.
+#[inline(always)]
+fn tap_columns_times_matrix_block<S: Simd, const G: usize>(
+    s: S,
+    g: &ConvGeom,
+    (x, pix): (&[f32], &[usize]),
+    (m, t, cb): (usize, usize, usize),
+    d: &[f32],
+    c: &mut [f32],
+) {
     let (n, kk) = (g.oc, g.kh * g.kw);
-    let zeros = [0.0f32; MR];
+    let zeros = [0.0f32; G];
     for n0 in (0..n).step_by(LANES) {
         let w = LANES.min(n - n0);
-        let mut acc = [s.splat(0.0); MR];
+        let mut acc = [s.splat(0.0); G];
         let (mut base, mut o) = (0, 0);
-        for drow in d.chunks(n).take(m) {
+        for (mm, drow) in d.chunks(n).take(m).enumerate() {
             let dv = s.load(&drow[n0..], w);
             let off = pix[o * kk + t];
-            let ar: &[f32; MR] = if off == usize::MAX {
+            let ar: &[f32; G] = if off == usize::MAX {
                 &zeros
             } else {
-                x[base + off + cb..][..MR].try_into().expect("16 values")
+                x[base + off + cb..][..G].try_into().expect("G values")
             };
             for (v, &xv) in acc.iter_mut().zip(ar) {
                 *v = s.mul_add(s.splat(xv), dv, *v);
@@ -463,15 +567,19 @@ fn tap_columns_times_matrix<S: Simd>(
             if o == g.ohw() {
                 (o, base) = (0, base + g.in_size());
             }
+            if (mm + 1) % SUM_BLOCK == 0 || mm + 1 == m {
+                fold_block(s, &mut acc, c, (n, n0, w), G, mm < SUM_BLOCK);
+            }
         }
-        for (r, v) in acc.iter().enumerate() {
-            s.store(&mut c[r * n + n0..], w, *v);
+        if m == 0 {
+            fold_block(s, &mut acc, c, (n, n0, w), G, true);
         }
     }
 }
 
 /// [`rows_times_matrix`] with A read from planes: A[r, p] = planes[rb[r] + koff[p]]. The same
 /// multiply-adds in the same order, so the same bits.
+/// On backends with fewer register rows ([`Simd::ROWS`]), [`GROUP`] rows at a time.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn taps_times_matrix<S: Simd>(
@@ -485,12 +593,36 @@ fn taps_times_matrix<S: Simd>(
     c: &mut [f32],
     (rows, relu): (usize, bool),
 ) {
+    if S::ROWS >= MR {
+        return taps_times_matrix_block::<S, MR>(s, planes, (rb, koff), (k, n), b, ldb, bias, c, (rows, relu));
+    }
+    for r0 in (0..rows).step_by(GROUP) {
+        let rbg: &[usize; GROUP] = rb[r0..][..GROUP].try_into().expect("GROUP rows");
+        let (cg, rg) = (&mut c[r0 * n..], GROUP.min(rows - r0));
+        taps_times_matrix_block::<S, GROUP>(s, planes, (rbg, koff), (k, n), b, ldb, bias, cg, (rg, relu));
+    }
+}
+
+/// [`taps_times_matrix`] for G rows.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn taps_times_matrix_block<S: Simd, const G: usize>(
+    s: S,
+    planes: &[f32],
+    (rb, koff): (&[usize; G], &[usize]),
+    (k, n): (usize, usize),
+    b: &[f32],
+    ldb: usize,
+    bias: &[f32],
+    c: &mut [f32],
+    (rows, relu): (usize, bool),
+) {
     let koff = &koff[..k];
     let reach = rb.iter().max().unwrap_or(&0) + koff.iter().max().unwrap_or(&0);
     assert!(reach < planes.len(), "taps_times_matrix: planes too short");
     for n0 in (0..n).step_by(LANES) {
         let w = LANES.min(n - n0);
-        let mut acc = [s.load(&bias[n0..], w); MR];
+        let mut acc = [s.load(&bias[n0..], w); G];
         for (p, &o) in koff.iter().enumerate() {
             let bv = s.load(&b[p * ldb + n0..], w);
             for (acc, &base) in acc.iter_mut().zip(rb) {
@@ -509,12 +641,37 @@ fn taps_times_matrix<S: Simd>(
 /// A[m, k0..k0+16]^T D[m, ..N], A[m, k] = planes[base[m] + koff[k]]. With `y`, D is first
 /// masked to where y > 0 (a fused ReLU's backward); with `db`, the column sums of D go there.
 /// The same operations in the same order as the separate passes, so the same bits.
+/// On backends with fewer register rows ([`Simd::ROWS`]), [`GROUP`] columns at a time (the
+/// first group also sums dbias).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn taps_columns_times_matrix<S: Simd>(
     s: S,
     planes: &[f32],
     (base, koff): (&[usize], &[usize; MR]),
+    n: usize,
+    (d, y): (&[f32], Option<&[f32]>),
+    c: &mut [f32],
+    rows: usize,
+    mut db: Option<&mut [f32]>,
+) {
+    if S::ROWS >= MR {
+        return taps_columns_times_matrix_block::<S, MR>(s, planes, (base, koff), n, (d, y), c, rows, db);
+    }
+    for c0 in (0..rows).step_by(GROUP) {
+        let kg: &[usize; GROUP] = koff[c0..][..GROUP].try_into().expect("GROUP columns");
+        let (cg, rg) = (&mut c[c0 * n..], GROUP.min(rows - c0));
+        taps_columns_times_matrix_block::<S, GROUP>(s, planes, (base, kg), n, (d, y), cg, rg, db.take());
+    }
+}
+
+/// [`taps_columns_times_matrix`] for G columns.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn taps_columns_times_matrix_block<S: Simd, const G: usize>(
+    s: S,
+    planes: &[f32],
+    (base, koff): (&[usize], &[usize; G]),
     n: usize,
     (d, y): (&[f32], Option<&[f32]>),
     c: &mut [f32],
@@ -528,25 +685,33 @@ fn taps_columns_times_matrix<S: Simd>(
     );
     for n0 in (0..n).step_by(LANES) {
         let w = LANES.min(n - n0);
-        let mut acc = [s.splat(0.0); MR];
-        let mut sum = s.splat(0.0);
+        let mut acc = [s.splat(0.0); G];
+        let mut sum = [s.splat(0.0)];
+        let m = base.len();
         for (mm, &b) in base.iter().enumerate() {
             let mut dv = s.load(&d[mm * n + n0..], w);
             if let Some(y) = y {
                 dv = s.pass_where_positive(s.load(&y[mm * n + n0..], w), dv);
             }
-            sum = s.add(sum, dv);
+            sum[0] = s.add(sum[0], dv);
             for (v, &o) in acc.iter_mut().zip(koff) {
                 // SAFETY: b + o <= max(base) + max(koff) < planes.len(), asserted above.
                 let x = unsafe { *planes.get_unchecked(b + o) };
                 *v = s.mul_add(s.splat(x), dv, *v);
             }
+            if (mm + 1) % SUM_BLOCK == 0 || mm + 1 == m {
+                let first = mm < SUM_BLOCK;
+                fold_block(s, &mut acc, c, (n, n0, w), rows, first);
+                if let Some(db) = db.as_deref_mut() {
+                    fold_block(s, &mut sum, db, (0, n0, w), 1, first);
+                }
+            }
         }
-        for (r, v) in acc.iter().enumerate().take(rows) {
-            s.store(&mut c[r * n + n0..], w, *v);
-        }
-        if let Some(db) = db.as_deref_mut() {
-            s.store(&mut db[n0..], w, sum);
+        if m == 0 {
+            fold_block(s, &mut acc, c, (n, n0, w), rows, true);
+            if let Some(db) = db.as_deref_mut() {
+                fold_block(s, &mut sum, db, (0, n0, w), 1, true);
+            }
         }
     }
 }
@@ -638,22 +803,48 @@ fn rows_times_matrix_into_image<S: Simd, const BS: usize>(
     for t in (0..kk).rev() {
         for cb in (0..c).step_by(LANES) {
             let n0 = t * c + cb;
-            let mut acc = [s.splat(0.0); MR];
-            for p in 0..oc {
-                let bv = s.load(&wr[p * ckk + n0..], LANES);
-                for (r, acc) in acc.iter_mut().enumerate() {
-                    // SAFETY: r * BS + p < MR * BS <= blk.len(), asserted above.
-                    let av = unsafe { *blk.get_unchecked(r * BS + p) };
-                    *acc = s.mul_add(s.splat(av), bv, *acc);
+            if S::ROWS >= MR {
+                into_image_rows::<S, BS, MR>(s, (blk, wr), (oc, ckk, n0), (&at, 0, rows), (pix, t, cb), dx);
+            } else {
+                // GROUP rows at a time, in order: each dx value gets its terms in the same order.
+                for r0 in (0..rows).step_by(GROUP) {
+                    into_image_rows::<S, BS, GROUP>(s, (blk, wr), (oc, ckk, n0), (&at, r0, rows), (pix, t, cb), dx);
                 }
             }
-            for (&(base, first), v) in at.iter().zip(&acc).take(rows) {
-                let o = pix[first + t];
-                if o != usize::MAX {
-                    let d = &mut dx[base + o + cb..][..LANES];
-                    s.store(d, LANES, s.add(s.load(d, LANES), *v));
-                }
-            }
+        }
+    }
+}
+
+/// One tap and 16-channel block of [`rows_times_matrix_into_image`], for the G rows from r0
+/// (those below `rows` stored).
+#[inline(always)]
+fn into_image_rows<S: Simd, const BS: usize, const G: usize>(
+    s: S,
+    (blk, wr): (&[f32], &[f32]),
+    (oc, ckk, n0): (usize, usize, usize),
+    (at, r0, rows): (&[(usize, usize); MR], usize, usize),
+    (pix, t, cb): (&[usize], usize, usize),
+    dx: &mut [f32],
+) {
+    assert!(
+        r0 + G <= MR && blk.len() >= MR * BS && BS >= oc,
+        "into_image_rows: block too short"
+    );
+    let mut acc = [s.splat(0.0); G];
+    for p in 0..oc {
+        let bv = s.load(&wr[p * ckk + n0..], LANES);
+        for (r, acc) in acc.iter_mut().enumerate() {
+            // SAFETY: (r0 + r) * BS + p < MR * BS <= blk.len(), as r0 + G <= MR and p < oc <= BS
+            // (asserted above).
+            let av = unsafe { *blk.get_unchecked((r0 + r) * BS + p) };
+            *acc = s.mul_add(s.splat(av), bv, *acc);
+        }
+    }
+    for (&(base, first), v) in at[r0..].iter().zip(&acc).take(rows - r0) {
+        let o = pix[first + t];
+        if o != usize::MAX {
+            let d = &mut dx[base + o + cb..][..LANES];
+            s.store(d, LANES, s.add(s.load(d, LANES), *v));
         }
     }
 }
@@ -775,11 +966,16 @@ impl Kernel for BackwardChunk<'_> {
         }
         for oc0 in (0..oc).step_by(LANES) {
             let w = LANES.min(oc - oc0);
-            let mut acc = s.splat(0.0);
+            let mut acc = [s.splat(0.0)];
             for m in 0..m_total {
-                acc = s.add(acc, s.load(&dy[m * oc + oc0..], w));
+                acc[0] = s.add(acc[0], s.load(&dy[m * oc + oc0..], w));
+                if (m + 1) % SUM_BLOCK == 0 || m + 1 == m_total {
+                    fold_block(s, &mut acc, db, (0, oc0, w), 1, m < SUM_BLOCK);
+                }
             }
-            s.store(&mut db[oc0..], w, acc);
+            if m_total == 0 {
+                fold_block(s, &mut acc, db, (0, oc0, w), 1, true);
+            }
         }
         let Some((dx, da)) = dx else {
             if let Some(m) = masked.take() {
@@ -838,7 +1034,7 @@ fn as_nhwc<'a>(g: &ConvGeom, x: &'a [f32], x_nchw: bool) -> std::borrow::Cow<'a,
 /// Forward. x (N, C, H, W) stored channels-last unless `x_nchw`; the weights as Wt (CKK, OC)
 /// (see [`weights_k_major`]); bias (OC).
 /// Writes y stored (N, OH, OW, OC), or relu(y) with `relu`. With `keep_patches`, returns the
-/// patches of all chunks, one after another, for the backward; except for [`whole_tap_blocks`]
+/// patches of all chunks, one after another, for the backward; except for `whole_tap_blocks`
 /// layers, whose backward reads x instead (see [`saved_for_backward`]).
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_forward<S: Simd>(
@@ -893,7 +1089,7 @@ pub fn conv2d_forward<S: Simd>(
 }
 
 /// What [`conv2d_backward`] reads: the patches [`conv2d_forward`] kept, or for
-/// [`whole_tap_blocks`] layers x stored channels-last.
+/// `whole_tap_blocks` layers x stored channels-last.
 pub fn saved_for_backward<'a>(
     g: &ConvGeom,
     patches: Option<&'a [f32]>,
@@ -1108,6 +1304,7 @@ fn conv2d_op(
 mod tests {
     use super::*;
     use crate::ops::gradcheck::{check, input, random};
+    use crate::ops::simd::{Backend, on_each_backend};
 
     /// Plain f64 convolution: the reference.
     fn naive(x: &[f64], w: &[f64], b: Option<&[f64]>, n: usize, g: &ConvGeom) -> Vec<f64> {
@@ -1155,12 +1352,14 @@ mod tests {
         if bias {
             inputs.push(input(random(oc, 3), &[oc], true));
         }
-        check(
-            &inputs,
-            |t| conv2d(&t[0], &t[1], t.get(2), s, p),
-            |v| naive(&v[0], &v[1], v.get(2).map(|b| &b[..]), n, &g),
-            1e-4,
-        );
+        on_each_backend("conv2d gradcheck", |_| {
+            check(
+                &inputs,
+                |t| conv2d(&t[0], &t[1], t.get(2), s, p),
+                |v| naive(&v[0], &v[1], v.get(2).map(|b| &b[..]), n, &g),
+                1e-4,
+            );
+        });
     }
 
     #[test]
@@ -1214,13 +1413,15 @@ mod tests {
     fn fused_relu_is_bit_identical_to_relu_of_conv() {
         // A 16-channel layer (patch matrix), and a 1-channel first layer (planes, the one-pass
         // backward that masks dy, sums dbias and dw together), over several chunks.
-        for (shape, x_grad) in [((9, 16, 7), true), ((11, 1, 12), false), ((3, 1, 12), true)] {
-            assert_eq!(
-                relu_of_conv_bits(true, shape, x_grad),
-                relu_of_conv_bits(false, shape, x_grad),
-                "{shape:?}"
-            );
-        }
+        on_each_backend("conv2d fused relu", |b| {
+            for (shape, x_grad) in [((9, 16, 7), true), ((11, 1, 12), false), ((3, 1, 12), true)] {
+                assert_eq!(
+                    relu_of_conv_bits(true, shape, x_grad),
+                    relu_of_conv_bits(false, shape, x_grad),
+                    "{b} {shape:?}"
+                );
+            }
+        });
     }
 
     /// Runs the forward and backward kernels with backend `s`: (y, dw, db, dx), y and dx in
@@ -1244,13 +1445,14 @@ mod tests {
         [y_nchw, dw, db, dx]
     }
 
-    /// The portable path against plain f64 loops (forward) and the AVX-512 path (everything),
-    /// on the tutorial's geometries and on ones that take the kernels' other branches: more
-    /// than 160 patch values (run-time row stride), more than 16 output channels (two vector
-    /// blocks), several input channels in (N, C, H, W) order, a fused ReLU.
+    /// Every backend against plain f64 loops (forward) and against each other (everything):
+    /// the vector backends (all fused multiply-add, same order) give the same bits, the
+    /// portable path (two roundings) is close. On the tutorial's geometries and on ones that
+    /// take the kernels' other branches: more than 160 patch values (run-time row stride), more
+    /// than 16 output channels (two vector blocks), several input channels in (N, C, H, W)
+    /// order, a fused ReLU.
     #[test]
-    fn portable_and_avx512_paths_agree_with_each_other_and_the_reference() {
-        use crate::ops::simd::Portable;
+    fn every_backend_agrees_with_the_reference_and_the_others() {
         let cases = [
             (3, (1, 28, 28), (16, 3), 2, 1),
             (9, (16, 14, 14), (16, 3), 2, 1),
@@ -1267,22 +1469,30 @@ mod tests {
             let to64 = |v: &[f32]| v.iter().map(|&a| a as f64).collect::<Vec<_>>();
             let want = naive(&to64(&x), &to64(&wv), Some(&to64(&b)), n, &g);
             for relu in [false, true] {
-                let p = kernels(Portable, &g, n, (&x, &wv, &b, &dy), relu);
-                for (i, (a, r)) in p[0].iter().zip(&want).enumerate() {
-                    let r = if relu { r.max(0.0) } else { *r };
-                    assert!(
-                        (*a as f64 - r).abs() < 1e-4 * (1.0 + r.abs()),
-                        "{g:?} y[{i}]: {a} vs {r}"
-                    );
+                let mut results: Vec<(Backend, [Vec<f32>; 4])> = Vec::new();
+                crate::for_each_backend!(|backend, s| {
+                    results.push((backend, kernels(s, &g, n, (&x, &wv, &b, &dy), relu)));
+                });
+                for (backend, p) in &results {
+                    for (i, (a, r)) in p[0].iter().zip(&want).enumerate() {
+                        let r = if relu { r.max(0.0) } else { *r };
+                        assert!(
+                            (*a as f64 - r).abs() < 1e-4 * (1.0 + r.abs()),
+                            "{backend} {g:?} y[{i}]: {a} vs {r}"
+                        );
+                    }
                 }
-                #[cfg(target_arch = "x86_64")]
-                if let Some(avx) = crate::ops::simd::Avx512::detect() {
-                    let v = kernels(avx, &g, n, (&x, &wv, &b, &dy), relu);
-                    for (name, (pa, va)) in ["y", "dw", "db", "dx"].iter().zip(p.iter().zip(&v)) {
+                let (first, p0) = &results[0];
+                for (backend, p) in &results[1..] {
+                    for (name, (pa, va)) in ["y", "dw", "db", "dx"].iter().zip(p.iter().zip(p0)) {
+                        if *backend != Backend::Portable {
+                            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                            assert_eq!(bits(pa), bits(va), "{g:?} {name}: {backend} vs {first} bits");
+                        }
                         for (i, (a, b)) in pa.iter().zip(va).enumerate() {
                             assert!(
                                 (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
-                                "{g:?} {name}[{i}]: portable {a} vs avx512 {b}"
+                                "{g:?} {name}[{i}]: {backend} {a} vs {first} {b}"
                             );
                         }
                     }
@@ -1339,14 +1549,11 @@ mod tests {
         for (n, chw, kernel, stride, pad) in cases {
             let g = ConvGeom::new(chw, kernel, stride, pad);
             assert!(dx_into_image(&g));
-            let (a, b) = both(crate::ops::simd::Portable, &g, n);
-            assert!(a.iter().any(|&v| v != 0));
-            assert_eq!(a, b, "portable {g:?}");
-            #[cfg(target_arch = "x86_64")]
-            if let Some(avx) = crate::ops::simd::Avx512::detect() {
-                let (a, b) = both(avx, &g, n);
-                assert_eq!(a, b, "avx512 {g:?}");
-            }
+            crate::for_each_backend!(|backend, s| {
+                let (a, b) = both(s, &g, n);
+                assert!(a.iter().any(|&v| v != 0));
+                assert_eq!(a, b, "{backend} {g:?}");
+            });
         }
     }
 
@@ -1368,7 +1575,7 @@ mod tests {
     }
 
     /// FNV-1a over the bits of y, dw, db and dx of the tutorial's three layers (fused ReLU,
-    /// 11 samples: a full chunk and a partial one), on the AVX-512 path.
+    /// 11 samples: a full chunk and a partial one), on the active backend.
     fn tutorial_layer_hashes() -> Vec<u64> {
         let hash = |v: &[f32]| {
             v.iter().fold(0xcbf29ce484222325u64, |h, x| {
@@ -1404,30 +1611,50 @@ mod tests {
         out
     }
 
-    /// The tutorial's three layers give the same bits as before the second session's kernel
-    /// changes (planes, dW from x, dx without dA, 4/8-row tails): hashes recorded by running
-    /// this same function on commit 1d974c3. AVX-512 only (the portable path rounds
-    /// differently).
+    /// The tutorial's three layers give the recorded bits on every backend. The vector
+    /// backends (AVX-512, AVX2, NEON: fused multiply-add, same order) share one set of hashes,
+    /// the portable path has its own. Recorded by running this function: y and dx as recorded
+    /// on commit 1d974c3 (AVX-512); dw and db of conv1 and conv2 re-recorded when the
+    /// reductions over pixels became blocked sums (SUM_BLOCK; conv3's 128 pixels per chunk are
+    /// one block, so its hashes did not change).
     #[test]
     fn tutorial_layers_bit_identical_to_the_recorded_kernels() {
-        #[cfg(target_arch = "x86_64")]
-        if crate::ops::simd::Avx512::detect().is_some() {
-            let want: [u64; 12] = [
-                0x3c15e7ca63b85671,
-                0xe5abd15f4b98d1e6,
-                0xd08b6f0dc5100351,
-                0x460cf66e7fb86d64,
-                0xe3a57461c49368f1,
-                0x3ce94f5d7d2b4b33,
-                0xc4c63966d466e125,
-                0x229e9714d8576d05,
-                0x2261e8be9b297947,
-                0x06258e93d932304e,
-                0x01871b03497f6158,
-                0x00004017cc718a5d,
-            ];
-            assert_eq!(tutorial_layer_hashes(), want, "y, dw, db, dx of conv1, conv2, conv3");
-        }
+        let fused: [u64; 12] = [
+            0x3c15e7ca63b85671,
+            0x6f33f5ddc860f1d6,
+            0x7428ad15d51702ea,
+            0x460cf66e7fb86d64,
+            0xe3a57461c49368f1,
+            0xe67b2e66bf45efa0,
+            0x5f7ca4ad2b5774ef,
+            0x229e9714d8576d05,
+            0x2261e8be9b297947,
+            0x06258e93d932304e,
+            0x01871b03497f6158,
+            0x00004017cc718a5d,
+        ];
+        let portable: [u64; 12] = [
+            0x0cba999a4eb6bb93,
+            0x99d890da6bcdd489,
+            0x7428ad15d51702ea,
+            0xcd666c2d13f8db0d,
+            0x55f9f83e05fc240f,
+            0xaed6d1ed516ea99f,
+            0x5f7ca4ad2b5774ef,
+            0x23cb1344a6ce8954,
+            0xcb4cc3d261aa0467,
+            0x535efbadf0d52ad5,
+            0x01871b03497f6158,
+            0xd977983b436e8990,
+        ];
+        on_each_backend("conv2d tutorial layer hashes", |b| {
+            let want = if b == Backend::Portable { portable } else { fused };
+            let got = tutorial_layer_hashes();
+            assert_eq!(
+                got, want,
+                "{b}: y, dw, db, dx of conv1, conv2, conv3 (got {got:#018x?})"
+            );
+        });
     }
 
     #[test]
@@ -1448,6 +1675,10 @@ mod tests {
     /// L = (y * cos(arange(y.numel())).view_as(y)).sum(); L.backward().
     #[test]
     fn matches_pytorch_golden_values() {
+        on_each_backend("conv2d pytorch golden", |_| golden_case());
+    }
+
+    fn golden_case() {
         let x: Vec<f32> = (0..100).map(|i| i as f32 / 50.0 - 1.0).collect();
         let w: Vec<f32> = (0..54).map(|i| (i as f32).sin()).collect();
         let xt = Tensor::parameter(x, &[2, 2, 5, 5]);

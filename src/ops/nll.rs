@@ -1,6 +1,6 @@
 //! Negative log-likelihood loss, mean over the batch (`F.nll_loss(logp, target)`).
 //!
-//! Shapes: logp (N, C), target N class indices < C, loss a scalar (shape [1]).
+//! Shapes: logp (N, C), target N class indices < C, loss a scalar (shape `[1]`).
 //! loss = -mean_i logp[i, target_i]; backward: dlogp[i, target_i] = -dloss / N.
 
 use crate::tensor::Tensor;

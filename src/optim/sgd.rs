@@ -65,15 +65,24 @@ pub struct Sgd {
 }
 
 impl Sgd {
-    /// One update of every parameter that has a gradient.
+    /// One update of every parameter that has a gradient. Each value is computed in f64 from
+    /// the f32 parameter, gradient and buffer, with the hyper-parameters as the decimals they
+    /// were written as (see `decimal`), and rounded to f32 once, as PyTorch's float32 SGD
+    /// effectively does: 0.9 as an f32 is 0.89999998, and in PyTorch's float64 run of the
+    /// tutorial's first 70 steps that difference alone moves the weights by 4e-8.
     pub fn step(&mut self) {
         let c = &self.config;
+        let (lr, momentum) = (decimal(c.lr), decimal(c.momentum));
+        let (dampening, weight_decay) = (decimal(c.dampening), decimal(c.weight_decay));
         for (p, buf) in self.params.iter().zip(self.momentum_buffers.iter_mut()) {
             let grad = p.grad_ref();
             let Some(grad) = grad.as_ref() else { continue };
             let mut w = p.data_mut();
             let mut d: Vec<f32> = if c.weight_decay != 0.0 {
-                grad.iter().zip(w.iter()).map(|(g, w)| g + c.weight_decay * w).collect()
+                grad.iter()
+                    .zip(w.iter())
+                    .map(|(&g, &w)| (g as f64 + weight_decay * w as f64) as f32)
+                    .collect()
             } else {
                 grad.clone()
             };
@@ -83,17 +92,21 @@ impl Sgd {
                     Some(b) => {
                         b.iter_mut()
                             .zip(&d)
-                            .for_each(|(b, g)| *b = c.momentum * *b + (1.0 - c.dampening) * g);
+                            .for_each(|(b, &g)| *b = (momentum * *b as f64 + (1.0 - dampening) * g as f64) as f32);
                         b
                     }
                 };
                 if c.nesterov {
-                    d.iter_mut().zip(b.iter()).for_each(|(g, b)| *g += c.momentum * b);
+                    d.iter_mut()
+                        .zip(b.iter())
+                        .for_each(|(g, &b)| *g = (*g as f64 + momentum * b as f64) as f32);
                 } else {
                     d.copy_from_slice(b);
                 }
             }
-            w.iter_mut().zip(&d).for_each(|(w, g)| *w -= c.lr * g);
+            w.iter_mut()
+                .zip(&d)
+                .for_each(|(w, &g)| *w = (*w as f64 - lr * g as f64) as f32);
         }
     }
 
@@ -105,6 +118,12 @@ impl Sgd {
     pub fn params(&self) -> &[Tensor] {
         &self.params
     }
+}
+
+/// The decimal an f32 hyper-parameter was written as (its shortest round-trip form: 0.9f32 ->
+/// 0.9), as an f64. PyTorch's float32 SGD uses Python's (f64) hyper-parameters too.
+pub fn decimal(x: f32) -> f64 {
+    x.to_string().parse().expect("an f32 prints as a decimal")
 }
 
 #[cfg(test)]
@@ -174,6 +193,14 @@ mod tests {
             }
         }
         assert_close(run(SgdConfig::new(0.1).with_momentum(0.9).with_nesterov(true)), p);
+    }
+
+    #[test]
+    fn hyper_parameters_are_the_decimals_written() {
+        assert_eq!(decimal(0.9), 0.9f64);
+        assert_eq!(decimal(0.1), 0.1f64);
+        assert_ne!(0.9f32 as f64, 0.9f64, "the f32 itself is not 0.9");
+        assert_eq!(decimal(1e-3), 1e-3f64);
     }
 
     #[test]
