@@ -32,6 +32,7 @@ pub mod bench;
 pub mod checkpoint;
 pub mod cli;
 pub mod data;
+pub mod fuzzing;
 pub mod log;
 pub mod metrics;
 pub mod nn;

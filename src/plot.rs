@@ -186,9 +186,15 @@ pub fn read_log(path: &Path) -> Result<Curve, DataError> {
         .file_stem()
         .map_or("run".into(), |s| s.to_string_lossy().to_string());
     let csv = path.extension().is_some_and(|e| e == "csv");
-    let r = parse_records(&text, csv).map_err(err)?;
+    parse_log(&text, csv, label).map_err(err)
+}
+
+/// Parses a metrics log's text (CSV when `csv`, else JSON lines) into the curve labelled
+/// `label`; [`read_log`] without the file.
+pub fn parse_log(text: &str, csv: bool, label: String) -> Result<Curve, String> {
+    let r = parse_records(text, csv)?;
     if r.epochs.is_empty() && r.batches.is_empty() {
-        return Err(err("no epoch records to plot".into()));
+        return Err("no epoch records to plot".into());
     }
     let per_epoch = r.batches.iter().map(|b| b[2]).fold(0.0, f64::max);
     let col = |j: usize| r.epochs.iter().map(|e| e[j]).collect::<Vec<f64>>();

@@ -126,6 +126,8 @@ fn one_file_spec(name: &str, body: &[u8], mirrors: Vec<String>) -> DatasetSpec {
             md5: Some(md5_hex(body)),
             sha256: None,
             pickle: false,
+            size: body.len() as u64,
+            content_max: 1 << 20,
         }],
     }
 }
@@ -267,6 +269,8 @@ fn the_tutorial_pickle_is_checked_by_parsing_it() {
             md5: None,
             sha256: None,
             pickle: true,
+            size: 1 << 20,
+            content_max: 16 << 20,
         }],
     };
     let dir = tmp("pickle");

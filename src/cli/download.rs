@@ -73,8 +73,9 @@ pub(crate) fn download(a: DownloadArgs) -> Result<(), Box<dyn std::error::Error>
         .clone()
         .or_else(|| std::env::var("MNIST_CNN_MIRROR").ok().filter(|m| !m.is_empty()));
     let progress = !a.quiet && std::io::stderr().is_terminal();
+    let limits = crate::data::download::Limits::from_env()?;
     let (target, outcomes) =
-        crate::data::download::download(&spec, &dir, mirror.as_deref(), progress, |m| eprintln!("{m}"))?;
+        crate::data::download::download_with(&spec, &dir, mirror.as_deref(), progress, &limits, |m| eprintln!("{m}"))?;
     let fetched = outcomes
         .iter()
         .filter(|o| matches!(o, crate::data::download::Outcome::Fetched { .. }))
