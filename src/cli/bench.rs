@@ -15,22 +15,22 @@ pub struct BenchArgs {
     #[arg(long, value_enum, default_value_t = Architecture::Cnn)]
     pub model: Architecture,
     /// Worker threads [default: one per core].
-    #[arg(long)]
+    #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
     /// Training batch size.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_name = "N")]
     pub batch_size: usize,
     /// Timed training epochs (each from a fresh model); the median is reported.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_name = "N")]
     pub repeats: usize,
     /// Training batches run with the per-layer profiler on.
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 200, value_name = "N")]
     pub profile_batches: usize,
     /// Single-image forwards timed for the batch-1 latency.
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = 2000, value_name = "N")]
     pub latency_images: usize,
     /// Directory with the MNIST IDX files [default: where `train` finds MNIST].
-    #[arg(long)]
+    #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// Print one JSON object instead of the table.
     #[arg(long)]

@@ -63,7 +63,7 @@ pub struct DataArgs {
     pub threads: Option<usize>,
     /// Directory with the four IDX files (gzipped or not), or with `--format pickle` the
     /// directory holding `mnist.pkl.gz` (or the file itself) [default: MNIST from data/mnist
-    /// here, beside the program, in the checkout it was built from, or in the download cache;
+    /// here, beside the program, in the checkout under `cargo run`, or in the download cache;
     /// other datasets from the download cache].
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
