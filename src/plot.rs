@@ -1125,20 +1125,8 @@ mod tests {
 
     #[test]
     fn heat_map_with_long_class_names_and_an_empty_row() {
-        let names: Vec<String> = [
-            "T-shirt/top",
-            "Trouser",
-            "Pullover",
-            "Dress",
-            "Coat",
-            "Sandal",
-            "Shirt",
-            "Sneaker",
-            "Bag",
-            "Ankle boot",
-        ]
-        .map(String::from)
-        .to_vec();
+        let names = crate::data::download::class_names("fashion-mnist");
+        assert_eq!(names.len(), 10);
         let mut counts = vec![vec![0usize; 10]; 10];
         for (t, row) in counts.iter_mut().enumerate().skip(1) {
             row[t] = 900 + t;
