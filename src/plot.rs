@@ -283,6 +283,32 @@ fn svg_fonts(svg: &str) -> String {
     out
 }
 
+/// The mean of each `f` x `f` block of an RGB picture of `f*w` x `f*h` pixels: the box filter
+/// that turns a supersampled drawing into its anti-aliased picture, with no buffer beyond the
+/// result (a general resize keeps a float copy of the large picture: 40 MB here).
+fn box_downscale(big: &[u8], (w, h): (u32, u32), f: u32) -> image::RgbImage {
+    let (w, h, f) = (w as usize, h as usize, f as usize);
+    let bw = w * f;
+    let mut out = image::RgbImage::new(w as u32, h as u32);
+    let mut row = vec![0u32; w * 3];
+    for (y, dst) in out.chunks_exact_mut(w * 3).enumerate() {
+        row.fill(0);
+        for line in big[y * f * bw * 3..(y + 1) * f * bw * 3].chunks_exact(bw * 3) {
+            for (x, px) in line.chunks_exact(3).enumerate() {
+                let o = x / f * 3;
+                for c in 0..3 {
+                    row[o + c] += px[c] as u32;
+                }
+            }
+        }
+        let n = (f * f) as u32;
+        for (d, &sum) in dst.iter_mut().zip(&row) {
+            *d = ((sum + n / 2) / n) as u8;
+        }
+    }
+    out
+}
+
 /// Renders with `draw` to `out`, PNG or SVG by extension, written atomically. The drawing
 /// functions get the scale of their pixels: [`SUPERSAMPLE`] for PNGs, 1 for SVGs.
 fn render(
@@ -299,8 +325,8 @@ fn render(
             let mut buf = vec![255u8; (bw * bh * 3) as usize];
             let area = BitMapBackend::with_buffer(&mut buf, (bw, bh)).into_drawing_area();
             draw(area, SUPERSAMPLE as f64).map_err(err)?;
-            let big = image::RgbImage::from_raw(bw, bh, buf).expect("buffer size");
-            let img = image::imageops::resize(&big, w, h, image::imageops::FilterType::Triangle);
+            let img = box_downscale(&buf, (w, h), SUPERSAMPLE);
+            drop(buf);
             let mut png = std::io::Cursor::new(Vec::new());
             img.write_to(&mut png, image::ImageFormat::Png)
                 .map_err(|e| DataError::new(out, format!("cannot encode: {e}")))?;
