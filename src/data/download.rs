@@ -25,7 +25,7 @@ use md5::{Digest, Md5};
 use sha2::Sha256;
 
 use super::DataError;
-use super::idx::open_maybe_gz;
+use super::idx::{open_maybe_gz, read_at_most};
 use super::pickle::parse_mnist_pickle;
 
 /// One file of a dataset and how to check it.
@@ -302,15 +302,9 @@ pub fn gunzip_bounded(raw: &[u8], limit: u64) -> Result<Vec<u8>, String> {
     if !raw.starts_with(&[0x1f, 0x8b]) {
         return Ok(raw.to_vec());
     }
-    let mut out = Vec::new();
-    flate2::read::MultiGzDecoder::new(raw)
-        .take(limit.saturating_add(1))
-        .read_to_end(&mut out)
-        .map_err(|e| format!("corrupt gzip data: {e}"))?;
-    if out.len() as u64 > limit {
-        return Err(format!("gzip data decompresses to more than {limit} bytes"));
-    }
-    Ok(out)
+    read_at_most(flate2::read::MultiGzDecoder::new(raw), limit)
+        .map_err(|e| format!("corrupt gzip data: {e}"))?
+        .ok_or_else(|| format!("gzip data decompresses to more than {limit} bytes"))
 }
 
 /// Whether a downloaded file is the expected one; the error says what does not match.

@@ -22,15 +22,29 @@ pub const MAX_IDX_BYTES: usize = 1 << 30;
 /// A reader of a file's content: inflated if the file starts with the gzip magic (all members
 /// of a multi-member gzip), else the bytes as they are. Callers bound how much they read.
 pub fn open_maybe_gz(path: &Path) -> Result<Box<dyn Read>, DataError> {
-    let mut f = std::fs::File::open(path).map_err(|e| DataError::new(path, format!("cannot read: {e}")))?;
+    let f = std::fs::File::open(path).map_err(|e| DataError::new(path, format!("cannot read: {e}")))?;
+    maybe_gunzip(f).map_err(|e| DataError::new(path, format!("cannot read: {e}")))
+}
+
+/// `r` inflated when it starts with the gzip magic (every member of a multi-member gzip), else
+/// `r` as it is.
+fn maybe_gunzip<'a>(mut r: impl Read + 'a) -> std::io::Result<Box<dyn Read + 'a>> {
     let mut magic = [0u8; 2];
-    let n = read_up_to(&mut f, &mut magic).map_err(|e| DataError::new(path, format!("cannot read: {e}")))?;
-    let head = std::io::Cursor::new(magic[..n].to_vec()).chain(f);
+    let n = read_up_to(&mut r, &mut magic)?;
+    let head = std::io::Cursor::new(magic[..n].to_vec()).chain(r);
     Ok(if magic[..n] == [0x1f, 0x8b] {
         Box::new(flate2::read::MultiGzDecoder::new(head))
     } else {
         Box::new(head)
     })
+}
+
+/// Reads `r` to its end, reading at most `limit + 1` bytes: `None` when it holds more than
+/// `limit`. Memory stays within the limit whatever the compression ratio behind `r`.
+pub fn read_at_most(r: impl Read, limit: u64) -> std::io::Result<Option<Vec<u8>>> {
+    let mut out = Vec::new();
+    r.take(limit.saturating_add(1)).read_to_end(&mut out)?;
+    Ok((out.len() as u64 <= limit).then_some(out))
 }
 
 /// Fills as much of `buf` as the reader holds; returns how much.
@@ -55,18 +69,14 @@ fn content_error(path: &Path, e: std::io::Error) -> DataError {
 /// bytes (`what` names what the file should be, for the message). Memory stays within the
 /// limit whatever the compression ratio: a gzip bomb stops there.
 pub fn read_gz_bounded(path: &Path, limit: u64, what: &str) -> Result<Vec<u8>, DataError> {
-    let mut out = Vec::new();
-    open_maybe_gz(path)?
-        .take(limit + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| content_error(path, e))?;
-    if out.len() as u64 > limit {
-        return Err(DataError::new(
-            path,
-            format!("content exceeds {limit} bytes, more than {what} can hold (a gzip bomb?)"),
-        ));
-    }
-    Ok(out)
+    read_at_most(open_maybe_gz(path)?, limit)
+        .map_err(|e| content_error(path, e))?
+        .ok_or_else(|| {
+            DataError::new(
+                path,
+                format!("content exceeds {limit} bytes, more than {what} can hold (a gzip bomb?)"),
+            )
+        })
 }
 
 /// The dimensions an IDX header declares and the header's length; `bytes` holds at least the
