@@ -84,6 +84,65 @@ pub fn check(
     }
 }
 
+/// The same values as `t` (N, C, H, W) stored channels-last, as a differentiable op (its
+/// backward turns the gradient back into `t`'s row-major order), to run an op on that layout.
+pub fn to_channels_last(t: &Tensor) -> Tensor {
+    let s = t.shape().to_vec();
+    assert_eq!(s.len(), 4, "to_channels_last: a 4-d tensor, got {s:?}");
+    assert!(!t.is_channels_last(), "to_channels_last: already channels-last");
+    let dims = (s[0], s[1], s[2], s[3]);
+    let mut out = vec![0.0; t.numel()];
+    crate::tensor::nchw_to_nhwc(&t.data(), dims, &mut out);
+    Tensor::from_op_in_layout(
+        out,
+        &s,
+        true,
+        "to_channels_last",
+        vec![t.clone()],
+        Box::new(move |_, _, dy| {
+            let mut dx = vec![0.0; dy.len()];
+            crate::tensor::nhwc_to_nchw(dy, dims, &mut dx);
+            vec![Some(dx)]
+        }),
+    )
+}
+
+/// One tensor of `tests/fixtures/torch_golden.safetensors` (written by
+/// `scripts/torch_golden_ops.py`): its shape and values. Panics if it is missing.
+pub fn torch_golden(name: &str) -> (Vec<usize>, Vec<f32>) {
+    use std::sync::OnceLock;
+    static FILE: OnceLock<crate::checkpoint::TensorFile> = OnceLock::new();
+    let file = FILE.get_or_init(|| {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/torch_golden.safetensors");
+        crate::checkpoint::TensorFile::load(&path).unwrap_or_else(|e| panic!("torch golden fixture: {e}"))
+    });
+    let e = file
+        .tensors
+        .get(name)
+        .unwrap_or_else(|| panic!("torch golden fixture has no tensor '{name}'"));
+    (e.shape.clone(), e.values.clone())
+}
+
+/// Asserts `got` matches PyTorch's `want` value by value: |got - want| <= tol * (1 + |want|);
+/// NaN must meet NaN and infinities must be equal.
+pub fn assert_close(got: &[f32], want: &[f32], tol: f32, what: &str) {
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "{what}: {} values vs {} from torch",
+        got.len(),
+        want.len()
+    );
+    for (k, (&a, &b)) in got.iter().zip(want).enumerate() {
+        let ok = if b.is_nan() || !b.is_finite() {
+            a == b || (a.is_nan() && b.is_nan())
+        } else {
+            (a - b).abs() <= tol * (1.0 + b.abs())
+        };
+        assert!(ok, "{what}[{k}]: {a} vs torch {b}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,12 +7,17 @@
 //!
 //! [`Tensor`]: crate::tensor::Tensor
 
+pub mod adaptive_avg_pool2d;
 pub mod avg_pool2d;
+pub mod batch_norm;
 pub mod conv2d;
 pub mod cross_entropy;
+pub mod dropout;
 pub mod elementwise;
+pub mod flatten;
 pub mod linear;
 pub mod log_softmax;
+pub mod max_pool2d;
 pub mod nll;
 pub mod reduce;
 pub mod relu;
@@ -22,12 +27,17 @@ pub mod simd;
 #[cfg(test)]
 pub(crate) mod gradcheck;
 
+pub use adaptive_avg_pool2d::adaptive_avg_pool2d;
 pub use avg_pool2d::avg_pool2d;
+pub use batch_norm::batch_norm2d;
 pub use conv2d::{conv2d, conv2d_relu};
 pub use cross_entropy::cross_entropy;
+pub use dropout::dropout;
 pub use elementwise::{add, div, exp, log, mul, neg, pow, sqrt, sub};
+pub use flatten::flatten;
 pub use linear::{linear, matmul};
 pub use log_softmax::log_softmax;
+pub use max_pool2d::max_pool2d;
 pub use nll::nll_loss;
 pub use reduce::{argmax, max, mean, sum, var};
 pub use relu::relu;
