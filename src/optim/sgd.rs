@@ -6,7 +6,13 @@
 //!                     g = g + momentum * buf if nesterov, else buf
 //!   p = p - lr * g
 //! Parameters without a gradient are skipped.
+//!
+//! Each stored value (the weight-decayed gradient, the momentum buffer, the parameter) is
+//! computed in f64 from f32 values with the hyper-parameters as decimals ([`decimal`]) and
+//! rounded to f32 once. Its [`Optimizer`] state is PyTorch's: one `momentum_buffer` per
+//! parameter that has taken a momentum step.
 
+use super::{Optimizer, OptimizerState, StateTensor};
 use crate::tensor::Tensor;
 
 /// Hyper-parameters of [`Sgd`], with PyTorch's defaults (all zero, nesterov off).
@@ -42,11 +48,33 @@ impl SgdConfig {
         SgdConfig { nesterov, ..self }
     }
 
+    /// Checks the hyper-parameters as `torch.optim.SGD` does: none negative or non-finite, and
+    /// Nesterov momentum only with a momentum and zero dampening.
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, v) in [
+            ("lr", self.lr),
+            ("momentum", self.momentum),
+            ("weight_decay", self.weight_decay),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(format!("SGD {name} must be a finite number >= 0, got {v}"));
+            }
+        }
+        if !self.dampening.is_finite() {
+            return Err(format!("SGD dampening must be finite, got {}", self.dampening));
+        }
+        if self.nesterov && (self.momentum <= 0.0 || self.dampening != 0.0) {
+            return Err("Nesterov momentum requires a momentum and zero dampening".into());
+        }
+        Ok(())
+    }
+
+    /// The optimizer over `params`. Panics on hyper-parameters [`validate`](Self::validate)
+    /// rejects (check user input with it first).
     pub fn init(&self, params: Vec<Tensor>) -> Sgd {
-        assert!(
-            !self.nesterov || (self.momentum > 0.0 && self.dampening == 0.0),
-            "Nesterov momentum requires a momentum and zero dampening"
-        );
+        if let Err(e) = self.validate() {
+            panic!("{e}");
+        }
         let n = params.len();
         Sgd {
             config: self.clone(),
@@ -119,6 +147,80 @@ impl Sgd {
         &self.params
     }
 }
+
+impl Optimizer for Sgd {
+    fn step(&mut self) {
+        Sgd::step(self)
+    }
+    fn zero_grad(&self) {
+        Sgd::zero_grad(self)
+    }
+    fn lr(&self) -> f32 {
+        self.config.lr
+    }
+    fn set_lr(&mut self, lr: f32) {
+        self.config.lr = lr;
+    }
+    fn momentum(&self) -> Option<f32> {
+        Some(self.config.momentum)
+    }
+    fn set_momentum(&mut self, m: f32) {
+        self.config.momentum = m;
+    }
+    fn params(&self) -> &[Tensor] {
+        &self.params
+    }
+    fn name(&self) -> &'static str {
+        "sgd"
+    }
+
+    /// One `momentum_buffer` per parameter that has one; no scalars.
+    fn state(&self) -> OptimizerState {
+        let tensors = (self.momentum_buffers.iter().enumerate())
+            .filter_map(|(param, b)| {
+                b.as_ref().map(|b| StateTensor {
+                    key: MOMENTUM_BUFFER.into(),
+                    param,
+                    values: b.clone(),
+                })
+            })
+            .collect();
+        OptimizerState {
+            tensors,
+            scalars: Default::default(),
+        }
+    }
+
+    /// A parameter without a `momentum_buffer` entry has none (PyTorch's `None`: it has not
+    /// taken a momentum step), so only extra entries, wrong lengths and scalars are errors.
+    fn load_state(&mut self, state: &OptimizerState) -> Result<(), String> {
+        let tensors = state.checked_tensors(&self.params, &[MOMENTUM_BUFFER])?;
+        if let Some(k) = state.scalars.keys().next() {
+            return Err(format!("unexpected scalar optimizer state '{k}' (SGD has none)"));
+        }
+        for (i, buf) in self.momentum_buffers.iter_mut().enumerate() {
+            *buf = tensors.get(&(MOMENTUM_BUFFER, i)).map(|v| v.to_vec());
+        }
+        Ok(())
+    }
+
+    fn hyperparameters(&self) -> Vec<(String, String)> {
+        let c = &self.config;
+        [
+            ("lr", c.lr.to_string()),
+            ("momentum", c.momentum.to_string()),
+            ("dampening", c.dampening.to_string()),
+            ("weight_decay", c.weight_decay.to_string()),
+            ("nesterov", c.nesterov.to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+}
+
+/// PyTorch's name of SGD's per-parameter state.
+const MOMENTUM_BUFFER: &str = "momentum_buffer";
 
 /// The decimal an f32 hyper-parameter was written as (its shortest round-trip form: 0.9f32 ->
 /// 0.9), as an f64. PyTorch's float32 SGD uses Python's (f64) hyper-parameters too.
@@ -210,5 +312,51 @@ mod tests {
         opt.step();
         assert_eq!(p.to_vec(), vec![3.0]);
         assert!(opt.momentum_buffers[0].is_none());
+    }
+
+    #[test]
+    fn state_round_trips_and_missing_buffers_mean_none() {
+        let (a, b) = (
+            Tensor::parameter(vec![1.0, 2.0], &[2]),
+            Tensor::parameter(vec![3.0], &[1]),
+        );
+        let mut opt = SgdConfig::new(0.1).with_momentum(0.9).init(vec![a.clone(), b.clone()]);
+        a.set_grad(Some(vec![0.5, -0.5]));
+        Optimizer::step(&mut opt);
+        let s = opt.state();
+        assert_eq!(s.tensors.len(), 1, "b has no buffer yet");
+        assert_eq!((s.tensors[0].key.as_str(), s.tensors[0].param), ("momentum_buffer", 0));
+        let mut fresh = SgdConfig::new(0.1).with_momentum(0.9).init(vec![a.clone(), b.clone()]);
+        fresh.momentum_buffers[1] = Some(vec![7.0]);
+        fresh.load_state(&s).unwrap();
+        assert_eq!(fresh.momentum_buffers, opt.momentum_buffers);
+        let mut bad = s.clone();
+        bad.tensors[0].values.push(1.0);
+        let e = fresh.load_state(&bad).unwrap_err();
+        assert!(
+            e.contains("'momentum_buffer' of parameter 0 has 3 values, expected 2"),
+            "{e}"
+        );
+        let mut bad = s.clone();
+        bad.scalars.insert("step.0".into(), "1".into());
+        assert!(fresh.load_state(&bad).unwrap_err().contains("SGD has none"));
+    }
+
+    #[test]
+    fn trait_accessors_and_validation() {
+        let mut opt = SgdConfig::new(0.1).with_momentum(0.9).init(vec![]);
+        assert_eq!(
+            (Optimizer::lr(&opt), opt.momentum(), opt.name()),
+            (0.1, Some(0.9), "sgd")
+        );
+        opt.set_lr(0.05);
+        opt.set_momentum(0.8);
+        assert_eq!((opt.config.lr, opt.config.momentum), (0.05, 0.8));
+        let h = opt.hyperparameters();
+        assert_eq!(h[0], ("lr".to_string(), "0.05".to_string()));
+        assert_eq!(h[4], ("nesterov".to_string(), "false".to_string()));
+        let e = SgdConfig::new(0.1).with_nesterov(true).validate().unwrap_err();
+        assert!(e.contains("Nesterov"), "{e}");
+        assert!(SgdConfig::new(-0.1).validate().unwrap_err().contains("lr"));
     }
 }
