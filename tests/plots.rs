@@ -72,7 +72,7 @@ fn training_curves_are_smooth_with_the_legend_outside_and_one_epoch_runs_labelle
     let img = image::open(p("curves.png")).unwrap().to_rgb8();
     assert_eq!(img.dimensions(), (1100, 760));
     // The lines' edges are blends of the run's colour and white (anti-aliased; that the PNG is
-    // supersampled is checked in src/plot.rs).
+    // supersampled is checked in src/plot/render.rs).
     let edges = img.pixels().filter(|px| is_edge_of_run0(px)).count();
     assert!(edges > 300, "only {edges} anti-aliased pixels of the first run");
     // The legend strip, right of the plots, holds the runs' colour swatches.
