@@ -1,11 +1,12 @@
 //! The PyTorch tutorial "What is torch.nn really?", step by step, with this crate:
 //! the model from scratch (manual weights, `log_softmax`, `nll`, `accuracy`, manual SGD under
-//! `no_grad`), then `F.cross_entropy`, then `nn.Module` + `optim.SGD` + `fit`, then `Mnist_CNN`.
+//! `no_grad`), then `F.cross_entropy`, then `nn.Module` + `optim.SGD` + `fit`, then `Mnist_CNN`,
+//! then the same CNN as an `nn.Sequential` with `Lambda` layers.
 //!
 //! `cargo run --release --example tutorial` (about half a minute on 2 cores).
 
 use mnist_cnn::data::{DataLoader, Format, load_mnist};
-use mnist_cnn::nn::{MnistCnn, MnistLogistic, Module};
+use mnist_cnn::nn::{AdaptiveAvgPool2d, Conv2dConfig, Lambda, MnistCnn, MnistLogistic, Module, ReLU, Sequential};
 use mnist_cnn::ops::{self, argmax, exp, log, matmul, mean, mul, sum};
 use mnist_cnn::optim::SgdConfig;
 use mnist_cnn::rng::Rng;
@@ -107,6 +108,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut opt = SgdConfig::new(0.1).with_momentum(0.9).init(cnn.parameters());
     fit(0..epochs, &cnn, LOSS_FUNC, &mut opt, &train_dl, &valid_dl, |s, _| {
         println!("Mnist_CNN epoch {} valid_loss {:.4}", s.epoch, s.valid.loss);
+        Ok(())
+    })?;
+
+    // nn.Sequential: the same network as a sequence of layers, with Lambda for the reshapes,
+    // and nn.AdaptiveAvgPool2d(1) in place of nn.AvgPool2d(4) (the tutorial's last version).
+    let mut rng = Rng::new(0);
+    let conv = |i, o, rng: &mut Rng| Conv2dConfig::new(i, o, 3).with_stride(2).with_padding(1).init(rng);
+    let model = Sequential::new()
+        .append(Lambda::new(|x| ops::reshape(x, &[None, Some(1), Some(28), Some(28)])))
+        .append(conv(1, 16, &mut rng))
+        .append(ReLU)
+        .append(conv(16, 16, &mut rng))
+        .append(ReLU)
+        .append(conv(16, 10, &mut rng))
+        .append(ReLU)
+        .append(AdaptiveAvgPool2d { output_size: (1, 1) })
+        .append(Lambda::new(|x| ops::reshape(x, &[Some(x.shape()[0]), None])));
+    let mut opt = SgdConfig::new(0.1).with_momentum(0.9).init(model.parameters());
+    fit(0..epochs, &model, LOSS_FUNC, &mut opt, &train_dl, &valid_dl, |s, _| {
+        println!("nn.Sequential epoch {} valid_loss {:.4}", s.epoch, s.valid.loss);
         Ok(())
     })?;
     Ok(())

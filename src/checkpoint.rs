@@ -1,16 +1,22 @@
 //! Saving and loading models (the tutorial's `torch.save(model.state_dict())`, as safetensors).
 //!
-//! Weights files hold each parameter under PyTorch's state_dict name and shape (`conv1.weight`
-//! (16, 1, 3, 3), ..., or `lin.weight` / `lin.bias`) as little-endian f32, plus string metadata
-//! (architecture, input scaling, training settings and metrics, program version). A file that
+//! Weights files hold each parameter and buffer under PyTorch's state_dict name and shape
+//! (`conv1.weight` (16, 1, 3, 3), ..., `bn1.running_mean`) as little-endian f32, plus string
+//! metadata (the registry name of the model as `architecture`, input scaling, training settings
+//! and metrics, program version). Reading also takes f64 and integer tensors (PyTorch writes
+//! `num_batches_tracked` as int64) and converts them to f32. A file that
 //! `safetensors.torch.save_file(model.state_dict(), path)` wrote for the tutorial's model loads
 //! here, and one written here loads in PyTorch with `model.load_state_dict(load_file(path))`.
 //!
-//! Training checkpoints add the SGD momentum buffers as `optim.momentum_buffer.<name>`, and in
-//! the metadata the position (epochs done, batches done of the next one, its running loss sums),
-//! the seed and the settings. `checkpoint-epoch-NNNN.safetensors` follows a finished epoch,
+//! Training checkpoints add the optimizer's state, whatever the optimizer: each per-parameter
+//! tensor as `optim.<key>.<parameter name>` (`optim.momentum_buffer.conv1.weight`,
+//! `optim.exp_avg.fc.bias`), its name as metadata `optim` and its scalars as `optim.<key>`; the
+//! state of each module's random generator (dropout) as metadata `rng.<module path>`; and the
+//! position (epochs done, batches done of the next one, its running loss sums), the seed and the
+//! settings. `checkpoint-epoch-NNNN.safetensors` follows a finished epoch,
 //! `checkpoint-epoch-NNNN-batch-BBBBB.safetensors` an interrupted one. The data order of an
-//! epoch is derived from (seed, epoch), so that is all the random state there is.
+//! epoch is derived from (seed, epoch), and learning-rate schedules are functions of the
+//! position, so that is all the state there is.
 //!
 //! Every write goes to a temporary file in the same directory, is fsynced, and is renamed over
 //! the target, so a crash leaves either the old file or the new one.
@@ -22,14 +28,18 @@ use std::path::{Path, PathBuf};
 use safetensors::tensor::{Dtype, TensorView};
 
 use crate::data::DataError;
-use crate::nn::{Architecture, Module};
-use crate::optim::Sgd;
+use crate::nn::Module;
+use crate::nn::models::{self, ModelSpec};
+use crate::optim::{Optimizer, OptimizerState, StateTensor};
+use crate::rng::Rng;
 use crate::train::Position;
 
-/// Metadata key naming the architecture (`cnn` or `logistic`).
+/// Metadata key naming the model (its registry name: `cnn`, `logistic`, ...).
 pub const ARCH_KEY: &str = "architecture";
-/// Prefix of the momentum buffers' names in a training checkpoint.
-pub const MOMENTUM_PREFIX: &str = "optim.momentum_buffer.";
+/// Prefix of the optimizer's tensors (and metadata) in a training checkpoint.
+pub const OPTIM_PREFIX: &str = "optim.";
+/// Prefix of the random generators' states in a training checkpoint's metadata.
+pub const RNG_PREFIX: &str = "rng.";
 
 /// Writes `bytes` to `path` atomically: temporary file, fsync, rename, fsync of the directory.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), DataError> {
@@ -168,14 +178,7 @@ impl TensorFile {
             out.metadata = m.clone().into_iter().collect();
         }
         for (name, view) in st.tensors() {
-            if view.dtype() != Dtype::F32 {
-                return Err(format!("tensor '{name}' has dtype {:?}, expected F32", view.dtype()));
-            }
-            let values = view
-                .data()
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect();
+            let values = to_f32(view.dtype(), view.data()).map_err(|e| format!("tensor '{name}' {e}"))?;
             out.tensors.insert(
                 name,
                 Entry {
@@ -187,23 +190,58 @@ impl TensorFile {
         Ok(out)
     }
 
-    /// The architecture: from the metadata, else from the tensor names.
-    pub fn architecture(&self) -> Result<Architecture, String> {
+    /// The model: named by the `architecture` metadata, or, in a file without it (one PyTorch
+    /// wrote), the one registered model whose state_dict has exactly the file's names and shapes.
+    pub fn architecture(&self) -> Result<&'static ModelSpec, String> {
         if let Some(a) = self.metadata.get(ARCH_KEY) {
-            return a.parse();
+            return models::find(a);
         }
-        if self.tensors.contains_key("conv1.weight") {
-            Ok(Architecture::Cnn)
-        } else if self.tensors.contains_key("lin.weight") {
-            Ok(Architecture::Logistic)
-        } else {
-            Err("cannot tell the architecture: no 'architecture' metadata, no conv1.weight or lin.weight".into())
+        let sig: Vec<(String, Vec<usize>)> = self
+            .tensors
+            .iter()
+            .filter(|(n, _)| !n.starts_with(OPTIM_PREFIX))
+            .map(|(n, e)| (n.clone(), e.shape.clone()))
+            .collect();
+        match models::matching(&sig)[..] {
+            [one] => Ok(one),
+            [] => Err(format!(
+                "no 'architecture' metadata, and its tensors are not those of any known model ({})",
+                models::names().join(", ")
+            )),
+            ref many => Err(format!(
+                "no 'architecture' metadata, and its tensors fit several models ({})",
+                many.iter().map(|m| m.name).collect::<Vec<_>>().join(", ")
+            )),
         }
     }
 }
 
-/// The model's parameters as a file, with metadata (the architecture is added).
-pub fn state_dict(model: &dyn Module, arch: Architecture, metadata: &BTreeMap<String, String>) -> TensorFile {
+/// Little-endian values of a safetensors dtype as f32 (integers and f64 converted; f32 as is).
+fn to_f32(dtype: Dtype, bytes: &[u8]) -> Result<Vec<f32>, String> {
+    fn le<const N: usize>(b: &[u8], f: impl Fn([u8; N]) -> f32) -> Vec<f32> {
+        b.chunks_exact(N)
+            .map(|c| f(c.try_into().expect("chunk of N bytes")))
+            .collect()
+    }
+    Ok(match dtype {
+        Dtype::F32 => le(bytes, f32::from_le_bytes),
+        Dtype::F64 => le(bytes, |b| f64::from_le_bytes(b) as f32),
+        Dtype::I64 => le(bytes, |b| i64::from_le_bytes(b) as f32),
+        Dtype::I32 => le(bytes, |b| i32::from_le_bytes(b) as f32),
+        Dtype::U8 => bytes.iter().map(|&b| b as f32).collect(),
+        d => return Err(format!("has dtype {d:?}; expected F32 (or F64, I64, I32, U8)")),
+    })
+}
+
+/// A parameter or buffer of `model` by state_dict name: parameters, then buffers.
+fn named_state(model: &dyn Module) -> Vec<(String, crate::Tensor)> {
+    let mut v = model.named_parameters();
+    v.extend(model.named_buffers());
+    v
+}
+
+/// The model's parameters and buffers as a file, with metadata (the architecture is added).
+pub fn state_dict(model: &dyn Module, arch: &str, metadata: &BTreeMap<String, String>) -> TensorFile {
     let mut f = TensorFile {
         metadata: metadata.clone(),
         ..Default::default()
@@ -216,7 +254,7 @@ pub fn state_dict(model: &dyn Module, arch: Architecture, metadata: &BTreeMap<St
     f.metadata
         .entry("input_scaling".into())
         .or_insert_with(|| "pixel/256, (N, 784) or (N, 1, 28, 28)".into());
-    for (name, p) in model.named_parameters() {
+    for (name, p) in named_state(model) {
         f.tensors.insert(
             name,
             Entry {
@@ -228,11 +266,11 @@ pub fn state_dict(model: &dyn Module, arch: Architecture, metadata: &BTreeMap<St
     f
 }
 
-/// Copies the file's tensors into the model's parameters (`load_state_dict`, strict): every
-/// parameter must be there with the same shape; extra tensors other than momentum buffers are
-/// an error too.
+/// Copies the file's tensors into the model's parameters and buffers (`load_state_dict`,
+/// strict): every one must be there with the same shape; extra tensors other than the
+/// optimizer's are an error too.
 pub fn load_state_dict(model: &dyn Module, file: &TensorFile) -> Result<(), String> {
-    let params = model.named_parameters();
+    let params = named_state(model);
     for (name, p) in &params {
         let e = file
             .tensors
@@ -252,9 +290,11 @@ pub fn load_state_dict(model: &dyn Module, file: &TensorFile) -> Result<(), Stri
     if let Some(extra) = file
         .tensors
         .keys()
-        .find(|k| !k.starts_with(MOMENTUM_PREFIX) && !params.iter().any(|(n, _)| n == *k))
+        .find(|k| !k.starts_with(OPTIM_PREFIX) && !params.iter().any(|(n, _)| n == *k))
     {
-        return Err(format!("unexpected tensor '{extra}' (not a parameter of this model)"));
+        return Err(format!(
+            "unexpected tensor '{extra}' (not a parameter or buffer of this model)"
+        ));
     }
     for (name, p) in &params {
         p.data_mut().copy_from_slice(&file.tensors[name].values);
@@ -263,10 +303,10 @@ pub fn load_state_dict(model: &dyn Module, file: &TensorFile) -> Result<(), Stri
 }
 
 /// Builds the model a weights file describes, with its weights.
-pub fn load_model(path: &Path) -> Result<(Architecture, Box<dyn Module>, TensorFile), DataError> {
+pub fn load_model(path: &Path) -> Result<(&'static ModelSpec, Box<dyn Module>, TensorFile), DataError> {
     let file = TensorFile::load(path)?;
     let arch = file.architecture().map_err(|e| DataError::new(path, e))?;
-    let model = arch.build(&mut crate::rng::Rng::new(0));
+    let model = arch.build(&mut Rng::new(0));
     load_state_dict(model.as_ref(), &file).map_err(|e| DataError::new(path, format!("{e} (architecture {arch})")))?;
     Ok((arch, model, file))
 }
@@ -280,12 +320,14 @@ pub fn checkpoint_name(pos: &Position) -> String {
     }
 }
 
-/// Writes a training checkpoint: weights, momentum buffers, the position and `metadata`.
+/// Writes a training checkpoint: weights, buffers, the optimizer's state, the modules' random
+/// generators, the position and `metadata`. The optimizer's parameters are the model's, in
+/// `named_parameters` order.
 pub fn save_training_checkpoint(
     dir: &Path,
     model: &dyn Module,
-    arch: Architecture,
-    opt: &Sgd,
+    arch: &str,
+    opt: &dyn Optimizer,
     pos: &Position,
     metadata: &BTreeMap<String, String>,
 ) -> Result<PathBuf, DataError> {
@@ -298,16 +340,26 @@ pub fn save_training_checkpoint(
     f.metadata.insert("loss_sum".into(), pos.loss_sum.to_string());
     f.metadata.insert("samples".into(), pos.samples.to_string());
     f.metadata.insert("correct".into(), pos.correct.to_string());
-    for ((name, p), buf) in model.named_parameters().iter().zip(&opt.momentum_buffers) {
-        if let Some(b) = buf {
-            f.tensors.insert(
-                format!("{MOMENTUM_PREFIX}{name}"),
-                Entry {
-                    shape: p.shape().to_vec(),
-                    values: b.clone(),
-                },
-            );
-        }
+    let params = model.named_parameters();
+    let state = opt.state();
+    f.metadata.insert("optim".into(), opt.name().into());
+    for (k, v) in &state.scalars {
+        f.metadata.insert(format!("{OPTIM_PREFIX}{k}"), v.clone());
+    }
+    for t in state.tensors {
+        let (name, p) = &params[t.param];
+        f.tensors.insert(
+            format!("{OPTIM_PREFIX}{}.{name}", t.key),
+            Entry {
+                shape: p.shape().to_vec(),
+                values: t.values,
+            },
+        );
+    }
+    for (name, rng) in model.named_rngs() {
+        let s = rng.borrow().state();
+        let hex: Vec<String> = s.iter().map(|w| format!("{w:016x}")).collect();
+        f.metadata.insert(format!("{RNG_PREFIX}{name}"), hex.join(" "));
     }
     let path = dir.join(checkpoint_name(pos));
     f.save(&path)?;
@@ -370,27 +422,71 @@ pub fn checkpoints_newest_first(dir: &Path) -> Result<Vec<(usize, usize, PathBuf
     Ok(all)
 }
 
-/// Restores weights and momentum buffers from a training checkpoint; returns its metadata.
+/// Restores weights, buffers, the optimizer's state and the random generators from a training
+/// checkpoint; returns its metadata. A checkpoint of another optimizer is an error.
 pub fn load_training_checkpoint(
     path: &Path,
     model: &dyn Module,
-    opt: &mut Sgd,
+    opt: &mut dyn Optimizer,
 ) -> Result<BTreeMap<String, String>, DataError> {
     let file = TensorFile::load(path)?;
-    load_state_dict(model, &file).map_err(|e| DataError::new(path, e))?;
-    for ((name, p), buf) in model.named_parameters().iter().zip(opt.momentum_buffers.iter_mut()) {
-        *buf = match file.tensors.get(&format!("{MOMENTUM_PREFIX}{name}")) {
-            None => None,
-            Some(e) if e.shape == p.shape() => Some(e.values.clone()),
-            Some(e) => {
-                let problem = format!(
-                    "momentum buffer of '{name}' has shape {:?}, expected {:?}",
-                    e.shape,
-                    p.shape()
-                );
-                return Err(DataError::new(path, problem));
-            }
+    let bad = |problem: String| DataError::new(path, problem);
+    load_state_dict(model, &file).map_err(bad)?;
+    // Checkpoints from before the optimizer was named hold SGD's momentum buffers.
+    let saved = file.metadata.get("optim").map_or("sgd", String::as_str);
+    if saved != opt.name() {
+        return Err(bad(format!(
+            "the checkpoint holds {saved}'s state, but this run uses {}",
+            opt.name()
+        )));
+    }
+    let params = model.named_parameters();
+    let mut state = OptimizerState::default();
+    for (name, e) in &file.tensors {
+        let Some(rest) = name.strip_prefix(OPTIM_PREFIX) else {
+            continue;
         };
+        let found = params.iter().enumerate().find_map(|(i, (p, t))| {
+            rest.strip_suffix(p.as_str())
+                .and_then(|k| k.strip_suffix('.'))
+                .map(|k| (i, k, t))
+        });
+        let Some((param, key, t)) = found else {
+            return Err(bad(format!(
+                "optimizer tensor '{name}' names no parameter of the model"
+            )));
+        };
+        if e.shape != t.shape() {
+            return Err(bad(format!(
+                "optimizer tensor '{name}' has shape {:?}, expected {:?}",
+                e.shape,
+                t.shape()
+            )));
+        }
+        state.tensors.push(StateTensor {
+            key: key.to_string(),
+            param,
+            values: e.values.clone(),
+        });
+    }
+    for (k, v) in &file.metadata {
+        if let Some(key) = k.strip_prefix(OPTIM_PREFIX) {
+            state.scalars.insert(key.to_string(), v.clone());
+        }
+    }
+    opt.load_state(&state)
+        .map_err(|e| bad(format!("optimizer state: {e}")))?;
+    for (name, rng) in model.named_rngs() {
+        let key = format!("{RNG_PREFIX}{name}");
+        let v = file
+            .metadata
+            .get(&key)
+            .ok_or_else(|| bad(format!("metadata lacks '{key}'")))?;
+        let words: Vec<u64> = v.split(' ').filter_map(|w| u64::from_str_radix(w, 16).ok()).collect();
+        let words: [u64; 4] = words
+            .try_into()
+            .map_err(|_| bad(format!("metadata '{key}' is not a generator state")))?;
+        *rng.borrow_mut() = Rng::from_state(words);
     }
     Ok(file.metadata)
 }
@@ -398,7 +494,10 @@ pub fn load_training_checkpoint(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rng::Rng;
+
+    fn cnn() -> &'static ModelSpec {
+        models::find("cnn").unwrap()
+    }
 
     fn tmpdir(tag: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("mnist-cnn-ckpt-{tag}-{}", std::process::id()));
@@ -410,13 +509,13 @@ mod tests {
     #[test]
     fn weights_round_trip_with_names_shapes_and_metadata() {
         let d = tmpdir("rt");
-        let m = Architecture::Cnn.build(&mut Rng::new(1));
+        let m = cnn().build(&mut Rng::new(1));
         let mut meta = BTreeMap::new();
         meta.insert("seed".to_string(), "1".to_string());
         let path = d.join("m.safetensors");
-        state_dict(m.as_ref(), Architecture::Cnn, &meta).save(&path).unwrap();
+        state_dict(m.as_ref(), "cnn", &meta).save(&path).unwrap();
         let (arch, m2, file) = load_model(&path).unwrap();
-        assert_eq!(arch, Architecture::Cnn);
+        assert_eq!(arch.name, "cnn");
         assert_eq!(file.metadata["seed"], "1");
         assert_eq!(file.tensors["conv1.weight"].shape, vec![16, 1, 3, 3]);
         for ((n, a), (_, b)) in m.named_parameters().iter().zip(m2.named_parameters()) {
@@ -434,12 +533,12 @@ mod tests {
     #[test]
     fn loading_wrong_files_names_the_tensor_and_both_shapes() {
         let d = tmpdir("bad");
-        let cnn = Architecture::Cnn.build(&mut Rng::new(0));
-        let mut f = state_dict(cnn.as_ref(), Architecture::Cnn, &BTreeMap::new());
+        let cnn = cnn().build(&mut Rng::new(0));
+        let mut f = state_dict(cnn.as_ref(), "cnn", &BTreeMap::new());
         f.tensors.remove("conv2.bias");
         let e = load_state_dict(cnn.as_ref(), &f).unwrap_err();
         assert_eq!(e, "missing tensor 'conv2.bias' (shape [16])");
-        let mut f = state_dict(cnn.as_ref(), Architecture::Cnn, &BTreeMap::new());
+        let mut f = state_dict(cnn.as_ref(), "cnn", &BTreeMap::new());
         f.tensors.get_mut("conv3.weight").unwrap().shape = vec![10, 16, 1, 9];
         let e = load_state_dict(cnn.as_ref(), &f).unwrap_err();
         assert_eq!(
@@ -447,20 +546,20 @@ mod tests {
             "tensor 'conv3.weight' has shape [10, 16, 1, 9], the model expects [10, 16, 3, 3]"
         );
         // A logistic model's file given to a CNN.
-        let lin = Architecture::Logistic.build(&mut Rng::new(0));
-        let f = state_dict(lin.as_ref(), Architecture::Logistic, &BTreeMap::new());
+        let lin = models::find("logistic").unwrap().build(&mut Rng::new(0));
+        let f = state_dict(lin.as_ref(), "logistic", &BTreeMap::new());
         assert!(
             load_state_dict(cnn.as_ref(), &f)
                 .unwrap_err()
                 .contains("missing tensor 'conv1.weight'")
         );
-        // f64 data, a truncated file, a missing file.
-        let view = TensorView::new(Dtype::F64, vec![1], &[0u8; 8]).unwrap();
+        // f16 data, a truncated file, a missing file.
+        let view = TensorView::new(Dtype::F16, vec![1], &[0u8; 2]).unwrap();
         let bytes = safetensors::serialize(vec![("conv1.bias", view)], None).unwrap();
-        std::fs::write(d.join("f64.safetensors"), &bytes).unwrap();
-        let e = TensorFile::load(&d.join("f64.safetensors")).unwrap_err().to_string();
+        std::fs::write(d.join("f16.safetensors"), &bytes).unwrap();
+        let e = TensorFile::load(&d.join("f16.safetensors")).unwrap_err().to_string();
         assert!(
-            e.contains("f64.safetensors: tensor 'conv1.bias' has dtype F64, expected F32"),
+            e.contains("f16.safetensors: tensor 'conv1.bias' has dtype F16; expected F32"),
             "{e}"
         );
         std::fs::write(d.join("cut.safetensors"), &bytes[..bytes.len() - 3]).unwrap();
@@ -472,6 +571,26 @@ mod tests {
             .to_string();
         assert!(e.contains("cannot read"), "{e}");
         std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn integer_and_f64_tensors_read_as_f32() {
+        // PyTorch writes num_batches_tracked as a 0-d int64.
+        let i = 7i64.to_le_bytes();
+        let f = (-2.5f64).to_le_bytes();
+        let views = vec![
+            ("n", TensorView::new(Dtype::I64, vec![], &i).unwrap()),
+            ("x", TensorView::new(Dtype::F64, vec![1], &f).unwrap()),
+        ];
+        let file = TensorFile::parse(&safetensors::serialize(views, None).unwrap()).unwrap();
+        assert_eq!(
+            file.tensors["n"],
+            Entry {
+                shape: vec![],
+                values: vec![7.0]
+            }
+        );
+        assert_eq!(file.tensors["x"].values, [-2.5]);
     }
 
     #[test]

@@ -16,7 +16,6 @@ use crate::checkpoint::{TensorFile, load_state_dict, position};
 use crate::data::download::{DatasetSpec, Limits, RemoteFile, download_with, gunzip_bounded};
 use crate::data::idx::parse_idx;
 use crate::data::pickle::parse_mnist_pickle;
-use crate::nn::Architecture;
 
 /// One fuzz target: the bytes in, what the reader said out.
 pub type Target = fn(&[u8]) -> Result<(), String>;
@@ -99,7 +98,7 @@ pub fn pickle(data: &[u8]) -> Result<(), String> {
 pub fn safetensors(data: &[u8]) -> Result<(), String> {
     let file = TensorFile::parse(data)?;
     let _ = position(&file.metadata);
-    let arch: Architecture = file.architecture()?;
+    let arch = file.architecture()?;
     let model = arch.build(&mut crate::rng::Rng::new(0));
     load_state_dict(model.as_ref(), &file)
 }

@@ -1,7 +1,8 @@
 //! mnist-cnn: the PyTorch tutorial "What is torch.nn really?" (MNIST CNN), in Rust.
 //!
 //! Modules follow the tutorial's concepts: [`tensor`] (tensors and autograd), [`ops`]
-//! (`torch.nn.functional`), [`nn`] (modules and the two models), [`optim`] (SGD),
+//! (`torch.nn.functional`), [`nn`] (modules, layers, `Sequential`, and the model registry),
+//! [`optim`] (SGD, Adam, AdamW, learning-rate schedules),
 //! [`data`] (MNIST readers, `TensorDataset`, `DataLoader`, downloads) and [`train`]
 //! (`loss_batch`, `fit`). Around them: [`checkpoint`] (safetensors weights and training
 //! checkpoints), [`metrics`] (confusion matrix), [`predict`] (users' images), [`log`] and

@@ -5,7 +5,7 @@ use std::time::Instant;
 use crate::data::DataLoader;
 use crate::nn::Module;
 use crate::ops::{argmax_rows, cross_entropy};
-use crate::optim::Sgd;
+use crate::optim::{Optimizer, Schedule, schedule};
 use crate::profile::{self, Phase};
 use crate::tensor::{Tensor, no_grad};
 
@@ -22,7 +22,7 @@ pub fn loss_batch(
     loss_func: LossFn,
     xb: &Tensor,
     yb: &[usize],
-    opt: Option<&mut Sgd>,
+    opt: Option<&mut dyn Optimizer>,
 ) -> (f32, usize) {
     let (loss, n, _) = loss_batch_counted(model, loss_func, xb, yb, opt);
     (loss, n)
@@ -35,7 +35,7 @@ pub fn loss_batch_counted(
     loss_func: LossFn,
     xb: &Tensor,
     yb: &[usize],
-    opt: Option<&mut Sgd>,
+    opt: Option<&mut dyn Optimizer>,
 ) -> (f32, usize, usize) {
     let logits = model.forward(xb);
     let correct = argmax_rows(&logits.data(), logits.shape()[1])
@@ -47,8 +47,9 @@ pub fn loss_batch_counted(
     if let Some(opt) = opt {
         loss.backward();
         // Timed as a row of its own when `bench` profiles the step.
+        let name = opt.name();
         profile::time(
-            || "sgd: step + zero_grad".into(),
+            || format!("{name}: step + zero_grad"),
             Phase::Backward,
             || {
                 opt.step();
@@ -141,7 +142,7 @@ pub trait Observer {
     /// After an epoch's training batches, before its validation.
     fn validation_start(&mut self) {}
     /// After each epoch, training and validation done. An error stops training.
-    fn epoch_end(&mut self, stats: &EpochStats, opt: &Sgd) -> Result<(), String>;
+    fn epoch_end(&mut self, stats: &EpochStats, opt: &dyn Optimizer) -> Result<(), String>;
 }
 
 /// How [`fit_from`] ended.
@@ -155,14 +156,17 @@ pub enum FitEnd {
 
 /// The tutorial's `fit` from a given position: for each epoch up to `epochs`, train on every
 /// batch of `train_dl` (skipping the batches already done in a resumed epoch), then evaluate on
-/// `valid_dl`, telling `obs` as it goes.
+/// `valid_dl`, telling `obs` as it goes. With a `schedule`, the learning rate (and momentum,
+/// where the schedule sets it) of each step is the schedule's value at that step's position,
+/// so a resumed run takes the same steps.
 #[allow(clippy::too_many_arguments)]
 pub fn fit_from(
     start: Position,
     epochs: usize,
     model: &dyn Module,
     loss_func: LossFn,
-    opt: &mut Sgd,
+    opt: &mut dyn Optimizer,
+    schedule: Option<&Schedule>,
     train_dl: &DataLoader,
     valid_dl: &DataLoader,
     obs: &mut dyn Observer,
@@ -175,7 +179,10 @@ pub fn fit_from(
         obs.epoch_start(&pos, train_dl.len());
         model.set_training(true);
         for b in train_dl.epoch(pos.epoch).skip(first) {
-            let (loss, n, correct) = loss_batch_counted(model, loss_func, &b.x, &b.y, Some(opt));
+            if let Some(s) = schedule {
+                schedule::apply(s, opt, pos.epoch * train_dl.len() + pos.batch);
+            }
+            let (loss, n, correct) = loss_batch_counted(model, loss_func, &b.x, &b.y, Some(&mut *opt));
             pos.loss_sum += loss as f64 * n as f64;
             pos.samples += n;
             pos.correct += correct;
@@ -195,7 +202,7 @@ pub fn fit_from(
             seconds: t0.elapsed().as_secs_f64(),
             train_samples_per_sec: (pos.samples - samples_before) as f64 / train_secs,
         };
-        obs.epoch_end(&stats, opt)?;
+        obs.epoch_end(&stats, &*opt)?;
         history.push(stats);
         pos = Position {
             epoch: pos.epoch + 1,
@@ -213,14 +220,14 @@ pub fn fit(
     epochs: std::ops::Range<usize>,
     model: &dyn Module,
     loss_func: LossFn,
-    opt: &mut Sgd,
+    opt: &mut dyn Optimizer,
     train_dl: &DataLoader,
     valid_dl: &DataLoader,
-    on_epoch: impl FnMut(&EpochStats, &Sgd) -> Result<(), String>,
+    on_epoch: impl FnMut(&EpochStats, &dyn Optimizer) -> Result<(), String>,
 ) -> Result<Vec<EpochStats>, String> {
     struct OnEpoch<F>(F);
-    impl<F: FnMut(&EpochStats, &Sgd) -> Result<(), String>> Observer for OnEpoch<F> {
-        fn epoch_end(&mut self, stats: &EpochStats, opt: &Sgd) -> Result<(), String> {
+    impl<F: FnMut(&EpochStats, &dyn Optimizer) -> Result<(), String>> Observer for OnEpoch<F> {
+        fn epoch_end(&mut self, stats: &EpochStats, opt: &dyn Optimizer) -> Result<(), String> {
             (self.0)(stats, opt)
         }
     }
@@ -234,6 +241,7 @@ pub fn fit(
         model,
         loss_func,
         opt,
+        None,
         train_dl,
         valid_dl,
         &mut OnEpoch(on_epoch),

@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 
 use mnist_cnn::data::{DataLoader, Format, load_mnist};
-use mnist_cnn::nn::Architecture;
+use mnist_cnn::nn::models;
 use mnist_cnn::ops::simd::{Backend, on_each_backend};
 use mnist_cnn::optim::SgdConfig;
 use mnist_cnn::rng::Rng;
@@ -44,7 +44,7 @@ fn values(st: &SafeTensors, name: &str) -> Vec<f64> {
 
 /// Loads the fixture's initial weights into a fresh model.
 fn model_at_init(st: &SafeTensors) -> Box<dyn mnist_cnn::nn::Module> {
-    let model = Architecture::Cnn.build(&mut Rng::new(0));
+    let model = models::find("cnn").unwrap().build(&mut Rng::new(0));
     for (name, p) in model.named_parameters() {
         let init: Vec<f32> = values(st, &format!("init.{name}")).iter().map(|&v| v as f32).collect();
         assert_eq!(init.len(), p.numel(), "{name}");

@@ -31,8 +31,11 @@ fn help_lists_every_flag_with_its_default() {
         "--model",
         "--epochs",
         "--batch-size",
+        "--optimizer",
         "--lr",
         "--momentum",
+        "--weight-decay",
+        "--schedule",
         "--seed",
         "--no-shuffle",
         "--threads",
@@ -41,7 +44,18 @@ fn help_lists_every_flag_with_its_default() {
     ] {
         assert!(text.contains(flag), "--help lacks {flag}:\n{text}");
     }
-    assert!(text.contains("[default: 10]") && text.contains("[default: 64]") && text.contains("0.1 for cnn"));
+    for default in [
+        "10 for cnn",
+        "64 for cnn",
+        "sgd for cnn",
+        "0.1 for cnn",
+        "0.9 for cnn",
+        "constant for cnn",
+    ] {
+        assert!(text.contains(default), "--help lacks the default {default}:\n{text}");
+    }
+    // Every registered model is listed with its description.
+    assert!(text.contains("cnn:") && text.contains("logistic:"), "{text}");
 }
 
 #[test]

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use mnist_cnn::data::{DataLoader, Format, Mnist, load_mnist};
-use mnist_cnn::nn::Architecture;
+use mnist_cnn::nn::models;
 use mnist_cnn::ops::simd::{on_each_backend, with_backend};
 use mnist_cnn::optim::SgdConfig;
 use mnist_cnn::rng::Rng;
@@ -22,14 +22,14 @@ fn mnist() -> Mnist {
 /// Returns the per-epoch stats and the final parameters.
 fn run(
     data: &Mnist,
-    arch: Architecture,
+    arch: &str,
     lr: f32,
     momentum: f32,
     n: usize,
     epochs: usize,
     seed: u64,
 ) -> (Vec<EpochStats>, Vec<Vec<f32>>) {
-    let model = arch.build(&mut Rng::new(seed));
+    let model = models::find(arch).unwrap().build(&mut Rng::new(seed));
     let mut opt = SgdConfig::new(lr).with_momentum(momentum).init(model.parameters());
     let train = DataLoader::new(data.train.subset(0..n), 64, true, seed);
     let valid = DataLoader::new(data.valid.subset(0..1000), 128, false, 0);
@@ -49,7 +49,7 @@ fn run(
 #[test]
 fn cnn_learns_on_a_subset() {
     let data = mnist();
-    let model = Architecture::Cnn.build(&mut Rng::new(3));
+    let model = models::find("cnn").unwrap().build(&mut Rng::new(3));
     let before = evaluate(
         model.as_ref(),
         LOSS_FUNC,
@@ -57,7 +57,7 @@ fn cnn_learns_on_a_subset() {
     );
     // An untrained model is near log(10) = 2.30; chance accuracy is about 10%.
     assert!(before.loss > 2.0, "untrained loss {}", before.loss);
-    let (hist, _) = run(&data, Architecture::Cnn, 0.1, 0.9, 10_000, 2, 3);
+    let (hist, _) = run(&data, "cnn", 0.1, 0.9, 10_000, 2, 3);
     let last = hist.last().unwrap();
     assert!(
         last.valid.loss < 1.0,
@@ -75,7 +75,7 @@ fn cnn_learns_on_a_subset() {
 #[test]
 fn logistic_model_learns_with_plain_sgd() {
     let data = mnist();
-    let (hist, _) = run(&data, Architecture::Logistic, 0.5, 0.0, 50_000, 1, 0);
+    let (hist, _) = run(&data, "logistic", 0.5, 0.0, 50_000, 1, 0);
     assert!(hist[0].valid.loss < 0.6, "validation loss {}", hist[0].valid.loss);
     assert!(
         hist[0].valid.accuracy > 0.8,
@@ -91,7 +91,7 @@ fn same_seed_gives_bit_identical_results_with_1_and_2_threads() {
         let on = |threads: usize| {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
             // The backend is forced per thread: again on the pool's thread that runs this.
-            pool.install(|| with_backend(b, || run(&data, Architecture::Cnn, 0.1, 0.9, 2000, 2, 11)).unwrap())
+            pool.install(|| with_backend(b, || run(&data, "cnn", 0.1, 0.9, 2000, 2, 11)).unwrap())
         };
         let (h1, p1) = on(1);
         let (h2, p2) = on(2);
@@ -102,7 +102,7 @@ fn same_seed_gives_bit_identical_results_with_1_and_2_threads() {
             assert_eq!(a.valid.loss.to_bits(), c.valid.loss.to_bits(), "{b}");
         }
         // And a different seed gives different weights (the test can fail).
-        let (_, p3) = run(&data, Architecture::Cnn, 0.1, 0.9, 2000, 1, 12);
+        let (_, p3) = run(&data, "cnn", 0.1, 0.9, 2000, 1, 12);
         assert_ne!(bits(&p1), bits(&p3));
     });
 }

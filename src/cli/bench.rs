@@ -6,14 +6,13 @@ use clap::Args;
 
 use super::{default_data_dir, in_pool};
 use crate::data::{Format, load_mnist};
-use crate::nn::Architecture;
 use crate::ops::simd::Backend;
 
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
     /// Model.
-    #[arg(long, value_enum, default_value_t = Architecture::Cnn)]
-    pub model: Architecture,
+    #[arg(long, default_value = "cnn", value_parser = super::model_names())]
+    pub model: String,
     /// Worker threads [default: one per core].
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
@@ -53,7 +52,7 @@ pub(crate) fn bench(a: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
         return Err("--batch-size must be at least 1".into());
     }
     let cfg = crate::bench::BenchConfig {
-        model: a.model,
+        model: crate::nn::models::find(&a.model)?,
         batch_size: a.batch_size,
         repeats: a.repeats,
         profile_batches: a.profile_batches,

@@ -1,9 +1,11 @@
-//! The command line: `mnist-cnn train | eval | predict | plot | download | bench`, one file per
+//! The command line: `mnist-cnn train | eval | predict | plot | download | bench | models`, one file per
 //! command, and what they share (the thread pool, where the data is).
 
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
+
+use crate::nn::Module;
 
 use crate::data::{Format, load_mnist};
 
@@ -53,6 +55,51 @@ pub enum Command {
     Plot(PlotArgs),
     /// Measure training and inference speed, per-layer times, GFLOP/s and peak memory.
     Bench(BenchArgs),
+    /// List the models `train --model` builds, with their default recipes and sizes.
+    Models,
+}
+
+/// `--model`'s values: the registry's names, each with its one-line description.
+pub(crate) fn model_names() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(
+        crate::nn::models::registry()
+            .iter()
+            .map(|m| clap::builder::PossibleValue::new(m.name).help(m.about)),
+    )
+}
+
+/// `mnist-cnn models`: a table of the registry.
+fn list_models() {
+    out!(
+        "{:<10} {:>7} {:>10}  {:<9} {:>7} {:>6} {:>7} {:>5} {:>6}  about",
+        "model",
+        "params",
+        "MFLOP/img",
+        "optimizer",
+        "lr",
+        "mom.",
+        "wd",
+        "batch",
+        "epochs"
+    );
+    for m in crate::nn::models::registry() {
+        let r = &m.recipe;
+        let params = m.build(&mut crate::rng::Rng::new(0)).num_parameters();
+        out!(
+            "{:<10} {:>7} {:>10.3}  {:<9} {:>7} {:>6} {:>7} {:>5} {:>6}  {} (schedule {})",
+            m.name,
+            params,
+            m.flops as f64 / 1e6,
+            r.optimizer.name(),
+            r.lr,
+            r.momentum,
+            r.weight_decay,
+            r.batch_size,
+            r.epochs,
+            m.about,
+            r.schedule
+        );
+    }
 }
 
 /// Where the images come from, and on how many threads (shared by `train` and `eval`).
@@ -126,6 +173,10 @@ pub fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         Command::Bench(args) => bench::bench(args),
         Command::Predict(args) => predict::predict(args),
         Command::Download(args) => download::download(args),
+        Command::Models => {
+            list_models();
+            Ok(())
+        }
         Command::Plot(args) => {
             let curves = args
                 .logs

@@ -79,13 +79,10 @@ impl Module for Conv2d {
     fn forward(&self, x: &Tensor) -> Tensor {
         conv2d(x, &self.weight, self.bias.as_ref(), self.stride, self.padding)
     }
-    fn named_parameters(&self) -> Vec<(String, Tensor)> {
+    fn own_parameters(&self) -> Vec<(String, Tensor)> {
         weight_and_bias(&self.weight, self.bias.as_ref())
     }
-    fn set_training(&self, training: bool) {
-        self.training.set(training);
-    }
-    fn is_training(&self) -> bool {
-        self.training.get()
+    fn training_flag(&self) -> Option<&Cell<bool>> {
+        Some(&self.training)
     }
 }

@@ -50,13 +50,10 @@ impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Tensor {
         linear(x, &self.weight, self.bias.as_ref())
     }
-    fn named_parameters(&self) -> Vec<(String, Tensor)> {
+    fn own_parameters(&self) -> Vec<(String, Tensor)> {
         weight_and_bias(&self.weight, self.bias.as_ref())
     }
-    fn set_training(&self, training: bool) {
-        self.training.set(training);
-    }
-    fn is_training(&self) -> bool {
-        self.training.get()
+    fn training_flag(&self) -> Option<&Cell<bool>> {
+        Some(&self.training)
     }
 }

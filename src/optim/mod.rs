@@ -10,6 +10,7 @@
 //! names), so a checkpoint can hold it and a resumed run continues bit-identically.
 
 mod adam;
+mod kind;
 pub mod schedule;
 mod sgd;
 
@@ -18,6 +19,7 @@ use std::collections::BTreeMap;
 use crate::tensor::Tensor;
 
 pub use adam::{Adam, AdamConfig, AdamWConfig};
+pub use kind::OptimizerKind;
 pub use schedule::{Schedule, ScheduleSpec};
 pub use sgd::{Sgd, SgdConfig, decimal};
 

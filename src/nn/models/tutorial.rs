@@ -4,10 +4,7 @@
 //! -> conv2 16->16 (7x7) -> relu -> conv3 16->10 (4x4) -> relu -> avg_pool2d(4) (1x1)
 //! -> view (N, 10). Each conv is 3x3, stride 2, padding 1.
 
-use std::fmt;
-use std::str::FromStr;
-
-use super::{Conv2d, Conv2dConfig, Linear, LinearConfig, Module, prefixed};
+use crate::nn::{Conv2d, Conv2dConfig, Linear, LinearConfig, Module};
 use crate::ops::{avg_pool2d, reshape};
 use crate::rng::Rng;
 use crate::tensor::Tensor;
@@ -44,17 +41,11 @@ impl Module for MnistCnn {
         let c = x.shape()[1];
         reshape(&x, &[None, Some(c)])
     }
-    fn named_parameters(&self) -> Vec<(String, Tensor)> {
+    fn children(&self) -> Vec<(String, &dyn Module)> {
         self.layers()
             .into_iter()
-            .flat_map(|(n, l)| prefixed(n, l.named_parameters()))
+            .map(|(n, l)| (n.to_string(), l as &dyn Module))
             .collect()
-    }
-    fn set_training(&self, training: bool) {
-        self.layers().iter().for_each(|(_, l)| l.set_training(training));
-    }
-    fn is_training(&self) -> bool {
-        self.conv1.is_training()
     }
 }
 
@@ -75,56 +66,8 @@ impl Module for MnistLogistic {
     fn forward(&self, xb: &Tensor) -> Tensor {
         self.lin.forward(xb)
     }
-    fn named_parameters(&self) -> Vec<(String, Tensor)> {
-        prefixed("lin", self.lin.named_parameters())
-    }
-    fn set_training(&self, training: bool) {
-        self.lin.set_training(training);
-    }
-    fn is_training(&self) -> bool {
-        self.lin.is_training()
-    }
-}
-
-/// Which of the tutorial's models.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Architecture {
-    /// The tutorial's Mnist_CNN: three 3x3 stride-2 convolutions, ReLU, 4x4 average pool.
-    Cnn,
-    /// The tutorial's first model: one 784->10 linear layer.
-    Logistic,
-}
-
-impl Architecture {
-    /// Builds the model, initialised from `rng`.
-    pub fn build(self, rng: &mut Rng) -> Box<dyn Module> {
-        match self {
-            Architecture::Cnn => Box::new(MnistCnn::new(rng)),
-            Architecture::Logistic => Box::new(MnistLogistic::new(rng)),
-        }
-    }
-    pub fn name(self) -> &'static str {
-        match self {
-            Architecture::Cnn => "cnn",
-            Architecture::Logistic => "logistic",
-        }
-    }
-}
-
-impl fmt::Display for Architecture {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for Architecture {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "cnn" => Ok(Architecture::Cnn),
-            "logistic" => Ok(Architecture::Logistic),
-            _ => Err(format!("unknown model '{s}' (expected cnn or logistic)")),
-        }
+    fn children(&self) -> Vec<(String, &dyn Module)> {
+        vec![("lin".to_string(), &self.lin as &dyn Module)]
     }
 }
 
@@ -176,8 +119,7 @@ mod tests {
         assert!(m.is_training());
         m.set_training(false);
         assert!(!m.is_training());
-        assert_eq!(Architecture::from_str("logistic"), Ok(Architecture::Logistic));
-        assert!(Architecture::from_str("mlp").is_err());
+        assert!(!m.lin.is_training(), "the child follows");
     }
 
     #[test]
