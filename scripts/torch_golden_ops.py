@@ -1,5 +1,7 @@
 #!/usr/bin/env python3
-"""PyTorch golden values for the ops max_pool2d, adaptive_avg_pool2d, batch_norm2d and flatten.
+"""PyTorch golden values for the ops max_pool2d, adaptive_avg_pool2d, batch_norm2d, flatten, the
+elementwise ops (add, sub, mul, div with broadcasting; exp, log, sqrt, pow) and the reductions
+(sum, mean, max, var over axes).
 
 Regenerate (needs torch and safetensors; run from anywhere):
     /tmp/torchenv/bin/python scripts/torch_golden_ops.py
@@ -163,7 +165,67 @@ def flatten():
             put(case + "/dx", xg.grad)
 
 
+def elementwise():
+    a = values((2, 3, 4), 11.0)
+    pos = values((2, 3, 4), 12.0, scale=1.0, offset=1.5)  # in [0.5, 2.5]: log, sqrt, pow, div
+    others = {"b34": values((3, 4), 13.0), "b31": values((3, 1), 14.0), "b4": values((4,), 15.0),
+              "b1": values((1,), 16.0)}
+    ops = {"add": torch.add, "sub": torch.sub, "mul": torch.mul}
+    for opname, op in ops.items():
+        for bname, b in others.items():
+            _binary(f"{opname}/{bname}", op, a, b)
+    for bname, b in [("b31", others["b31"].abs() + 0.5), ("b4", others["b4"].abs() + 0.5)]:
+        _binary(f"div/{bname}", torch.div, a, b)
+    unary = {"exp": (torch.exp, a), "log": (torch.log, pos), "sqrt": (torch.sqrt, pos),
+             "pow2.5": (lambda t: t ** 2.5, pos), "neg": (torch.neg, a)}
+    for name, (op, x) in unary.items():
+        xg = x.to(torch.float64).requires_grad_()
+        y = op(xg)
+        dy = upstream(y).to(torch.float64)
+        (y * dy).sum().backward()
+        put(f"{name}/x", x)
+        put(f"{name}/y", y)
+        put(f"{name}/dy", dy)
+        put(f"{name}/dx", xg.grad)
+
+
+def _binary(case, op, a, b):
+    ag, bg = a.to(torch.float64).requires_grad_(), b.to(torch.float64).requires_grad_()
+    y = op(ag, bg)
+    dy = upstream(y).to(torch.float64)
+    (y * dy).sum().backward()
+    put(case + "/x", a)
+    put(case + "/other", b)
+    put(case + "/y", y)
+    put(case + "/dy", dy)
+    put(case + "/dx", ag.grad)
+    put(case + "/dother", bg.grad)
+
+
+def reduce():
+    x = values((3, 4, 5), 21.0)
+    # (name, op, dims, keepdim); max has distinct values here, so its gradient is one-hot.
+    cases = [
+        ("sum_1", torch.sum, (1,), False), ("sum_02_keep", torch.sum, (0, 2), True),
+        ("sum_all", torch.sum, None, False), ("mean_2", torch.mean, (2,), False),
+        ("mean_01_keep", torch.mean, (0, 1), True), ("var_1", torch.var, (1,), False),
+        ("var_02_keep", torch.var, (0, 2), True), ("amax_1", torch.amax, (1,), False),
+        ("amax_2_keep", torch.amax, (2,), True),
+    ]
+    for name, op, dims, keep in cases:
+        xg = x.to(torch.float64).requires_grad_()
+        y = op(xg) if dims is None else op(xg, dim=dims, keepdim=keep)
+        dy = upstream(y).to(torch.float64)
+        (y * dy).sum().backward()
+        put(f"reduce/{name}/x", x)
+        put(f"reduce/{name}/y", y)
+        put(f"reduce/{name}/dy", dy)
+        put(f"reduce/{name}/dx", xg.grad)
+
+
 if __name__ == "__main__":
+    elementwise()
+    reduce()
     max_pool2d()
     adaptive_avg_pool2d()
     batch_norm()

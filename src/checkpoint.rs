@@ -191,7 +191,8 @@ impl TensorFile {
     }
 
     /// The model: named by the `architecture` metadata, or, in a file without it (one PyTorch
-    /// wrote), the one registered model whose state_dict has exactly the file's names and shapes.
+    /// wrote), the first registered model whose state_dict has exactly the file's names and
+    /// shapes.
     pub fn architecture(&self) -> Result<&'static ModelSpec, String> {
         if let Some(a) = self.metadata.get(ARCH_KEY) {
             return models::find(a);
@@ -202,17 +203,14 @@ impl TensorFile {
             .filter(|(n, _)| !n.starts_with(OPTIM_PREFIX))
             .map(|(n, e)| (n.clone(), e.shape.clone()))
             .collect();
-        match models::matching(&sig)[..] {
-            [one] => Ok(one),
-            [] => Err(format!(
+        // Models with the same tensors (cnn and cnn-norelu) resolve to the first registered:
+        // a PyTorch Mnist_CNN file is the tutorial's cnn.
+        models::matching(&sig).first().copied().ok_or_else(|| {
+            format!(
                 "no 'architecture' metadata, and its tensors are not those of any known model ({})",
                 models::names().join(", ")
-            )),
-            ref many => Err(format!(
-                "no 'architecture' metadata, and its tensors fit several models ({})",
-                many.iter().map(|m| m.name).collect::<Vec<_>>().join(", ")
-            )),
-        }
+            )
+        })
     }
 }
 

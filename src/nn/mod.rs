@@ -23,7 +23,7 @@ pub use dropout::{Dropout, DropoutConfig};
 pub use init::kaiming_uniform_bounds;
 pub use layers::{AdaptiveAvgPool2d, AvgPool2d, Flatten, MaxPool2d, ReLU};
 pub use linear::{Linear, LinearConfig};
-pub use models::{MnistCnn, MnistLogistic, ModelSpec};
+pub use models::{LeNet5, MnistCnn, MnistLogistic, ModelSpec};
 pub use sequential::{Lambda, Sequential};
 
 use crate::rng::Rng;

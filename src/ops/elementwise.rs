@@ -351,4 +351,57 @@ pub(crate) mod tests {
         assert_eq!((&x / &bias).to_vec(), vec![0.1, 0.1, 0.3, 0.2]);
         assert_eq!((-&x).to_vec(), vec![-1.0, -2.0, -3.0, -4.0]);
     }
+
+    /// PyTorch's float64 values and gradients (scripts/torch_golden_ops.py), for broadcasting
+    /// against a (3, 4), (3, 1), (4,) and (1,) operand and for each unary op.
+    #[test]
+    fn matches_pytorch_golden_values() {
+        use crate::ops::gradcheck::{assert_close, torch_golden};
+        use crate::ops::sum;
+        // L = sum(y * dy), so the gradients are PyTorch's for that upstream gradient.
+        let backward = |y: &Tensor, case: &str| {
+            let (ds, dv) = torch_golden(&format!("{case}/dy"));
+            sum(&mul(y, &Tensor::from_vec(dv, &ds)), None, false).backward();
+        };
+        let param = |name: String| {
+            let (s, v) = torch_golden(&name);
+            Tensor::parameter(v, &s)
+        };
+        let binary: [(&str, fn(&Tensor, &Tensor) -> Tensor, &[&str]); 4] = [
+            ("add", add, &["b34", "b31", "b4", "b1"]),
+            ("sub", sub, &["b34", "b31", "b4", "b1"]),
+            ("mul", mul, &["b34", "b31", "b4", "b1"]),
+            ("div", div, &["b31", "b4"]),
+        ];
+        for (op, f, others) in binary {
+            for b in others {
+                let case = format!("{op}/{b}");
+                let (x, o) = (param(format!("{case}/x")), param(format!("{case}/other")));
+                let y = f(&x, &o);
+                assert_close(&y.to_vec(), &torch_golden(&format!("{case}/y")).1, 1e-6, &case);
+                backward(&y, &case);
+                assert_close(&x.grad().unwrap(), &torch_golden(&format!("{case}/dx")).1, 1e-6, &case);
+                assert_close(
+                    &o.grad().unwrap(),
+                    &torch_golden(&format!("{case}/dother")).1,
+                    1e-5,
+                    &case,
+                );
+            }
+        }
+        let unary: [(&str, fn(&Tensor) -> Tensor); 5] = [
+            ("exp", exp),
+            ("log", log),
+            ("sqrt", sqrt),
+            ("pow2.5", |x| pow(x, 2.5)),
+            ("neg", neg),
+        ];
+        for (case, f) in unary {
+            let x = param(format!("{case}/x"));
+            let y = f(&x);
+            assert_close(&y.to_vec(), &torch_golden(&format!("{case}/y")).1, 1e-6, case);
+            backward(&y, case);
+            assert_close(&x.grad().unwrap(), &torch_golden(&format!("{case}/dx")).1, 1e-6, case);
+        }
+    }
 }

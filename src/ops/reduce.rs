@@ -243,4 +243,42 @@ mod tests {
         var(&x, Some(&[0, 2, 3]), false).backward_with(vec![1.0; 3]);
         assert_eq!(g_cl, x.grad().unwrap());
     }
+
+    /// PyTorch's float64 values and gradients (scripts/torch_golden_ops.py) for sum, mean, var
+    /// and amax over one, two or all axes, with and without keepdim.
+    #[test]
+    fn matches_pytorch_golden_values() {
+        use crate::ops::gradcheck::{assert_close, torch_golden};
+        type Reduce = fn(&Tensor, Option<&[usize]>, bool) -> Tensor;
+        let cases: [(&str, Reduce, Option<&[usize]>, bool); 9] = [
+            ("sum_1", sum, Some(&[1]), false),
+            ("sum_02_keep", sum, Some(&[0, 2]), true),
+            ("sum_all", sum, None, false),
+            ("mean_2", mean, Some(&[2]), false),
+            ("mean_01_keep", mean, Some(&[0, 1]), true),
+            ("var_1", var, Some(&[1]), false),
+            ("var_02_keep", var, Some(&[0, 2]), true),
+            ("amax_1", max, Some(&[1]), false),
+            ("amax_2_keep", max, Some(&[2]), true),
+        ];
+        for (name, f, axes, keepdim) in cases {
+            let g = |what: &str| torch_golden(&format!("reduce/{name}/{what}"));
+            let (xs, xv) = g("x");
+            let x = Tensor::parameter(xv, &xs);
+            let y = f(&x, axes, keepdim);
+            let (ys, yv) = g("y");
+            assert_eq!(
+                y.numel(),
+                ys.iter().product::<usize>(),
+                "{name}: shape {:?} vs {ys:?}",
+                y.shape()
+            );
+            if keepdim {
+                assert_eq!(y.shape(), ys.as_slice(), "{name}");
+            }
+            assert_close(&y.to_vec(), &yv, 1e-6, name);
+            y.backward_with(g("dy").1);
+            assert_close(&x.grad().unwrap(), &g("dx").1, 1e-6, name);
+        }
+    }
 }

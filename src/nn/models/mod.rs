@@ -4,8 +4,10 @@
 //!
 //! Adding a model: a file here with its `Module`, and one [`ModelSpec`] in [`registry`].
 
+mod lenet;
 mod tutorial;
 
+pub use lenet::LeNet5;
 pub use tutorial::{MnistCnn, MnistLogistic};
 
 use super::Module;
@@ -88,7 +90,7 @@ pub const fn linear_flops(inp: u64, out: u64) -> u64 {
 
 /// Every model, the default (`cnn`, the tutorial's) first.
 pub fn registry() -> &'static [ModelSpec] {
-    static MODELS: [ModelSpec; 2] = [
+    static MODELS: [ModelSpec; 4] = [
         ModelSpec {
             name: "cnn",
             about: "the tutorial's Mnist_CNN: three 3x3 stride-2 convolutions with ReLU, 4x4 average pool",
@@ -106,6 +108,24 @@ pub fn registry() -> &'static [ModelSpec] {
                 ..TUTORIAL
             },
             flops: linear_flops(784, 10),
+        },
+        ModelSpec {
+            name: "cnn-norelu",
+            about: "the tutorial's CNN without the ReLU before the pool, so no seed gets stuck",
+            builder: |rng| Box::new(MnistCnn::without_final_relu(rng)),
+            recipe: TUTORIAL,
+            flops: conv_flops(1, 16, 3, 14, 14) + conv_flops(16, 16, 3, 7, 7) + conv_flops(16, 10, 3, 4, 4),
+        },
+        ModelSpec {
+            name: "lenet5",
+            about: "LeNet-5 with ReLU and max pooling: two 5x5 convolutions, three linear layers",
+            builder: |rng| Box::new(LeNet5::new(rng)),
+            recipe: Recipe { lr: 0.05, ..TUTORIAL },
+            flops: conv_flops(1, 6, 5, 28, 28)
+                + conv_flops(6, 16, 5, 10, 10)
+                + linear_flops(400, 120)
+                + linear_flops(120, 84)
+                + linear_flops(84, 10),
         },
     ];
     &MODELS
@@ -158,7 +178,11 @@ mod tests {
             let y = crate::no_grad(|| m.forward(&crate::Tensor::zeros(&[2, 784])));
             assert_eq!(y.shape(), &[2, 10], "{n}");
         }
-        assert!(find("mlp").unwrap_err().contains("known: cnn, logistic"));
+        assert!(
+            find("mlp")
+                .unwrap_err()
+                .contains("known: cnn, logistic, cnn-norelu, lenet5")
+        );
     }
 
     #[test]
@@ -178,7 +202,7 @@ mod tests {
             .map(|(n, t)| (n, t.shape().to_vec()))
             .collect();
         let found: Vec<&str> = matching(&sig).iter().map(|s| s.name).collect();
-        assert_eq!(found, ["cnn"]);
+        assert_eq!(found, ["cnn", "cnn-norelu"], "the same tensors; the tutorial's first");
         assert!(matching(&sig[..2]).is_empty(), "a partial file matches nothing");
     }
 }

@@ -3,6 +3,11 @@
 //! Mnist_CNN: x (N, 784) -> view (N, 1, 28, 28) -> conv1 1->16 (14x14) -> relu
 //! -> conv2 16->16 (7x7) -> relu -> conv3 16->10 (4x4) -> relu -> avg_pool2d(4) (1x1)
 //! -> view (N, 10). Each conv is 3x3, stride 2, padding 1.
+//!
+//! `MnistCnn::without_final_relu` leaves out the ReLU after conv3: the logits are then an
+//! average of conv3's outputs, which can be negative. With the ReLU, a class whose 16 conv3
+//! outputs all turn negative gets logit 0 and no gradient (a "dead" class), which is how one
+//! seed in three gets stuck near 85%.
 
 use crate::nn::{Conv2d, Conv2dConfig, Linear, LinearConfig, Module};
 use crate::ops::{avg_pool2d, reshape};
@@ -14,6 +19,8 @@ pub struct MnistCnn {
     pub conv1: Conv2d,
     pub conv2: Conv2d,
     pub conv3: Conv2d,
+    /// The tutorial's ReLU after conv3, before the pool (true in `new`).
+    pub final_relu: bool,
 }
 
 impl MnistCnn {
@@ -23,6 +30,15 @@ impl MnistCnn {
             conv1: conv(1, 16).init(rng),
             conv2: conv(16, 16).init(rng),
             conv3: conv(16, 10).init(rng),
+            final_relu: true,
+        }
+    }
+
+    /// The same network and initialisation without the ReLU before the pool.
+    pub fn without_final_relu(rng: &mut Rng) -> Self {
+        MnistCnn {
+            final_relu: false,
+            ..MnistCnn::new(rng)
         }
     }
     fn layers(&self) -> [(&'static str, &Conv2d); 3] {
@@ -34,8 +50,12 @@ impl Module for MnistCnn {
     fn forward(&self, xb: &Tensor) -> Tensor {
         let mut x = reshape(xb, &[None, Some(1), Some(28), Some(28)]);
         // The tutorial's F.relu(self.convN(xb)), each pair fused into one op.
-        for (_, conv) in self.layers() {
-            x = conv.forward_relu(&x);
+        for (name, conv) in self.layers() {
+            x = if name == "conv3" && !self.final_relu {
+                conv.forward(&x)
+            } else {
+                conv.forward_relu(&x)
+            };
         }
         let x = avg_pool2d(&x, 4);
         let c = x.shape()[1];
@@ -109,6 +129,24 @@ mod tests {
         for (n, p) in m.named_parameters() {
             assert!(p.grad().is_some(), "{n} has no gradient");
         }
+    }
+
+    #[test]
+    fn without_the_final_relu_logits_can_be_negative_and_the_weights_are_the_same() {
+        let (a, b) = (
+            MnistCnn::new(&mut Rng::new(2)),
+            MnistCnn::without_final_relu(&mut Rng::new(2)),
+        );
+        assert_eq!(a.conv3.weight.to_vec(), b.conv3.weight.to_vec());
+        let x = Tensor::from_vec(
+            (0..4 * 784).map(|i| ((i * 7) % 256) as f32 / 256.0).collect(),
+            &[4, 784],
+        );
+        let (ya, yb) = (a.forward(&x).to_vec(), b.forward(&x).to_vec());
+        assert!(ya.iter().all(|v| *v >= 0.0));
+        assert!(yb.iter().any(|v| *v < 0.0), "{yb:?}");
+        // Where conv3's average is positive the two agree up to the pool's rounding.
+        assert!(ya.iter().zip(&yb).any(|(p, q)| *q > 0.0 && (p - q).abs() < 1e-6));
     }
 
     #[test]
