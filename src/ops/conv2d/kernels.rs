@@ -1,0 +1,474 @@
+//! The conv2d microkernels: register-blocked products over 16-lane vectors, generic over the
+//! SIMD backend ([`Simd`]), and all of conv2d's `unsafe` code (unchecked reads whose bounds are
+//! asserted once per call; each with a `// SAFETY:` comment).
+//!
+//! Shapes (see the module header): A the patch matrix (M, CKK) or its stand-ins (planes read
+//! at tap offsets, or x read through [`pixel_taps`](super::layout::pixel_taps)), Wt (CKK, OC),
+//! Wr (OC, CKK), dy (M, OC). Each kernel keeps MR = 16 rows (or columns) of 16-lane
+//! accumulators in registers, or [`GROUP`] at a time where a vector takes several registers
+//! ([`Simd::ROWS`]); every value gets the same operations in the same order either way, so the
+//! vector backends give the same bits.
+//!
+//! Everything here is `#[inline(always)]`, so that it is compiled inside the `Kernel::run`
+//! that calls it, with the backend's target features enabled.
+
+use super::ConvGeom;
+use crate::ops::simd::{LANES, Simd};
+
+/// Rows of results held in registers at once.
+pub(super) const MR: usize = 16;
+
+/// Register rows of the backends whose vector takes several registers (see [`Simd::ROWS`]).
+const GROUP: usize = 4;
+
+/// Rows per block of the reductions over pixels (weight and bias gradients): each block is
+/// summed in registers from zero, and the block sums are added in order into the result in
+/// memory. Shorter running sums than one over all of a chunk's pixels (1,568 for the first
+/// layer) keep the rounding error of the sum smaller.
+pub(super) const SUM_BLOCK: usize = 128;
+
+/// Adds the first `rows` of the block sums `acc` into C (rows of stride ldc, columns n0..n0+w),
+/// or stores them there for the first block; then zeroes `acc` for the next block.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub(super) fn fold_block<S: Simd, const G: usize>(
+    s: S,
+    acc: &mut [S::V; G],
+    c: &mut [f32],
+    (ldc, n0, w): (usize, usize, usize),
+    rows: usize,
+    first: bool,
+) {
+    for (r, v) in acc.iter().enumerate().take(rows) {
+        let dst = &mut c[r * ldc + n0..];
+        let sum = if first { *v } else { s.add(s.load(dst, w), *v) };
+        s.store(dst, w, sum);
+    }
+    *acc = [s.zero(); G];
+}
+
+/// C (R x N; rows < `rows` stored) = A (R x K, row stride AS, or `st` when AS = 0) B (K x N),
+/// plus bias, then max(., 0) with `relu`. With AS fixed, the R rows of A sit at constant
+/// offsets, so each multiply-add reads its broadcast operand straight from memory.
+/// On backends with fewer register rows than R ([`Simd::ROWS`]), the rows are computed
+/// [`GROUP`] at a time: each row's sum is the same, so the bits are too.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub(super) fn rows_times_matrix<S: Simd, const AS: usize, const R: usize>(
+    s: S,
+    a: &[f32],
+    st: usize,
+    (k, n): (usize, usize),
+    b: &[f32],
+    ldb: usize,
+    bias: Option<&[f32]>,
+    c: &mut [f32],
+    ldc: usize,
+    (rows, relu): (usize, bool),
+) {
+    if S::ROWS >= R {
+        return rows_times_matrix_block::<S, AS, R>(s, a, st, (k, n), b, ldb, bias, c, ldc, (rows, relu));
+    }
+    assert!(R.is_multiple_of(GROUP));
+    let stride = if AS > 0 { AS } else { st };
+    for r0 in (0..rows).step_by(GROUP) {
+        let (ag, cg, rg) = (&a[r0 * stride..], &mut c[r0 * ldc..], GROUP.min(rows - r0));
+        rows_times_matrix_block::<S, AS, GROUP>(s, ag, st, (k, n), b, ldb, bias, cg, ldc, (rg, relu));
+    }
+}
+
+/// [`rows_times_matrix`] with all R rows in registers at once.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn rows_times_matrix_block<S: Simd, const AS: usize, const R: usize>(
+    s: S,
+    a: &[f32],
+    st: usize,
+    (k, n): (usize, usize),
+    b: &[f32],
+    ldb: usize,
+    bias: Option<&[f32]>,
+    c: &mut [f32],
+    ldc: usize,
+    (rows, relu): (usize, bool),
+) {
+    let st = if AS > 0 { AS } else { st };
+    assert!(
+        R > 0 && k <= st && a.len() >= (R - 1) * st + k,
+        "rows_times_matrix: A too short"
+    );
+    for n0 in (0..n).step_by(LANES) {
+        let w = LANES.min(n - n0);
+        let mut acc = [bias.map_or(s.splat(0.0), |b| s.load(&b[n0..], w)); R];
+        for p in 0..k {
+            let bv = s.load(&b[p * ldb + n0..], w);
+            for (r, acc) in acc.iter_mut().enumerate() {
+                // SAFETY: r * st + p <= (R - 1) * st + k - 1 < a.len(), asserted above.
+                let av = unsafe { *a.get_unchecked(r * st + p) };
+                *acc = s.mul_add(s.splat(av), bv, *acc);
+            }
+        }
+        for (r, v) in acc.iter().enumerate().take(rows) {
+            s.store(&mut c[r * ldc + n0..], w, if relu { s.relu(*v) } else { *v });
+        }
+    }
+}
+
+/// C (16 x N; rows < `rows` stored) = sum over m < M of A[m, k0..k0+16]^T D[m, ..N] (summed in
+/// blocks of [`SUM_BLOCK`] rows, see [`fold_block`]): the
+/// transposed product, 16 columns of A in registers (or [`GROUP`] at a time, see
+/// [`Simd::ROWS`]: the same sums), reduced over the rows of A and D.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub(super) fn columns_times_matrix<S: Simd>(
+    s: S,
+    a: &[f32],
+    lda: usize,
+    (m, k0, n): (usize, usize, usize),
+    d: &[f32],
+    ldd: usize,
+    c: &mut [f32],
+    ldc: usize,
+    rows: usize,
+) {
+    if S::ROWS >= MR {
+        return columns_times_matrix_block::<S, MR>(s, a, lda, (m, k0, n), d, ldd, c, ldc, rows);
+    }
+    for c0 in (0..rows).step_by(GROUP) {
+        let (cg, rg) = (&mut c[c0 * ldc..], GROUP.min(rows - c0));
+        columns_times_matrix_block::<S, GROUP>(s, a, lda, (m, k0 + c0, n), d, ldd, cg, ldc, rg);
+    }
+}
+
+/// [`columns_times_matrix`] for the G columns k0.. of A.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn columns_times_matrix_block<S: Simd, const G: usize>(
+    s: S,
+    a: &[f32],
+    lda: usize,
+    (m, k0, n): (usize, usize, usize),
+    d: &[f32],
+    ldd: usize,
+    c: &mut [f32],
+    ldc: usize,
+    rows: usize,
+) {
+    for n0 in (0..n).step_by(LANES) {
+        let w = LANES.min(n - n0);
+        let mut acc = [s.splat(0.0); G];
+        for mm in 0..m {
+            let dv = s.load(&d[mm * ldd + n0..], w);
+            let ar: &[f32; G] = a[mm * lda + k0..][..G].try_into().expect("G values");
+            for (v, &x) in acc.iter_mut().zip(ar) {
+                *v = s.mul_add(s.splat(x), dv, *v);
+            }
+            if (mm + 1) % SUM_BLOCK == 0 || mm + 1 == m {
+                fold_block(s, &mut acc, c, (ldc, n0, w), rows, mm < SUM_BLOCK);
+            }
+        }
+        if m == 0 {
+            fold_block(s, &mut acc, c, (ldc, n0, w), rows, true);
+        }
+    }
+}
+
+/// The forward's product for one block of up to 16 output pixels, y (rows x OC) = A Wt + bias:
+/// a last, partial block (a single image's 49 pixels leave 1) is computed with 4 or 8 rows in
+/// registers instead of 16. Each row's sum is the same either way.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub(super) fn block_times_matrix<S: Simd, const AS: usize>(
+    s: S,
+    a: &[f32],
+    st: usize,
+    (k, n): (usize, usize),
+    wt: &[f32],
+    bias: &[f32],
+    y: &mut [f32],
+    (rows, relu): (usize, bool),
+) {
+    match rows {
+        0..=4 => rows_times_matrix::<S, AS, 4>(s, a, st, (k, n), wt, n, Some(bias), y, n, (rows, relu)),
+        5..=8 => rows_times_matrix::<S, AS, 8>(s, a, st, (k, n), wt, n, Some(bias), y, n, (rows, relu)),
+        _ => rows_times_matrix::<S, AS, MR>(s, a, st, (k, n), wt, n, Some(bias), y, n, (rows, relu)),
+    }
+}
+
+/// [`columns_times_matrix`] for the column block k0 = t*C + cb of a
+/// [`Plan::WholeTaps`](super::plan::Plan::WholeTaps) layer, A's rows read from x (B, H, W, C):
+/// A[m, k0..k0+16] = the 16 channels from cb of the pixel that output pixel m reads through
+/// tap t (offsets `pix`, from [`pixel_taps`](super::layout::pixel_taps)), zeros in the padding.
+/// The same multiply-adds in the same order, so the same bits.
+/// On backends with fewer register rows ([`Simd::ROWS`]), [`GROUP`] channels at a time.
+#[inline(always)]
+pub(super) fn tap_columns_times_matrix<S: Simd>(
+    s: S,
+    g: &ConvGeom,
+    (x, pix): (&[f32], &[usize]),
+    (m, t, cb): (usize, usize, usize),
+    d: &[f32],
+    c: &mut [f32],
+) {
+    if S::ROWS >= MR {
+        return tap_columns_times_matrix_block::<S, MR>(s, g, (x, pix), (m, t, cb), d, c);
+    }
+    for c0 in (0..MR).step_by(GROUP) {
+        tap_columns_times_matrix_block::<S, GROUP>(s, g, (x, pix), (m, t, cb + c0), d, &mut c[c0 * g.oc..]);
+    }
+}
+
+/// [`tap_columns_times_matrix`] for the G channels from cb.
+#[inline(always)]
+fn tap_columns_times_matrix_block<S: Simd, const G: usize>(
+    s: S,
+    g: &ConvGeom,
+    (x, pix): (&[f32], &[usize]),
+    (m, t, cb): (usize, usize, usize),
+    d: &[f32],
+    c: &mut [f32],
+) {
+    let (n, kk) = (g.oc, g.kh * g.kw);
+    let zeros = [0.0f32; G];
+    for n0 in (0..n).step_by(LANES) {
+        let w = LANES.min(n - n0);
+        let mut acc = [s.splat(0.0); G];
+        let (mut base, mut o) = (0, 0);
+        for (mm, drow) in d.chunks(n).take(m).enumerate() {
+            let dv = s.load(&drow[n0..], w);
+            let off = pix[o * kk + t];
+            let ar: &[f32; G] = if off == usize::MAX {
+                &zeros
+            } else {
+                x[base + off + cb..][..G].try_into().expect("G values")
+            };
+            for (v, &xv) in acc.iter_mut().zip(ar) {
+                *v = s.mul_add(s.splat(xv), dv, *v);
+            }
+            o += 1;
+            if o == g.ohw() {
+                (o, base) = (0, base + g.in_size());
+            }
+            if (mm + 1) % SUM_BLOCK == 0 || mm + 1 == m {
+                fold_block(s, &mut acc, c, (n, n0, w), G, mm < SUM_BLOCK);
+            }
+        }
+        if m == 0 {
+            fold_block(s, &mut acc, c, (n, n0, w), G, true);
+        }
+    }
+}
+
+/// [`rows_times_matrix`] with A read from planes: `A[r, p] = planes[rb[r] + koff[p]]`. The same
+/// multiply-adds in the same order, so the same bits.
+/// On backends with fewer register rows ([`Simd::ROWS`]), [`GROUP`] rows at a time.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub(super) fn taps_times_matrix<S: Simd>(
+    s: S,
+    planes: &[f32],
+    (rb, koff): (&[usize; MR], &[usize]),
+    (k, n): (usize, usize),
+    b: &[f32],
+    ldb: usize,
+    bias: &[f32],
+    c: &mut [f32],
+    (rows, relu): (usize, bool),
+) {
+    if S::ROWS >= MR {
+        return taps_times_matrix_block::<S, MR>(s, planes, (rb, koff), (k, n), b, ldb, bias, c, (rows, relu));
+    }
+    for r0 in (0..rows).step_by(GROUP) {
+        let rbg: &[usize; GROUP] = rb[r0..][..GROUP].try_into().expect("GROUP rows");
+        let (cg, rg) = (&mut c[r0 * n..], GROUP.min(rows - r0));
+        taps_times_matrix_block::<S, GROUP>(s, planes, (rbg, koff), (k, n), b, ldb, bias, cg, (rg, relu));
+    }
+}
+
+/// [`taps_times_matrix`] for G rows.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn taps_times_matrix_block<S: Simd, const G: usize>(
+    s: S,
+    planes: &[f32],
+    (rb, koff): (&[usize; G], &[usize]),
+    (k, n): (usize, usize),
+    b: &[f32],
+    ldb: usize,
+    bias: &[f32],
+    c: &mut [f32],
+    (rows, relu): (usize, bool),
+) {
+    let koff = &koff[..k];
+    let reach = rb.iter().max().unwrap_or(&0) + koff.iter().max().unwrap_or(&0);
+    assert!(reach < planes.len(), "taps_times_matrix: planes too short");
+    for n0 in (0..n).step_by(LANES) {
+        let w = LANES.min(n - n0);
+        let mut acc = [s.load(&bias[n0..], w); G];
+        for (p, &o) in koff.iter().enumerate() {
+            let bv = s.load(&b[p * ldb + n0..], w);
+            for (acc, &base) in acc.iter_mut().zip(rb) {
+                // SAFETY: base + o <= max(rb) + max(koff) < planes.len(), asserted above.
+                let av = unsafe { *planes.get_unchecked(base + o) };
+                *acc = s.mul_add(s.splat(av), bv, *acc);
+            }
+        }
+        for (r, v) in acc.iter().enumerate().take(rows) {
+            s.store(&mut c[r * n + n0..], w, if relu { s.relu(*v) } else { *v });
+        }
+    }
+}
+
+/// [`columns_times_matrix`] with A read from planes: C (16 x N) = sum over pixels m of
+/// A[m, k0..k0+16]^T D[m, ..N], `A[m, k] = planes[base[m] + koff[k]]`. With `y`, D is first
+/// masked to where y > 0 (a fused ReLU's backward); with `db`, the column sums of D go there.
+/// The same operations in the same order as the separate passes, so the same bits.
+/// On backends with fewer register rows ([`Simd::ROWS`]), [`GROUP`] columns at a time (the
+/// first group also sums dbias).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub(super) fn taps_columns_times_matrix<S: Simd>(
+    s: S,
+    planes: &[f32],
+    (base, koff): (&[usize], &[usize; MR]),
+    n: usize,
+    (d, y): (&[f32], Option<&[f32]>),
+    c: &mut [f32],
+    rows: usize,
+    mut db: Option<&mut [f32]>,
+) {
+    if S::ROWS >= MR {
+        return taps_columns_times_matrix_block::<S, MR>(s, planes, (base, koff), n, (d, y), c, rows, db);
+    }
+    for c0 in (0..rows).step_by(GROUP) {
+        let kg: &[usize; GROUP] = koff[c0..][..GROUP].try_into().expect("GROUP columns");
+        let (cg, rg) = (&mut c[c0 * n..], GROUP.min(rows - c0));
+        taps_columns_times_matrix_block::<S, GROUP>(s, planes, (base, kg), n, (d, y), cg, rg, db.take());
+    }
+}
+
+/// [`taps_columns_times_matrix`] for G columns.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn taps_columns_times_matrix_block<S: Simd, const G: usize>(
+    s: S,
+    planes: &[f32],
+    (base, koff): (&[usize], &[usize; G]),
+    n: usize,
+    (d, y): (&[f32], Option<&[f32]>),
+    c: &mut [f32],
+    rows: usize,
+    mut db: Option<&mut [f32]>,
+) {
+    let reach = base.iter().max().unwrap_or(&0) + koff.iter().max().unwrap_or(&0);
+    assert!(
+        reach < planes.len() && d.len() >= base.len() * n,
+        "taps_columns_times_matrix: planes or dy too short"
+    );
+    for n0 in (0..n).step_by(LANES) {
+        let w = LANES.min(n - n0);
+        let mut acc = [s.splat(0.0); G];
+        let mut sum = [s.splat(0.0)];
+        let m = base.len();
+        for (mm, &b) in base.iter().enumerate() {
+            let mut dv = s.load(&d[mm * n + n0..], w);
+            if let Some(y) = y {
+                dv = s.pass_where_positive(s.load(&y[mm * n + n0..], w), dv);
+            }
+            sum[0] = s.add(sum[0], dv);
+            for (v, &o) in acc.iter_mut().zip(koff) {
+                // SAFETY: b + o <= max(base) + max(koff) < planes.len(), asserted above.
+                let x = unsafe { *planes.get_unchecked(b + o) };
+                *v = s.mul_add(s.splat(x), dv, *v);
+            }
+            if (mm + 1) % SUM_BLOCK == 0 || mm + 1 == m {
+                let first = mm < SUM_BLOCK;
+                fold_block(s, &mut acc, c, (n, n0, w), rows, first);
+                if let Some(db) = db.as_deref_mut() {
+                    fold_block(s, &mut sum, db, (0, n0, w), 1, first);
+                }
+            }
+        }
+        if m == 0 {
+            fold_block(s, &mut acc, c, (n, n0, w), rows, true);
+            if let Some(db) = db.as_deref_mut() {
+                fold_block(s, &mut sum, db, (0, n0, w), 1, true);
+            }
+        }
+    }
+}
+
+/// dx += row2im(dy W) for one block of 16 output pixels m0.. (rows < `rows` real), without the
+/// dA matrix: the products of [`rows_times_matrix`] (dy rows `blk` of stride BS, times Wr), each
+/// 16-column result added straight into the input pixel it belongs to (`pix`, from
+/// [`pixel_taps`](super::layout::pixel_taps)). Taps run in reverse order, so every dx value
+/// receives its terms in the order of row2im (output pixels ascending: of two pixels of a block
+/// that feed one input pixel, the earlier one does so through the later tap), and the result
+/// has the same bits.
+#[inline(always)]
+pub(super) fn rows_times_matrix_into_image<S: Simd, const BS: usize>(
+    s: S,
+    g: &ConvGeom,
+    (blk, wr): (&[f32], &[f32]),
+    pix: &[usize],
+    (m0, rows): (usize, usize),
+    dx: &mut [f32],
+) {
+    let (c, ckk, oc, kk) = (g.c, g.ckk(), g.oc, g.kh * g.kw);
+    assert!(
+        rows > 0 && blk.len() >= MR * BS && BS >= oc && wr.len() >= oc * ckk,
+        "rows_times_matrix_into_image: block or weights too short"
+    );
+    // Per row: its sample's offset in dx, and where its taps start in `pix`.
+    let at: [(usize, usize); MR] = std::array::from_fn(|r| {
+        let m = m0 + r.min(rows - 1);
+        ((m / g.ohw()) * g.in_size(), (m % g.ohw()) * kk)
+    });
+    for t in (0..kk).rev() {
+        for cb in (0..c).step_by(LANES) {
+            let n0 = t * c + cb;
+            if S::ROWS >= MR {
+                into_image_rows::<S, BS, MR>(s, (blk, wr), (oc, ckk, n0), (&at, 0, rows), (pix, t, cb), dx);
+            } else {
+                // GROUP rows at a time, in order: each dx value gets its terms in the same order.
+                for r0 in (0..rows).step_by(GROUP) {
+                    into_image_rows::<S, BS, GROUP>(s, (blk, wr), (oc, ckk, n0), (&at, r0, rows), (pix, t, cb), dx);
+                }
+            }
+        }
+    }
+}
+
+/// One tap and 16-channel block of [`rows_times_matrix_into_image`], for the G rows from r0
+/// (those below `rows` stored).
+#[inline(always)]
+fn into_image_rows<S: Simd, const BS: usize, const G: usize>(
+    s: S,
+    (blk, wr): (&[f32], &[f32]),
+    (oc, ckk, n0): (usize, usize, usize),
+    (at, r0, rows): (&[(usize, usize); MR], usize, usize),
+    (pix, t, cb): (&[usize], usize, usize),
+    dx: &mut [f32],
+) {
+    assert!(
+        r0 + G <= MR && blk.len() >= MR * BS && BS >= oc,
+        "into_image_rows: block too short"
+    );
+    let mut acc = [s.splat(0.0); G];
+    for p in 0..oc {
+        let bv = s.load(&wr[p * ckk + n0..], LANES);
+        for (r, acc) in acc.iter_mut().enumerate() {
+            // SAFETY: (r0 + r) * BS + p < MR * BS <= blk.len(), as r0 + G <= MR and p < oc <= BS
+            // (asserted above).
+            let av = unsafe { *blk.get_unchecked((r0 + r) * BS + p) };
+            *acc = s.mul_add(s.splat(av), bv, *acc);
+        }
+    }
+    for (&(base, first), v) in at[r0..].iter().zip(&acc).take(rows - r0) {
+        let o = pix[first + t];
+        if o != usize::MAX {
+            let d = &mut dx[base + o + cb..][..LANES];
+            s.store(d, LANES, s.add(s.load(d, LANES), *v));
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! 2-D convolution (cross-correlation, as `torch.nn.functional.conv2d`) with stride and padding.
+//!
+//! Shapes: x (N, C, H, W), weight (OC, C, KH, KW), bias (OC), y (N, OC, OH, OW) with
+//! OH = (H + 2P - KH) / S + 1 and OW likewise; CKK = C*KH*KW, OHW = OH*OW, and for a chunk of
+//! B samples M = B*OHW output pixels. Hp = H + 2P, Wp = W + 2P.
+//!
+//! Method: GEMM on channels-last data. The output is stored (N, OH, OW, OC) (the tensor is
+//! marked channels-last) and x is read as (N, H, W, C). Per chunk, the patch matrix A (M, CKK)
+//! holds row m = output pixel, column k = (ki, kj, c); in channels-last order each kernel row
+//! of a patch is one contiguous run of KW*C input values, so building A is a few vector copies
+//! per pixel (not the scalar strided gathers of NCHW im2col). Then
+//!   forward  y (M, OC)    = A Wt + bias          (16 pixels in registers, OC in vector lanes)
+//!   backward dWt (CKK, OC) = A^T dy              (16 patch columns in registers; when C is a
+//!                             multiple of 16 these are read straight from x, and the forward
+//!                             keeps no patch matrix)
+//!            dA (M, CKK)   = dy Wr, dx = row2im(dA)   (when C is a multiple of 16, each 16-column
+//!                             block of dA goes straight into dx instead: no dA matrix)
+//! A's rows have a fixed stride (16 or 160), so the kernels address the 16 register rows with
+//! constant offsets and read each broadcast operand straight from memory.
+//! Narrow layers (KW*C < 16: the first layer, one channel) skip the patch matrix: each sample
+//! is kept as a zero-padded plane (Hp, Wp, C), which the kernels read at precomputed offsets,
+//! and their backward makes one pass over dy (ReLU mask, dbias and dW together).
+//! Chunks of [`CHUNK`](super::CHUNK) samples run in parallel; weight gradients are summed one
+//! partial per chunk, in chunk order, so the result is the same for any number of threads.
+//!
+//! How the pieces fit:
+//! - `plan`: [`ConvGeom`], the sizes of one convolution, and the strategy chosen once from
+//!   them (`Plan`: planes, whole-tap blocks or a patch matrix), which the forward and backward
+//!   `match` on.
+//! - `layout`: where the data sits: im2row and row2im, the padded planes and their tap
+//!   offsets, the whole-tap pixel offsets, and the weights in GEMM order ([`weights_k_major`]).
+//! - `kernels`: the register-blocked microkernels, and all the `unsafe` code.
+//! - `forward`: [`conv2d_forward`], one `Kernel` per chunk over flat buffers.
+//! - `backward`: [`conv2d_backward`] and [`saved_for_backward`], one `Kernel` per chunk.
+//! - here: the [`Tensor`] ops [`conv2d`] and [`conv2d_relu`], which record the backward.
+
+mod backward;
+mod forward;
+mod kernels;
+mod layout;
+mod plan;
+#[cfg(test)]
+mod tests;
+
+pub use backward::{conv2d_backward, saved_for_backward};
+pub use forward::conv2d_forward;
+pub use layout::weights_k_major;
+pub use plan::ConvGeom;
+
+use crate::profile::{self, Phase};
+use crate::simd_dispatch;
+use crate::tensor::Tensor;
+use crate::tensor::pool;
+
+/// `F.conv2d(x, weight, bias, stride, padding)`: x (N, C, H, W), weight (OC, C, KH, KW).
+/// The result is stored channels-last (see the module header); x may be stored either way.
+pub fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, stride: usize, padding: usize) -> Tensor {
+    conv2d_op(x, weight, bias, (stride, padding), false)
+}
+
+/// `F.relu(F.conv2d(x, weight, bias, stride, padding))` as one op: the ReLU is applied as the
+/// results are stored, and its backward masks dy inside the convolution's backward. Values and
+/// gradients are bit-identical to the two ops, with two fewer passes over the activations.
+pub fn conv2d_relu(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, stride: usize, padding: usize) -> Tensor {
+    conv2d_op(x, weight, bias, (stride, padding), true)
+}
+
+fn conv2d_op(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    (stride, padding): (usize, usize),
+    relu: bool,
+) -> Tensor {
+    let (xs, ws) = (x.shape(), weight.shape());
+    assert!(
+        xs.len() == 4 && ws.len() == 4,
+        "conv2d: x {xs:?} and weight {ws:?} must be 4-d"
+    );
+    assert_eq!(
+        xs[1], ws[1],
+        "conv2d: x has {} channels, weight expects {}",
+        xs[1], ws[1]
+    );
+    if let Some(b) = bias {
+        assert_eq!(b.shape(), &[ws[0]], "conv2d: bias shape");
+    }
+    let g = ConvGeom::new((xs[1], xs[2], xs[3]), (ws[0], ws[2], ws[3]), stride, padding);
+    let n = xs[0];
+    let x_nchw = !x.is_channels_last();
+    let mut y = pool::take(n * g.out_size());
+    let needs_graph = crate::tensor::is_grad_enabled()
+        && (x.requires_grad() || weight.requires_grad() || bias.is_some_and(|b| b.requires_grad()));
+    let name = if relu { "conv2d_relu" } else { "conv2d" };
+    let x_version = x.version();
+    let patches = profile::time(
+        || profile::label(name, xs),
+        Phase::Forward,
+        || {
+            let bias_data = bias.map(|b| b.data());
+            let b = bias_data.as_deref().map(|v| &v[..]);
+            let wt = weight.derived("conv2d.k_major", |w| weights_k_major(&g, w));
+            simd_dispatch!(conv2d_forward(
+                &g,
+                &x.data(),
+                x_nchw,
+                &wt,
+                b,
+                &mut y,
+                (needs_graph, relu)
+            ))
+        },
+    );
+    let mut inputs = vec![x.clone(), weight.clone()];
+    inputs.extend(bias.cloned());
+    Tensor::from_op_in_layout(
+        y,
+        &[n, g.oc, g.oh, g.ow],
+        true,
+        name,
+        inputs,
+        Box::new(move |inp, out, dy| {
+            // Layers that keep no patches read x again: it must be the x of the forward.
+            assert!(
+                patches.is_some() || inp[0].version() == x_version,
+                "conv2d: the input was modified in place after the forward, which the backward needs"
+            );
+            let xd = inp[0].data();
+            let patches = saved_for_backward(&g, patches.as_deref(), &xd, x_nchw);
+            let mut dx = inp[0].requires_grad().then(|| pool::take(inp[0].numel()));
+            let mut dw = vec![0.0f32; inp[1].numel()];
+            let mut db = vec![0.0f32; g.oc];
+            let (wd, yd) = (inp[1].data(), out.data());
+            let y = relu.then_some(&yd[..]);
+            simd_dispatch!(conv2d_backward(
+                &g,
+                &patches,
+                x_nchw,
+                &wd,
+                (dy, y),
+                dx.as_deref_mut(),
+                &mut dw,
+                &mut db
+            ));
+            let mut grads = vec![dx, Some(dw)];
+            if inp.len() == 3 {
+                grads.push(Some(db));
+            }
+            grads
+        }),
+    )
+}
