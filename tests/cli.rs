@@ -282,3 +282,60 @@ fn simd_override_is_named_and_a_missing_backend_is_a_clear_error() {
         .unwrap();
     assert!(String::from_utf8(out.stdout).unwrap().contains("\"simd\":\"portable\""));
 }
+
+#[test]
+fn optimizer_schedule_and_model_flags_reach_the_run_and_bad_ones_are_refused() {
+    let out = bin()
+        .current_dir(root())
+        .args([
+            "train",
+            "--model",
+            "cnn-norelu",
+            "--optimizer",
+            "adamw",
+            "--lr",
+            "0.003",
+        ])
+        .args(["--weight-decay", "0.01", "--schedule", "onecycle", "--epochs", "1"])
+        .args(["--limit", "1000", "--threads", "1", "--no-save", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("model cnn-norelu (3930 parameters), AdamW lr 0.003 betas (0.9, 0.999) weight_decay 0.01, schedule onecycle, batch 64"),
+        "{err}"
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["model"], "cnn-norelu");
+    for (args, what) in [
+        (vec!["--schedule", "sometimes"], "--schedule sometimes:"),
+        (
+            vec!["--optimizer", "adam", "--momentum", "1"],
+            "adam's beta1 (--momentum) must be below 1, got 1",
+        ),
+        (
+            vec!["--weight-decay", "-1"],
+            "weight decay must be a finite number >= 0, got -1",
+        ),
+        (
+            vec!["--model", "resnet"],
+            "invalid value 'resnet' for '--model <MODEL>'",
+        ),
+    ] {
+        let out = bin()
+            .current_dir(root())
+            .arg("train")
+            .args(&args)
+            .args(["--no-save"])
+            .output()
+            .unwrap();
+        let e = String::from_utf8(out.stderr).unwrap();
+        assert!(!out.status.success() && e.contains(what), "{args:?}: {e}");
+    }
+    let out = bin().arg("models").output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    for name in ["cnn ", "logistic ", "cnn-norelu ", "lenet5 "] {
+        assert!(text.contains(name), "{text}");
+    }
+}
