@@ -67,7 +67,7 @@ impl Module for SmallNet {
 struct Print;
 
 impl Observer for Print {
-    fn epoch_end(&mut self, s: &EpochStats, opt: &dyn Optimizer) -> Result<(), String> {
+    fn epoch_end(&mut self, s: &EpochStats, opt: &dyn Optimizer) -> mnist_cnn::Result<()> {
         println!(
             "epoch {}  valid_loss {:.4}  valid_acc {:.2}%  train_loss {:.4}  lr now {:.2e}  {:.1}s",
             s.epoch,
@@ -81,7 +81,7 @@ impl Observer for Print {
     }
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> mnist_cnn::Result<()> {
     let data = load_mnist(&mnist_cnn::runs::find_mnist()?, Format::Idx)?;
     let model = SmallNet::new(&mut Rng::new(0));
     println!("SmallNet: {} parameters", model.num_parameters());

@@ -13,7 +13,7 @@ use mnist_cnn::rng::Rng;
 use mnist_cnn::train::{LOSS_FUNC, fit};
 use mnist_cnn::{Tensor, no_grad};
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> mnist_cnn::Result<()> {
     // MNIST data setup: x_train (50000, 784) as pixel/256, y_train digits.
     let dir = mnist_cnn::runs::find_mnist()?;
     let data = load_mnist(&dir, Format::Idx)?;

@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 
 use safetensors::tensor::{Dtype, TensorView};
 
-use crate::data::DataError;
+use crate::Error;
 use crate::nn::Module;
 use crate::nn::models::{self, ModelSpec};
 use crate::optim::{Optimizer, OptimizerState, StateTensor};
@@ -42,15 +42,15 @@ pub const OPTIM_PREFIX: &str = "optim.";
 pub const RNG_PREFIX: &str = "rng.";
 
 /// Writes `bytes` to `path` atomically: temporary file, fsync, rename, fsync of the directory.
-pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), DataError> {
-    let err = |what: &str, e: std::io::Error| DataError::new(path, format!("{what}: {e}"));
+pub fn atomic_write(path: &Path, bytes: &[u8]) -> crate::Result<()> {
+    let err = |what: &str, e: std::io::Error| Error::io(path, what, e);
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
     let name = path
         .file_name()
-        .ok_or_else(|| DataError::new(path, "not a file name"))?;
+        .ok_or_else(|| Error::settings("not a file name").at(path))?;
     let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
     let write = || -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
@@ -73,27 +73,27 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), DataError> {
 
 /// Whether `path` can be written as a file, checked before any work starts: not a directory,
 /// its directory exists, and a file can be created there (a probe file, removed at once).
-pub fn check_writable(path: &Path) -> Result<(), DataError> {
+pub fn check_writable(path: &Path) -> crate::Result<()> {
     if path.is_dir() {
-        return Err(DataError::new(path, "is a directory, not a file name"));
+        return Err(Error::settings("is a directory, not a file name").at(path));
     }
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
     if !dir.is_dir() {
-        return Err(DataError::new(
+        return Err(Error::not_found(
             path,
             format!("cannot write: directory {} does not exist", dir.display()),
         ));
     }
-    probe_dir(&dir).map_err(|e| DataError::new(path, format!("cannot write in {}: {e}", dir.display())))
+    probe_dir(&dir).map_err(|e| Error::io(path, format!("cannot write in {}", dir.display()), e))
 }
 
 /// Creates `dir` if needed and checks a file can be written in it.
-pub fn check_writable_dir(dir: &Path) -> Result<(), DataError> {
-    std::fs::create_dir_all(dir).map_err(|e| DataError::new(dir, format!("cannot create the directory: {e}")))?;
-    probe_dir(dir).map_err(|e| DataError::new(dir, format!("cannot write in the directory: {e}")))
+pub fn check_writable_dir(dir: &Path) -> crate::Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, "cannot create the directory", e))?;
+    probe_dir(dir).map_err(|e| Error::io(dir, "cannot write in the directory", e))
 }
 
 fn probe_dir(dir: &Path) -> std::io::Result<()> {
@@ -103,16 +103,17 @@ fn probe_dir(dir: &Path) -> std::io::Result<()> {
 }
 
 /// An error naming the first value of a tensor that is not finite: NaN or infinite weights
-/// (a diverged run) would load and predict nonsense without complaint.
-pub fn check_finite(name: &str, values: &[f32]) -> Result<(), String> {
+/// (a diverged run) would load and predict nonsense without complaint. The error is an
+/// [`Error::Checkpoint`] without a path.
+pub fn check_finite(name: &str, values: &[f32]) -> crate::Result<()> {
     match values.iter().position(|v| !v.is_finite()) {
         None => Ok(()),
-        Some(i) => Err(format!(
+        Some(i) => Err(Error::checkpoint_problem(format!(
             "tensor '{name}' holds {} at index {i} ({} of its {} values are not finite)",
             values[i],
             values.iter().filter(|v| !v.is_finite()).count(),
             values.len()
-        )),
+        ))),
     }
 }
 
@@ -158,27 +159,28 @@ impl TensorFile {
     }
 
     /// Writes the file atomically.
-    pub fn save(&self, path: &Path) -> Result<(), DataError> {
+    pub fn save(&self, path: &Path) -> crate::Result<()> {
         atomic_write(path, &self.to_bytes())
     }
 
     /// Reads a safetensors file of f32 tensors. Another dtype is an error naming the tensor.
-    pub fn load(path: &Path) -> Result<TensorFile, DataError> {
-        let bytes = std::fs::read(path).map_err(|e| DataError::new(path, format!("cannot read: {e}")))?;
-        TensorFile::parse(&bytes).map_err(|e| DataError::new(path, e))
+    pub fn load(path: &Path) -> crate::Result<TensorFile> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, "cannot read", e))?;
+        TensorFile::parse(&bytes).map_err(|e| e.at(path))
     }
 
-    /// Parses safetensors bytes.
-    pub fn parse(bytes: &[u8]) -> Result<TensorFile, String> {
-        let st =
-            safetensors::SafeTensors::deserialize(bytes).map_err(|e| format!("not a valid safetensors file: {e}"))?;
-        let (_, meta) = safetensors::SafeTensors::read_metadata(bytes).map_err(|e| format!("bad header: {e}"))?;
+    /// Parses safetensors bytes; what is wrong is an [`Error::Format`] without a path.
+    pub fn parse(bytes: &[u8]) -> crate::Result<TensorFile> {
+        let bad = |m: String| Error::format_problem(m);
+        let st = safetensors::SafeTensors::deserialize(bytes)
+            .map_err(|e| bad(format!("not a valid safetensors file: {e}")))?;
+        let (_, meta) = safetensors::SafeTensors::read_metadata(bytes).map_err(|e| bad(format!("bad header: {e}")))?;
         let mut out = TensorFile::default();
         if let Some(m) = meta.metadata() {
             out.metadata = m.clone().into_iter().collect();
         }
         for (name, view) in st.tensors() {
-            let values = to_f32(view.dtype(), view.data()).map_err(|e| format!("tensor '{name}' {e}"))?;
+            let values = to_f32(view.dtype(), view.data()).map_err(|e| bad(format!("tensor '{name}' {e}")))?;
             out.tensors.insert(
                 name,
                 Entry {
@@ -192,8 +194,8 @@ impl TensorFile {
 
     /// The model: named by the `architecture` metadata, or, in a file without it (one PyTorch
     /// wrote), the first registered model whose state_dict has exactly the file's names and
-    /// shapes.
-    pub fn architecture(&self) -> Result<&'static ModelSpec, String> {
+    /// shapes. The error is an [`Error::Architecture`] without a path.
+    pub fn architecture(&self) -> crate::Result<&'static ModelSpec> {
         if let Some(a) = self.metadata.get(ARCH_KEY) {
             return models::find(a);
         }
@@ -206,10 +208,10 @@ impl TensorFile {
         // Models with the same tensors (cnn and cnn-norelu) resolve to the first registered:
         // a PyTorch Mnist_CNN file is the tutorial's cnn.
         models::matching(&sig).first().copied().ok_or_else(|| {
-            format!(
+            Error::architecture(format!(
                 "no 'architecture' metadata, and its tensors are not those of any known model ({})",
                 models::names().join(", ")
-            )
+            ))
         })
     }
 }
@@ -266,20 +268,22 @@ pub fn state_dict(model: &dyn Module, arch: &str, metadata: &BTreeMap<String, St
 
 /// Copies the file's tensors into the model's parameters and buffers (`load_state_dict`,
 /// strict): every one must be there with the same shape; extra tensors other than the
-/// optimizer's are an error too.
-pub fn load_state_dict(model: &dyn Module, file: &TensorFile) -> Result<(), String> {
+/// optimizer's are an error too. The error has no path: [`Error::Architecture`] for a missing
+/// or extra tensor, [`Error::Shape`] for a tensor of another shape, [`Error::Checkpoint`] for
+/// values that are not finite.
+pub fn load_state_dict(model: &dyn Module, file: &TensorFile) -> crate::Result<()> {
     let params = named_state(model);
     for (name, p) in &params {
         let e = file
             .tensors
             .get(name)
-            .ok_or_else(|| format!("missing tensor '{name}' (shape {:?})", p.shape()))?;
+            .ok_or_else(|| Error::architecture(format!("missing tensor '{name}' (shape {:?})", p.shape())))?;
         if e.shape != p.shape() {
-            return Err(format!(
+            return Err(Error::shape(format!(
                 "tensor '{name}' has shape {:?}, the model expects {:?}",
                 e.shape,
                 p.shape()
-            ));
+            )));
         }
     }
     for (name, e) in &file.tensors {
@@ -290,9 +294,9 @@ pub fn load_state_dict(model: &dyn Module, file: &TensorFile) -> Result<(), Stri
         .keys()
         .find(|k| !k.starts_with(OPTIM_PREFIX) && !params.iter().any(|(n, _)| n == *k))
     {
-        return Err(format!(
+        return Err(Error::architecture(format!(
             "unexpected tensor '{extra}' (not a parameter or buffer of this model)"
-        ));
+        )));
     }
     for (name, p) in &params {
         p.data_mut().copy_from_slice(&file.tensors[name].values);
@@ -301,11 +305,11 @@ pub fn load_state_dict(model: &dyn Module, file: &TensorFile) -> Result<(), Stri
 }
 
 /// Builds the model a weights file describes, with its weights.
-pub fn load_model(path: &Path) -> Result<(&'static ModelSpec, Box<dyn Module>, TensorFile), DataError> {
+pub fn load_model(path: &Path) -> crate::Result<(&'static ModelSpec, Box<dyn Module>, TensorFile)> {
     let file = TensorFile::load(path)?;
-    let arch = file.architecture().map_err(|e| DataError::new(path, e))?;
+    let arch = file.architecture().map_err(|e| e.at(path))?;
     let model = arch.build(&mut Rng::new(0));
-    load_state_dict(model.as_ref(), &file).map_err(|e| DataError::new(path, format!("{e} (architecture {arch})")))?;
+    load_state_dict(model.as_ref(), &file).map_err(|e| e.at(path).note(&format!(" (architecture {arch})")))?;
     Ok((arch, model, file))
 }
 
@@ -328,8 +332,8 @@ pub fn save_training_checkpoint(
     opt: &dyn Optimizer,
     pos: &Position,
     metadata: &BTreeMap<String, String>,
-) -> Result<PathBuf, DataError> {
-    std::fs::create_dir_all(dir).map_err(|e| DataError::new(dir, format!("cannot create the directory: {e}")))?;
+) -> crate::Result<PathBuf> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, "cannot create the directory", e))?;
     let mut f = state_dict(model, arch, metadata);
     f.metadata.insert("kind".into(), "training-checkpoint".into());
     f.metadata.insert("epoch".into(), pos.epoch.to_string());
@@ -364,10 +368,14 @@ pub fn save_training_checkpoint(
     Ok(path)
 }
 
-/// The position a checkpoint's metadata records.
-pub fn position(meta: &BTreeMap<String, String>) -> Result<Position, String> {
-    let get = |k: &str| meta.get(k).ok_or_else(|| format!("metadata lacks '{k}'"));
-    let bad = |k: &str| format!("metadata '{k}' is not valid");
+/// The position a checkpoint's metadata records; the error is an [`Error::Checkpoint`]
+/// without a path.
+pub fn position(meta: &BTreeMap<String, String>) -> crate::Result<Position> {
+    let get = |k: &str| {
+        meta.get(k)
+            .ok_or_else(|| Error::checkpoint_problem(format!("metadata lacks '{k}'")))
+    };
+    let bad = |k: &str| Error::checkpoint_problem(format!("metadata '{k}' is not valid"));
     Ok(Position {
         epoch: get("epoch")?.parse().map_err(|_| bad("epoch"))?,
         batch: meta
@@ -391,14 +399,14 @@ pub fn position(meta: &BTreeMap<String, String>) -> Result<Position, String> {
 
 /// The newest training checkpoint in `dir` (furthest position), if any: (epochs done, batches
 /// done of the next, path).
-pub fn latest_checkpoint(dir: &Path) -> Result<Option<(usize, usize, PathBuf)>, DataError> {
+pub fn latest_checkpoint(dir: &Path) -> crate::Result<Option<(usize, usize, PathBuf)>> {
     Ok(checkpoints_newest_first(dir)?.into_iter().next())
 }
 
 /// The training checkpoints in `dir`, furthest position first: (epochs done, batches done of
 /// the next, path).
-pub fn checkpoints_newest_first(dir: &Path) -> Result<Vec<(usize, usize, PathBuf)>, DataError> {
-    let rd = std::fs::read_dir(dir).map_err(|e| DataError::new(dir, format!("cannot list: {e}")))?;
+pub fn checkpoints_newest_first(dir: &Path) -> crate::Result<Vec<(usize, usize, PathBuf)>> {
+    let rd = std::fs::read_dir(dir).map_err(|e| Error::io(dir, "cannot list", e))?;
     let mut all: Vec<(usize, usize, PathBuf)> = Vec::new();
     for entry in rd.flatten() {
         let name = entry.file_name().to_string_lossy().to_string();
@@ -426,10 +434,10 @@ pub fn load_training_checkpoint(
     path: &Path,
     model: &dyn Module,
     opt: &mut dyn Optimizer,
-) -> Result<BTreeMap<String, String>, DataError> {
+) -> crate::Result<BTreeMap<String, String>> {
     let file = TensorFile::load(path)?;
-    let bad = |problem: String| DataError::new(path, problem);
-    load_state_dict(model, &file).map_err(bad)?;
+    let bad = |problem: String| Error::checkpoint(path, problem);
+    load_state_dict(model, &file).map_err(|e| e.at(path))?;
     // Checkpoints from before the optimizer was named hold SGD's momentum buffers.
     let saved = file.metadata.get("optim").map_or("sgd", String::as_str);
     if saved != opt.name() {
@@ -473,7 +481,7 @@ pub fn load_training_checkpoint(
         }
     }
     opt.load_state(&state)
-        .map_err(|e| bad(format!("optimizer state: {e}")))?;
+        .map_err(|e| bad(format!("optimizer state: {}", e.detail())))?;
     for (name, rng) in model.named_rngs() {
         let key = format!("{RNG_PREFIX}{name}");
         let v = file
@@ -535,20 +543,23 @@ mod tests {
         let mut f = state_dict(cnn.as_ref(), "cnn", &BTreeMap::new());
         f.tensors.remove("conv2.bias");
         let e = load_state_dict(cnn.as_ref(), &f).unwrap_err();
-        assert_eq!(e, "missing tensor 'conv2.bias' (shape [16])");
+        assert_eq!(e.to_string(), "missing tensor 'conv2.bias' (shape [16])");
+        assert!(matches!(e, Error::Architecture { path: None, .. }));
         let mut f = state_dict(cnn.as_ref(), "cnn", &BTreeMap::new());
         f.tensors.get_mut("conv3.weight").unwrap().shape = vec![10, 16, 1, 9];
         let e = load_state_dict(cnn.as_ref(), &f).unwrap_err();
         assert_eq!(
-            e,
+            e.to_string(),
             "tensor 'conv3.weight' has shape [10, 16, 1, 9], the model expects [10, 16, 3, 3]"
         );
+        assert!(matches!(e, Error::Shape { .. }));
         // A logistic model's file given to a CNN.
         let lin = models::find("logistic").unwrap().build(&mut Rng::new(0));
         let f = state_dict(lin.as_ref(), "logistic", &BTreeMap::new());
         assert!(
             load_state_dict(cnn.as_ref(), &f)
                 .unwrap_err()
+                .to_string()
                 .contains("missing tensor 'conv1.weight'")
         );
         // f16 data, a truncated file, a missing file.

@@ -3,7 +3,8 @@
 //! inputs (`tests/fuzz_corpora.rs`) and mutate valid files (`tests/fuzz_mutations.rs`).
 //!
 //! Each function feeds `data` to one reader the way the program does and returns what the
-//! reader said: `Ok` when it accepted the input, else its error message. None may panic, hang
+//! reader said: `Ok` when it accepted the input, else its error's message (the
+//! [`Error`](crate::Error) as the command prints it: the tests check that it says something). None may panic, hang
 //! or take unbounded memory, whatever `data` holds (the gzip target also checks that two
 //! inflaters agree, and panics if they do not: that is a finding too). The readers that only
 //! take a path get the bytes through a file in a per-process temporary directory.
@@ -79,7 +80,7 @@ pub fn gzip(data: &[u8]) -> Result<(), String> {
                 assert_eq!(b.as_ref(), Ok(a), "the two inflations of an accepted file differ");
             }
             Err(e) => assert!(
-                e.starts_with("gzip data decompresses to more than"),
+                e.to_string().starts_with("gzip data decompresses to more than"),
                 "the IDX reader accepted what the bounded inflater calls {e:?}"
             ),
         }
@@ -89,26 +90,29 @@ pub fn gzip(data: &[u8]) -> Result<(), String> {
 
 /// The tutorial's pickle, decompressed (`--format pickle`, `download tutorial-pickle`).
 pub fn pickle(data: &[u8]) -> Result<(), String> {
-    parse_mnist_pickle(data).map(|_| ())
+    parse_mnist_pickle(data).map(|_| ()).map_err(|e| e.to_string())
 }
 
 /// A safetensors weights file or training checkpoint: parsed, its architecture found, its
 /// tensors loaded into the model, and its position read, as `eval`, `predict` and
 /// `train --resume` do.
 pub fn safetensors(data: &[u8]) -> Result<(), String> {
-    let file = TensorFile::parse(data)?;
-    let _ = position(&file.metadata);
-    let arch = file.architecture()?;
-    let model = arch.build(&mut crate::rng::Rng::new(0));
-    load_state_dict(model.as_ref(), &file)
+    let load = || -> crate::Result<()> {
+        let file = TensorFile::parse(data)?;
+        let _ = position(&file.metadata);
+        let arch = file.architecture()?;
+        let model = arch.build(&mut crate::rng::Rng::new(0));
+        load_state_dict(model.as_ref(), &file)
+    };
+    load().map_err(|e| e.to_string())
 }
 
 /// An image file (`predict`): decoded to gray within the decoder's limits, then prepared
 /// MNIST-style and as it is.
 pub fn image(data: &[u8]) -> Result<(), String> {
-    let img = crate::predict::decode_gray(data)?;
+    let img = crate::predict::decode_gray(data).map_err(|e| e.to_string())?;
     let _ = crate::predict::as_is(&img);
-    crate::predict::preprocess(&img).map(|_| ())
+    crate::predict::preprocess(&img).map(|_| ()).map_err(|e| e.to_string())
 }
 
 /// A metrics log (`plot`): parsed both as JSON lines and as CSV; what parses is drawn (SVG,
@@ -122,7 +126,7 @@ pub fn metrics_log(data: &[u8]) -> Result<(), String> {
                 let path = temp_file("svg", b"")?;
                 crate::plot::plot_curves(&[curve], &path).map_err(|e| e.to_string())?;
             }
-            Err(e) => out = Err(e),
+            Err(e) => out = Err(e.to_string()),
         }
     }
     out

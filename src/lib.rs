@@ -7,6 +7,7 @@
 //! (`loss_batch`, `fit`). Around them: [`checkpoint`] (safetensors weights and training
 //! checkpoints), [`metrics`] (confusion matrix), [`predict`] (users' images), [`log`] and
 //! [`plot`] (metrics logs and charts), [`bench`](mod@bench) and [`profile`] (speed), [`cli`] (the command).
+//! Whatever fails on its input returns the one [`Error`] (see [`error`]).
 //!
 //! # Example
 //!
@@ -33,6 +34,7 @@ pub mod bench;
 pub mod checkpoint;
 pub mod cli;
 pub mod data;
+pub mod error;
 pub mod fuzzing;
 pub mod log;
 pub mod metrics;
@@ -47,4 +49,5 @@ pub mod runs;
 pub mod tensor;
 pub mod train;
 
+pub use error::{Error, Result};
 pub use tensor::{Tensor, no_grad};

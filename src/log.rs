@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::data::DataError;
+use crate::Error;
 use crate::train::EpochStats;
 
 /// `x` rounded to `decimals` places for a JSON record, or `None` (written as `null`) when it is
@@ -97,11 +97,11 @@ pub const COLUMNS: [&str; 8] = [
 ];
 
 /// Whether a log path is CSV (else JSON lines); an error for any other extension.
-pub fn check_log_path(path: &Path) -> Result<bool, DataError> {
+pub fn check_log_path(path: &Path) -> crate::Result<bool> {
     match path.extension().and_then(|e| e.to_str()) {
         Some("csv") => Ok(true),
         Some("jsonl") | Some("json") => Ok(false),
-        _ => Err(DataError::new(path, "the log's extension must be .jsonl or .csv")),
+        _ => Err(Error::settings("the log's extension must be .jsonl or .csv").at(path)),
     }
 }
 
@@ -114,14 +114,14 @@ pub struct MetricsLog {
 
 impl MetricsLog {
     /// Opens (appending) and writes the header record.
-    pub fn open(path: &Path, settings: &BTreeMap<String, String>) -> Result<MetricsLog, DataError> {
+    pub fn open(path: &Path, settings: &BTreeMap<String, String>) -> crate::Result<MetricsLog> {
         let csv = check_log_path(path)?;
         let existed = path.exists();
         let file = OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)
-            .map_err(|e| DataError::new(path, format!("cannot open for appending: {e}")))?;
+            .map_err(|e| Error::io(path, "cannot open for appending", e))?;
         let mut log = MetricsLog {
             path: path.to_path_buf(),
             file,
@@ -151,7 +151,7 @@ impl MetricsLog {
     }
 
     /// Appends one epoch's record.
-    pub fn epoch(&mut self, s: &EpochStats, lr: f32) -> Result<(), DataError> {
+    pub fn epoch(&mut self, s: &EpochStats, lr: f32) -> crate::Result<()> {
         let r = EpochRecord {
             kind: "epoch",
             epoch: s.epoch,
@@ -185,7 +185,7 @@ impl MetricsLog {
     /// Appends a batch record (JSON lines only; CSV logs keep one row per epoch): `epoch` is
     /// 1-based, `batch` and `samples` count what is done of it, `loss` is the mean over the
     /// batches since the previous record.
-    pub fn batches(&mut self, epoch: usize, batch: usize, samples: usize, loss: f64) -> Result<(), DataError> {
+    pub fn batches(&mut self, epoch: usize, batch: usize, samples: usize, loss: f64) -> crate::Result<()> {
         if self.csv {
             return Ok(());
         }
@@ -199,11 +199,11 @@ impl MetricsLog {
         self.write(&format!("{}\n", serde_json::to_string(&r).expect("numbers serialise")))
     }
 
-    fn write(&mut self, s: &str) -> Result<(), DataError> {
+    fn write(&mut self, s: &str) -> crate::Result<()> {
         self.file
             .write_all(s.as_bytes())
             .and_then(|_| self.file.flush())
-            .map_err(|e| DataError::new(&self.path, format!("cannot write: {e}")))
+            .map_err(|e| Error::io(&self.path, "cannot write", e))
     }
 }
 

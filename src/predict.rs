@@ -12,7 +12,7 @@ use std::path::Path;
 use image::imageops::{self, FilterType};
 use image::{GrayImage, Luma};
 
-use crate::data::DataError;
+use crate::Error;
 
 /// Side of the images the network takes.
 pub const SIDE: usize = 28;
@@ -32,37 +32,40 @@ pub const MAX_DECODE_BYTES: u64 = 256 << 20;
 const WORK_SIDE: u32 = 2048;
 
 /// Reads an image (PNG, JPEG, BMP, GIF, PGM/PNM) as 8-bit gray; transparency over white.
-pub fn load_gray(path: &Path) -> Result<GrayImage, DataError> {
+pub fn load_gray(path: &Path) -> crate::Result<GrayImage> {
     let mut bytes = Vec::new();
     std::fs::File::open(path)
         .and_then(|f| f.take(MAX_IMAGE_FILE_BYTES + 1).read_to_end(&mut bytes))
-        .map_err(|e| DataError::new(path, format!("cannot open: {e}")))?;
+        .map_err(|e| Error::io(path, "cannot open", e))?;
     if bytes.len() as u64 > MAX_IMAGE_FILE_BYTES {
-        return Err(DataError::new(
+        return Err(Error::format(
             path,
             format!("larger than {MAX_IMAGE_FILE_BYTES} bytes: too large for an image of a digit"),
         ));
     }
-    decode_gray(&bytes).map_err(|e| DataError::new(path, e))
+    decode_gray(&bytes).map_err(|e| e.at(path))
 }
 
 /// Decodes image bytes as 8-bit gray (transparency over white), within [`MAX_IMAGE_SIDE`] and
-/// [`MAX_DECODE_BYTES`], scaled down to `WORK_SIDE` (2048 pixels) at most.
-pub fn decode_gray(bytes: &[u8]) -> Result<GrayImage, String> {
+/// [`MAX_DECODE_BYTES`], scaled down to `WORK_SIDE` (2048 pixels) at most. The error is an
+/// [`Error::Format`] without a path.
+pub fn decode_gray(bytes: &[u8]) -> crate::Result<GrayImage> {
     let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
-        .map_err(|e| format!("cannot read: {e}"))?;
+        .map_err(|e| Error::format_problem(format!("cannot read: {e}")))?;
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(MAX_IMAGE_SIDE);
     limits.max_image_height = Some(MAX_IMAGE_SIDE);
     limits.max_alloc = Some(MAX_DECODE_BYTES);
     reader.limits(limits);
-    let img = reader.decode().map_err(|e| match e {
-        image::ImageError::Limits(_) => format!(
-            "image too large to decode (at most {MAX_IMAGE_SIDE} pixels a side and {} MB of pixels): {e}",
-            MAX_DECODE_BYTES >> 20
-        ),
-        e => format!("not a readable image: {e}"),
+    let img = reader.decode().map_err(|e| {
+        Error::format_problem(match e {
+            image::ImageError::Limits(_) => format!(
+                "image too large to decode (at most {MAX_IMAGE_SIDE} pixels a side and {} MB of pixels): {e}",
+                MAX_DECODE_BYTES >> 20
+            ),
+            e => format!("not a readable image: {e}"),
+        })
     })?;
     let img = if img.width().max(img.height()) > WORK_SIDE {
         img.thumbnail(WORK_SIDE, WORK_SIDE)
@@ -95,11 +98,11 @@ fn border_median(img: &GrayImage) -> u8 {
 }
 
 /// MNIST-style preparation of any gray image: a light digit on black, in a 20x20 box, centred
-/// by mass in 28x28. An image without ink is an error.
-pub fn preprocess(img: &GrayImage) -> Result<GrayImage, String> {
+/// by mass in 28x28. An image without ink is an error ([`Error::Format`] without a path).
+pub fn preprocess(img: &GrayImage) -> crate::Result<GrayImage> {
     let (w, h) = img.dimensions();
     if w == 0 || h == 0 {
-        return Err("empty image (0 pixels)".into());
+        return Err(Error::format_problem("empty image (0 pixels)"));
     }
     // Light background: invert, so ink is bright and the background dark.
     let bg = border_median(img);
@@ -108,7 +111,9 @@ pub fn preprocess(img: &GrayImage) -> Result<GrayImage, String> {
     let bgv = ink(bg) as f32;
     let maxv = img.pixels().map(|p| ink(p[0])).max().unwrap_or(0) as f32;
     if maxv - bgv < 32.0 {
-        return Err("no digit found: the image is blank (no ink stands out from the background)".into());
+        return Err(Error::format_problem(
+            "no digit found: the image is blank (no ink stands out from the background)",
+        ));
     }
     // Background to 0, strongest ink to 255.
     let scaled = GrayImage::from_fn(w, h, |x, y| {
@@ -123,7 +128,9 @@ pub fn preprocess(img: &GrayImage) -> Result<GrayImage, String> {
         }
     }
     if x0 > x1 {
-        return Err("no digit found: no pixel is dark (or light) enough to be ink".into());
+        return Err(Error::format_problem(
+            "no digit found: no pixel is dark (or light) enough to be ink",
+        ));
     }
     let crop = imageops::crop_imm(&scaled, x0, y0, x1 - x0 + 1, y1 - y0 + 1).to_image();
     // Fit into 20x20, keeping the aspect ratio.
@@ -155,11 +162,14 @@ pub fn preprocess(img: &GrayImage) -> Result<GrayImage, String> {
     Ok(out)
 }
 
-/// A 28x28 image taken as it is (gray values as the network's input).
-pub fn as_is(img: &GrayImage) -> Result<GrayImage, String> {
+/// A 28x28 image taken as it is (gray values as the network's input); another size is an
+/// [`Error::Shape`] without a path.
+pub fn as_is(img: &GrayImage) -> crate::Result<GrayImage> {
     if img.dimensions() != (SIDE as u32, SIDE as u32) {
         let (w, h) = img.dimensions();
-        return Err(format!("--no-preprocess needs a 28x28 image, this one is {w}x{h}"));
+        return Err(Error::shape(format!(
+            "--no-preprocess needs a 28x28 image, this one is {w}x{h}"
+        )));
     }
     Ok(img.clone())
 }
@@ -226,8 +236,8 @@ mod tests {
         let inverted = GrayImage::from_fn(120, 90, |x, y| Luma([255 - bar_on_paper().get_pixel(x, y)[0]]));
         assert_eq!(preprocess(&inverted).unwrap(), preprocess(&bar_on_paper()).unwrap());
         let blank = GrayImage::from_pixel(50, 50, Luma([240]));
-        assert!(preprocess(&blank).unwrap_err().contains("blank"));
-        assert!(as_is(&blank).unwrap_err().contains("28x28"));
+        assert!(preprocess(&blank).unwrap_err().to_string().contains("blank"));
+        assert!(as_is(&blank).unwrap_err().to_string().contains("28x28"));
     }
 
     #[test]

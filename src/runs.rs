@@ -8,8 +8,8 @@
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::Error;
 use crate::checkpoint::{TensorFile, load_state_dict};
-use crate::data::DataError;
 use crate::nn::Module;
 
 /// The environment variable naming the directory that holds run directories.
@@ -50,16 +50,16 @@ fn utc_stamp(t: SystemTime) -> String {
 
 /// Creates a new run directory `<root>/<YYYYmmdd-HHMMSS>-<model>-seed<N>` (UTC), with a
 /// suffix `-2`, `-3`, ... when that name is taken.
-pub fn new_run_dir(model: &str, seed: u64) -> Result<PathBuf, DataError> {
+pub fn new_run_dir(model: &str, seed: u64) -> crate::Result<PathBuf> {
     let root = runs_root();
-    std::fs::create_dir_all(&root).map_err(|e| DataError::new(&root, format!("cannot create the directory: {e}")))?;
+    std::fs::create_dir_all(&root).map_err(|e| Error::io(&root, "cannot create the directory", e))?;
     let base = format!("{}-{model}-seed{seed}", utc_stamp(SystemTime::now()));
     for k in 1.. {
         let dir = root.join(if k == 1 { base.clone() } else { format!("{base}-{k}") });
         match std::fs::create_dir(&dir) {
             Ok(()) => return Ok(dir),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(DataError::new(&dir, format!("cannot create the run directory: {e}"))),
+            Err(e) => return Err(Error::io(&dir, "cannot create the run directory", e)),
         }
     }
     unreachable!("some suffix is free")
@@ -87,7 +87,7 @@ pub struct LoadedModel {
 
 /// The model of `--model FILE`; without it the newest run's model, else the bundled one. Says
 /// which on standard error when it was not given.
-pub fn resolve_model(given: Option<&Path>) -> Result<LoadedModel, DataError> {
+pub fn resolve_model(given: Option<&Path>) -> crate::Result<LoadedModel> {
     let (path, note) = match given {
         Some(p) => (Some(p.to_path_buf()), None),
         None => match newest_run_model() {
@@ -119,10 +119,10 @@ pub fn resolve_model(given: Option<&Path>) -> Result<LoadedModel, DataError> {
         }
         None => {
             let here = Path::new("<bundled model>");
-            let file = TensorFile::parse(BUNDLED_MODEL).map_err(|e| DataError::new(here, e))?;
-            let arch = file.architecture().map_err(|e| DataError::new(here, e))?;
+            let file = TensorFile::parse(BUNDLED_MODEL).map_err(|e| e.at(here))?;
+            let arch = file.architecture().map_err(|e| e.at(here))?;
             let model = arch.build(&mut crate::rng::Rng::new(0));
-            load_state_dict(model.as_ref(), &file).map_err(|e| DataError::new(here, e))?;
+            load_state_dict(model.as_ref(), &file).map_err(|e| e.at(here))?;
             Ok(LoadedModel {
                 arch,
                 model,
@@ -212,18 +212,22 @@ pub fn mnist_candidates() -> Vec<PathBuf> {
 }
 
 /// The first place in [`mnist_candidates`] that holds MNIST; an error listing them, with the
-/// command that fetches it, when none does.
-pub fn find_mnist() -> Result<PathBuf, String> {
+/// command that fetches it, when none does (an [`Error::NotFound`] without a path: it was
+/// looked for in several).
+pub fn find_mnist() -> crate::Result<PathBuf> {
     let c = mnist_candidates();
     if let Some(d) = c.iter().find(|d| has_mnist(d)) {
         return Ok(d.clone());
     }
     let looked: Vec<String> = c.iter().map(|d| d.display().to_string()).collect();
-    Err(format!(
-        "MNIST not found (looked in {}); fetch it (11 MB) with `{} download mnist`, or pass --data-dir DIR",
-        looked.join(", "),
-        program_invocation()
-    ))
+    Err(Error::NotFound {
+        path: None,
+        what: format!(
+            "MNIST not found (looked in {}); fetch it (11 MB) with `{} download mnist`, or pass --data-dir DIR",
+            looked.join(", "),
+            program_invocation()
+        ),
+    })
 }
 
 #[cfg(test)]

@@ -142,7 +142,7 @@ pub trait Observer {
     /// After an epoch's training batches, before its validation.
     fn validation_start(&mut self) {}
     /// After each epoch, training and validation done. An error stops training.
-    fn epoch_end(&mut self, stats: &EpochStats, opt: &dyn Optimizer) -> Result<(), String>;
+    fn epoch_end(&mut self, stats: &EpochStats, opt: &dyn Optimizer) -> crate::Result<()>;
 }
 
 /// How [`fit_from`] ended.
@@ -170,7 +170,7 @@ pub fn fit_from(
     train_dl: &DataLoader,
     valid_dl: &DataLoader,
     obs: &mut dyn Observer,
-) -> Result<FitEnd, String> {
+) -> crate::Result<FitEnd> {
     let mut history = Vec::new();
     let mut pos = start;
     while pos.epoch < epochs {
@@ -223,11 +223,11 @@ pub fn fit(
     opt: &mut dyn Optimizer,
     train_dl: &DataLoader,
     valid_dl: &DataLoader,
-    on_epoch: impl FnMut(&EpochStats, &dyn Optimizer) -> Result<(), String>,
-) -> Result<Vec<EpochStats>, String> {
+    on_epoch: impl FnMut(&EpochStats, &dyn Optimizer) -> crate::Result<()>,
+) -> crate::Result<Vec<EpochStats>> {
     struct OnEpoch<F>(F);
-    impl<F: FnMut(&EpochStats, &dyn Optimizer) -> Result<(), String>> Observer for OnEpoch<F> {
-        fn epoch_end(&mut self, stats: &EpochStats, opt: &dyn Optimizer) -> Result<(), String> {
+    impl<F: FnMut(&EpochStats, &dyn Optimizer) -> crate::Result<()>> Observer for OnEpoch<F> {
+        fn epoch_end(&mut self, stats: &EpochStats, opt: &dyn Optimizer) -> crate::Result<()> {
             (self.0)(stats, opt)
         }
     }

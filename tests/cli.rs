@@ -110,9 +110,44 @@ fn bad_data_dir_is_a_clear_error_not_a_panic() {
     let out = bin().args(["train", "--model", "mlp"]).output().unwrap();
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(
-        err.contains("invalid value 'mlp'") && err.contains("[possible values: cnn, logistic]"),
+        err.contains("invalid value 'mlp'") && err.contains("[possible values: cnn, logistic, cnn-norelu, lenet5]"),
         "{err}"
     );
+}
+
+/// A dataset that is not there: one line naming the file, with the command that fetches it.
+#[test]
+fn a_missing_dataset_is_one_line_naming_the_file_and_how_to_get_it() {
+    let line = |args: &[&str], home: &std::path::Path| {
+        let out = bin().env("XDG_DATA_HOME", home).args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        String::from_utf8(out.stderr).unwrap()
+    };
+    // An empty download cache: Fashion-MNIST was never fetched.
+    let home = std::env::temp_dir().join(format!("mnist-cnn-cli-nodata-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&home);
+    std::fs::create_dir_all(&home).unwrap();
+    let file = home.join("mnist-cnn/fashion-mnist/train-images-idx3-ubyte");
+    assert_eq!(
+        line(&["train", "--dataset", "fashion-mnist", "--no-save"], &home),
+        format!(
+            "error: {}: not found (nor with .gz) (run `mnist-cnn download fashion-mnist` first, or pass \
+             --data-dir)\n",
+            file.display()
+        )
+    );
+    // A directory given for another dataset than MNIST gets the hint too ...
+    assert_eq!(
+        line(&["train", "--dataset", "kmnist", "--data-dir", "/no/such/dir"], &home),
+        "error: /no/such/dir/train-images-idx3-ubyte: not found (nor with .gz) (run `mnist-cnn download \
+         kmnist` first, or pass --data-dir)\n"
+    );
+    // ... and MNIST's does not (its hint comes when no directory is given and none is found).
+    assert_eq!(
+        line(&["train", "--data-dir", "/no/such/dir"], &home),
+        "error: /no/such/dir/train-images-idx3-ubyte: not found (nor with .gz)\n"
+    );
+    std::fs::remove_dir_all(&home).unwrap();
 }
 
 /// `bench` runs every workload and reports each figure, the per-layer rows among them, in text

@@ -87,13 +87,20 @@ fn each_malformed_pickle_gives_its_error_naming_the_file() {
 
 #[test]
 fn missing_idx_file_is_named() {
-    let e = load_mnist(Path::new("/nonexistent-dir"), Format::Idx)
-        .unwrap_err()
-        .to_string();
+    let err = load_mnist(Path::new("/nonexistent-dir"), Format::Idx).unwrap_err();
+    let file = Path::new("/nonexistent-dir/train-images-idx3-ubyte");
     assert!(
-        e.contains("/nonexistent-dir/train-images-idx3-ubyte") && e.contains("not found"),
-        "{e}"
+        matches!(&err, mnist_cnn::Error::NotFound { path: Some(p), .. } if p == file),
+        "{err:?}"
     );
+    assert_eq!(err.path(), Some(file));
+    assert_eq!(
+        err.to_string(),
+        "/nonexistent-dir/train-images-idx3-ubyte: not found (nor with .gz)"
+    );
+    // A file that is there but holds something else is a format error, not a missing file.
+    let e = read_mnist_pickle(&fixture("bad_global.pkl.gz")).unwrap_err();
+    assert!(matches!(e, mnist_cnn::Error::Format { path: Some(_), .. }), "{e:?}");
 }
 
 /// The full tutorial pickle, when `../shared/data/mnist.pkl.gz` is present (it is in the

@@ -228,7 +228,7 @@ fn load_state_rejects_a_wrong_length_tensor() {
         t.values.pop();
         let (key, param, len) = (t.key.clone(), t.param, t.values.len());
         let mut fresh = optimizer(name, problem.params(&problem.init));
-        let e = fresh.load_state(&state).unwrap_err();
+        let e = fresh.load_state(&state).unwrap_err().to_string();
         let want = format!("'{key}' of parameter {param} has {len} values, expected {}", len + 1);
         assert!(e.contains(&want), "{name}: '{e}' lacks '{want}'");
         assert!(

@@ -36,7 +36,7 @@ impl Observer for StopAt {
     fn batch_end(&mut self, pos: &Position, _loss: f32) -> bool {
         !(pos.epoch == 1 && Some(pos.batch) == self.0)
     }
-    fn epoch_end(&mut self, _: &EpochStats, _: &dyn Optimizer) -> Result<(), String> {
+    fn epoch_end(&mut self, _: &EpochStats, _: &dyn Optimizer) -> mnist_cnn::Result<()> {
         Ok(())
     }
 }

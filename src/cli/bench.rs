@@ -39,7 +39,7 @@ pub struct BenchArgs {
     pub simd: Option<Backend>,
 }
 
-pub(crate) fn bench(a: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
+pub(crate) fn bench(a: BenchArgs) -> crate::Result<()> {
     if let Some(b) = a.simd {
         crate::ops::simd::select(b)?;
     }
@@ -49,7 +49,7 @@ pub(crate) fn bench(a: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
     };
     let data = load_mnist(&dir, Format::Idx)?;
     if a.batch_size == 0 {
-        return Err("--batch-size must be at least 1".into());
+        return Err(crate::Error::settings("--batch-size must be at least 1"));
     }
     let cfg = crate::bench::BenchConfig {
         model: crate::nn::models::find(&a.model)?,

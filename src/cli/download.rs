@@ -65,8 +65,8 @@ pub struct PlotArgs {
     pub smooth: f64,
 }
 
-pub(crate) fn download(a: DownloadArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let spec = crate::data::download::spec(a.dataset.key()).ok_or("unknown dataset")?;
+pub(crate) fn download(a: DownloadArgs) -> crate::Result<()> {
+    let spec = crate::data::download::spec(a.dataset.key()).expect("the command line names a known dataset");
     let dir = crate::data::download::cache_dir(a.dir.as_deref());
     let mirror = a
         .mirror

@@ -46,9 +46,12 @@ pub struct EvalArgs {
     pub data: DataArgs,
 }
 
-pub(crate) fn eval(a: EvalArgs) -> Result<(), Box<dyn std::error::Error>> {
+pub(crate) fn eval(a: EvalArgs) -> crate::Result<()> {
     if a.batch_size == 0 || a.batch_size > 2 * super::train::MAX_BATCH {
-        return Err(format!("--batch-size must be from 1 to {}", 2 * super::train::MAX_BATCH).into());
+        return Err(crate::Error::settings(format!(
+            "--batch-size must be from 1 to {}",
+            2 * super::train::MAX_BATCH
+        )));
     }
     let crate::runs::LoadedModel {
         arch,

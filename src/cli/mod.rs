@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::nn::Module;
-
+use crate::Error;
 use crate::data::{Format, load_mnist};
+use crate::nn::Module;
 
 /// `println!` for command output. When standard output is closed (`mnist-cnn train | head -1`)
 /// the program ends quietly with status 141 (128 + SIGPIPE), as a program killed by a broken
@@ -143,7 +143,7 @@ impl Dataset {
 
 /// MNIST's directory (see [`crate::runs::find_mnist`]). When it is nowhere and this is a
 /// terminal, offers to download it into the cache.
-pub(crate) fn default_data_dir() -> Result<PathBuf, String> {
+pub(crate) fn default_data_dir() -> crate::Result<PathBuf> {
     use std::io::IsTerminal;
     let err = match crate::runs::find_mnist() {
         Ok(d) => return Ok(d),
@@ -157,15 +157,18 @@ pub(crate) fn default_data_dir() -> Result<PathBuf, String> {
     let mut answer = String::new();
     let _ = std::io::stdin().read_line(&mut answer);
     if !answer.trim().eq_ignore_ascii_case("y") {
-        return Err("MNIST not found and not downloaded".into());
+        return Err(Error::NotFound {
+            path: None,
+            what: "MNIST not found and not downloaded".into(),
+        });
     }
-    let spec = crate::data::download::spec("mnist").ok_or("no MNIST mirrors")?;
-    let (dir, _) =
-        crate::data::download::download(&spec, &cache, None, true, |m| eprintln!("{m}")).map_err(|e| e.to_string())?;
+    let spec = crate::data::download::spec("mnist").expect("MNIST is a known dataset");
+    let (dir, _) = crate::data::download::download(&spec, &cache, None, true, |m| eprintln!("{m}"))?;
     Ok(dir)
 }
 
-pub fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
+/// Runs a command. Its error is one line (the program prints it as `error: ...`).
+pub fn run(cli: Cli) -> crate::Result<()> {
     // A bad MNIST_CNN_SIMD is an error message here, not a panic in the first kernel.
     crate::ops::simd::init_from_env()?;
     match cli.command {
@@ -193,8 +196,7 @@ pub fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         }
         Command::Eval(args) => {
             let threads = args.data.threads;
-            in_pool(threads, move || eval::eval(args).map_err(|e| e.to_string()))??;
-            Ok(())
+            in_pool(threads, move || eval::eval(args))?
         }
     }
 }
@@ -218,24 +220,25 @@ pub(crate) fn write_line(args: std::fmt::Arguments) {
 }
 
 /// Runs `f` on a worker of a pool of `threads` threads (default: one per core), so the
-/// kernels' parallel loops start from inside the pool instead of waking it from outside.
-pub fn in_pool<R: Send>(threads: Option<usize>, f: impl FnOnce() -> R + Send) -> Result<R, String> {
+/// kernels' parallel loops start from inside the pool instead of waking it from outside. A
+/// thread count of 0, or a pool that cannot start, is an [`Error::Settings`].
+pub fn in_pool<R: Send>(threads: Option<usize>, f: impl FnOnce() -> R + Send) -> crate::Result<R> {
     let mut b = rayon::ThreadPoolBuilder::new();
     if let Some(t) = threads {
         if t == 0 {
-            return Err("--threads must be at least 1".into());
+            return Err(Error::settings("--threads must be at least 1"));
         }
         b = b.num_threads(t);
     }
     let pool = b
         .build()
-        .map_err(|e| format!("cannot start {threads:?} threads: {e}"))?;
+        .map_err(|e| Error::settings(format!("cannot start {threads:?} threads: {e}")))?;
     Ok(pool.install(f))
 }
 
 /// The data directory for a dataset: the given one, MNIST where it is found, or the download
 /// cache.
-pub(crate) fn dataset_dir(data_dir: Option<&PathBuf>, dataset: &str) -> Result<PathBuf, String> {
+pub(crate) fn dataset_dir(data_dir: Option<&PathBuf>, dataset: &str) -> crate::Result<PathBuf> {
     match (data_dir, dataset) {
         (Some(d), _) => Ok(d.clone()),
         (None, "mnist") | (None, "") => default_data_dir(),
@@ -243,17 +246,13 @@ pub(crate) fn dataset_dir(data_dir: Option<&PathBuf>, dataset: &str) -> Result<P
     }
 }
 
-/// Loads a dataset, with a hint to download it when its files are missing.
-pub(crate) fn load_dataset(
-    dir: &Path,
-    format: Format,
-    dataset: &str,
-) -> Result<crate::data::Mnist, Box<dyn std::error::Error>> {
-    load_mnist(dir, format).map_err(|e| {
-        if dataset != "mnist" && e.problem.contains("not found") {
-            format!("{e} (run `mnist-cnn download {dataset}` first, or pass --data-dir)").into()
-        } else {
-            e.into()
-        }
+/// Loads a dataset, with a hint to download it when its files are missing (MNIST's own hint
+/// comes from [`default_data_dir`]).
+pub(crate) fn load_dataset(dir: &Path, format: Format, dataset: &str) -> crate::Result<crate::data::Mnist> {
+    load_mnist(dir, format).map_err(|e| match e {
+        Error::NotFound { .. } if dataset != "mnist" => e.note(&format!(
+            " (run `mnist-cnn download {dataset}` first, or pass --data-dir)"
+        )),
+        e => e,
     })
 }

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+use crate::Error;
 use crate::checkpoint::atomic_write;
-use crate::data::DataError;
 use crate::log::finite;
 
 #[derive(Args, Debug, Clone)]
@@ -34,13 +34,13 @@ pub struct PredictArgs {
     pub save_preprocessed: Option<PathBuf>,
 }
 
-pub(crate) fn predict(a: PredictArgs) -> Result<(), Box<dyn std::error::Error>> {
+pub(crate) fn predict(a: PredictArgs) -> crate::Result<()> {
     let crate::runs::LoadedModel { model, file, .. } = crate::runs::resolve_model(a.model.as_deref())?;
     let names =
         crate::data::download::class_names(&file.metadata.get("dataset").map_or(String::new(), |d| d.to_lowercase()));
     let name = |d: usize| names.get(d).map_or(String::new(), |n| format!(" {n}"));
     if let Some(dir) = &a.save_preprocessed {
-        std::fs::create_dir_all(dir).map_err(|e| DataError::new(dir, format!("cannot create the directory: {e}")))?;
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, "cannot create the directory", e))?;
     }
     // Each image: what the network sees, or why it could not be read.
     // A progress bar for long lists, on a terminal.
@@ -66,7 +66,7 @@ pub(crate) fn predict(a: PredictArgs) -> Result<(), Box<dyn std::error::Error>> 
             } else {
                 crate::predict::preprocess(&img)
             };
-            let ready = ready.map_err(|e| format!("{}: {e}", path.display()))?;
+            let ready = ready.map_err(|e| e.at(path).to_string())?;
             if let Some(dir) = &a.save_preprocessed {
                 let stem = path
                     .file_stem()
@@ -142,7 +142,10 @@ pub(crate) fn predict(a: PredictArgs) -> Result<(), Box<dyn std::error::Error>> 
         out!("{}", serde_json::Value::Array(json));
     }
     if failed > 0 {
-        return Err(format!("{failed} of {} images could not be predicted", a.images.len()).into());
+        return Err(Error::format_problem(format!(
+            "{failed} of {} images could not be predicted",
+            a.images.len()
+        )));
     }
     Ok(())
 }

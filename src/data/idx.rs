@@ -6,7 +6,7 @@
 use std::io::Read;
 use std::path::Path;
 
-use super::DataError;
+use crate::Error;
 
 /// The contents of one IDX file of u8 values.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,9 +21,9 @@ pub const MAX_IDX_BYTES: usize = 1 << 30;
 
 /// A reader of a file's content: inflated if the file starts with the gzip magic (all members
 /// of a multi-member gzip), else the bytes as they are. Callers bound how much they read.
-pub fn open_maybe_gz(path: &Path) -> Result<Box<dyn Read>, DataError> {
-    let f = std::fs::File::open(path).map_err(|e| DataError::new(path, format!("cannot read: {e}")))?;
-    maybe_gunzip(f).map_err(|e| DataError::new(path, format!("cannot read: {e}")))
+pub fn open_maybe_gz(path: &Path) -> crate::Result<Box<dyn Read>> {
+    let f = std::fs::File::open(path).map_err(|e| Error::io(path, "cannot read", e))?;
+    maybe_gunzip(f).map_err(|e| Error::io(path, "cannot read", e))
 }
 
 /// `r` inflated when it starts with the gzip magic (every member of a multi-member gzip), else
@@ -61,18 +61,18 @@ fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(n)
 }
 
-fn content_error(path: &Path, e: std::io::Error) -> DataError {
-    DataError::new(path, format!("corrupt gzip data or unreadable file: {e}"))
+fn content_error(path: &Path, e: std::io::Error) -> Error {
+    Error::io(path, "corrupt gzip data or unreadable file", e)
 }
 
 /// Reads a whole file, inflating it if gzipped, and refuses it once its content passes `limit`
 /// bytes (`what` names what the file should be, for the message). Memory stays within the
 /// limit whatever the compression ratio: a gzip bomb stops there.
-pub fn read_gz_bounded(path: &Path, limit: u64, what: &str) -> Result<Vec<u8>, DataError> {
+pub fn read_gz_bounded(path: &Path, limit: u64, what: &str) -> crate::Result<Vec<u8>> {
     read_at_most(open_maybe_gz(path)?, limit)
         .map_err(|e| content_error(path, e))?
         .ok_or_else(|| {
-            DataError::new(
+            Error::format(
                 path,
                 format!("content exceeds {limit} bytes, more than {what} can hold (a gzip bomb?)"),
             )
@@ -135,8 +135,8 @@ fn body_error(dims: &[usize], n: usize, have: usize) -> String {
 
 /// Parses IDX bytes (already decompressed), reusing their buffer for the values. `path` is
 /// only for error messages.
-pub fn parse_idx(mut bytes: Vec<u8>, path: &Path) -> Result<IdxArray, DataError> {
-    let err = |m: String| DataError::new(path, m);
+pub fn parse_idx(mut bytes: Vec<u8>, path: &Path) -> crate::Result<IdxArray> {
+    let err = |m: String| Error::format(path, m);
     let (dims, header) = parse_header(&bytes).map_err(err)?;
     let n = declared_len(&dims).map_err(err)?;
     if bytes.len() - header != n {
@@ -148,8 +148,8 @@ pub fn parse_idx(mut bytes: Vec<u8>, path: &Path) -> Result<IdxArray, DataError>
 
 /// Reads an IDX file (gzipped or not), inflating no more than its header declares: the
 /// header is read and checked first, then exactly the declared number of values.
-pub fn read_idx(path: &Path) -> Result<IdxArray, DataError> {
-    let err = |m: String| DataError::new(path, m);
+pub fn read_idx(path: &Path) -> crate::Result<IdxArray> {
+    let err = |m: String| Error::format(path, m);
     let mut r = open_maybe_gz(path)?;
     let mut head = vec![0u8; 4];
     let got = read_up_to(&mut r, &mut head).map_err(|e| content_error(path, e))?;
@@ -183,23 +183,23 @@ pub fn encode_idx(dims: &[usize], data: &[u8]) -> Vec<u8> {
 }
 
 /// Reads an image file (N, H, W) and a label file (N), checking they agree and labels are < 10.
-pub fn read_images_and_labels(images: &Path, labels: &Path) -> Result<(IdxArray, Vec<u8>), DataError> {
+pub fn read_images_and_labels(images: &Path, labels: &Path) -> crate::Result<(IdxArray, Vec<u8>)> {
     let img = read_idx(images)?;
     if img.dims.len() != 3 {
-        return Err(DataError::new(
+        return Err(Error::format(
             images,
             format!("images must be 3-d (N, H, W), got dimensions {:?}", img.dims),
         ));
     }
     let lab = read_idx(labels)?;
     if lab.dims.len() != 1 {
-        return Err(DataError::new(
+        return Err(Error::format(
             labels,
             format!("labels must be 1-d, got dimensions {:?}", lab.dims),
         ));
     }
     if lab.dims[0] != img.dims[0] {
-        return Err(DataError::new(
+        return Err(Error::format(
             labels,
             format!(
                 "{} labels for {} images in {}",
@@ -210,7 +210,7 @@ pub fn read_images_and_labels(images: &Path, labels: &Path) -> Result<(IdxArray,
         ));
     }
     if let Some((i, &l)) = lab.data.iter().enumerate().find(|(_, l)| **l > 9) {
-        return Err(DataError::new(
+        return Err(Error::format(
             labels,
             format!("label {l} at index {i} is not a digit 0-9"),
         ));

@@ -6,9 +6,10 @@
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use super::TensorDataset;
 use super::idx::read_images_and_labels;
 use super::pickle::read_mnist_pickle;
-use super::{DataError, TensorDataset};
+use crate::Error;
 
 /// Where the data comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -20,12 +21,14 @@ pub enum Format {
 }
 
 impl FromStr for Format {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = Error;
+    fn from_str(s: &str) -> crate::Result<Self> {
         match s {
             "idx" => Ok(Format::Idx),
             "pickle" => Ok(Format::Pickle),
-            _ => Err(format!("unknown format '{s}' (expected idx or pickle)")),
+            _ => Err(Error::settings(format!(
+                "unknown format '{s}' (expected idx or pickle)"
+            ))),
         }
     }
 }
@@ -44,7 +47,7 @@ fn valid_len(n: usize) -> usize {
 }
 
 /// `dir/name`, or `dir/name.gz` when only that exists.
-fn find(dir: &Path, name: &str) -> Result<PathBuf, DataError> {
+fn find(dir: &Path, name: &str) -> crate::Result<PathBuf> {
     let plain = dir.join(name);
     let gz = dir.join(format!("{name}.gz"));
     if plain.is_file() {
@@ -52,13 +55,13 @@ fn find(dir: &Path, name: &str) -> Result<PathBuf, DataError> {
     } else if gz.is_file() {
         Ok(gz)
     } else {
-        Err(DataError::new(&plain, "not found (nor with .gz)"))
+        Err(Error::not_found(&plain, "not found (nor with .gz)"))
     }
 }
 
 /// Loads MNIST from `path`: a directory with the IDX files, or (pickle) a directory holding
 /// `mnist.pkl.gz` or the pickle file itself.
-pub fn load_mnist(path: &Path, format: Format) -> Result<Mnist, DataError> {
+pub fn load_mnist(path: &Path, format: Format) -> crate::Result<Mnist> {
     const D: usize = 784;
     match format {
         Format::Idx => {
@@ -72,24 +75,22 @@ pub fn load_mnist(path: &Path, format: Format) -> Result<Mnist, DataError> {
             )?;
             for (a, name) in [(&img, "train-images"), (&timg, "t10k-images")] {
                 if a.dims[1] * a.dims[2] != D {
-                    return Err(DataError::new(
-                        &path.join(name),
-                        format!("images are {}x{}, expected 28x28", a.dims[1], a.dims[2]),
-                    ));
+                    let problem = format!("images are {}x{}, expected 28x28", a.dims[1], a.dims[2]);
+                    return Err(Error::shape(problem).at(path.join(name)));
                 }
             }
             let all = TensorDataset::new(img.data, lab, D);
             let n = all.len();
             let v = valid_len(n);
             if v == 0 {
-                return Err(DataError::new(
-                    &find(path, "train-images-idx3-ubyte")?,
+                return Err(Error::format(
+                    find(path, "train-images-idx3-ubyte")?,
                     format!("holds {n} images: too few to hold out a validation split (at least 6 needed)"),
                 ));
             }
             if timg.dims[0] == 0 {
-                return Err(DataError::new(
-                    &find(path, "t10k-images-idx3-ubyte")?,
+                return Err(Error::format(
+                    find(path, "t10k-images-idx3-ubyte")?,
                     "holds no images: the test split would be empty",
                 ));
             }
@@ -108,7 +109,7 @@ pub fn load_mnist(path: &Path, format: Format) -> Result<Mnist, DataError> {
             let [train, valid, test] = read_mnist_pickle(&file)?;
             for ((_, y), name) in [&train, &valid, &test].into_iter().zip(["train", "valid", "test"]) {
                 if y.is_empty() {
-                    return Err(DataError::new(&file, format!("the {name} split holds no images")));
+                    return Err(Error::format(file, format!("the {name} split holds no images")));
                 }
             }
             let ds = |(x, y): (Vec<u8>, Vec<u8>)| TensorDataset::new(x, y, D);

@@ -6,14 +6,12 @@
 
 mod dataset;
 pub mod download;
-mod error;
 pub mod idx;
 mod loader;
 mod mnist;
 pub mod pickle;
 
 pub use dataset::TensorDataset;
-pub use error::DataError;
 pub use loader::{Batch, DataLoader};
 pub use mnist::{Format, Mnist, load_mnist};
 

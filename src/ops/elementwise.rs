@@ -367,7 +367,9 @@ pub(crate) mod tests {
             let (s, v) = torch_golden(&name);
             Tensor::parameter(v, &s)
         };
-        let binary: [(&str, fn(&Tensor, &Tensor) -> Tensor, &[&str]); 4] = [
+        type Binary = fn(&Tensor, &Tensor) -> Tensor;
+        type Unary = fn(&Tensor) -> Tensor;
+        let binary: [(&str, Binary, &[&str]); 4] = [
             ("add", add, &["b34", "b31", "b4", "b1"]),
             ("sub", sub, &["b34", "b31", "b4", "b1"]),
             ("mul", mul, &["b34", "b31", "b4", "b1"]),
@@ -389,7 +391,7 @@ pub(crate) mod tests {
                 );
             }
         }
-        let unary: [(&str, fn(&Tensor) -> Tensor); 5] = [
+        let unary: [(&str, Unary); 5] = [
             ("exp", exp),
             ("log", log),
             ("sqrt", sqrt),

@@ -100,19 +100,26 @@ macro_rules! adam_builders {
 
             /// Checks the hyper-parameters as PyTorch does: lr, eps and weight_decay finite and
             /// >= 0, each beta in [0, 1).
-            pub fn validate(&self) -> Result<(), String> {
+            pub fn validate(&self) -> crate::Result<()> {
                 for (name, v) in [
                     ("lr", self.lr),
                     ("eps", self.eps),
                     ("weight_decay", self.weight_decay),
                 ] {
                     if !(v.is_finite() && v >= 0.0) {
-                        return Err(format!("{} {name} must be a finite number >= 0, got {v}", $what));
+                        return Err(crate::Error::settings(format!(
+                            "{} {name} must be a finite number >= 0, got {v}",
+                            $what
+                        )));
                     }
                 }
                 for (i, b) in [self.betas.0, self.betas.1].into_iter().enumerate() {
                     if !(0.0..1.0).contains(&b) {
-                        return Err(format!("{} beta{} must be in [0, 1), got {b}", $what, i + 1));
+                        return Err(crate::Error::settings(format!(
+                            "{} beta{} must be in [0, 1), got {b}",
+                            $what,
+                            i + 1
+                        )));
                     }
                 }
                 Ok(())
@@ -310,7 +317,8 @@ impl Optimizer for Adam {
 
     /// A parameter's state is all or nothing: `step.<i>` with each of its tensors, or none of
     /// them (it has not taken a step).
-    fn load_state(&mut self, state: &OptimizerState) -> Result<(), String> {
+    fn load_state(&mut self, state: &OptimizerState) -> crate::Result<()> {
+        let bad = crate::Error::checkpoint_problem;
         let keys = self.keys();
         let tensors = state.checked_tensors(&self.params, keys)?;
         let n = self.params.len();
@@ -318,17 +326,21 @@ impl Optimizer for Adam {
         for (k, v) in &state.scalars {
             let i = (k.strip_prefix("step."))
                 .and_then(|i| i.parse::<usize>().ok())
-                .ok_or_else(|| format!("unexpected scalar optimizer state '{k}' (expected step.<parameter>)"))?;
+                .ok_or_else(|| {
+                    bad(format!(
+                        "unexpected scalar optimizer state '{k}' (expected step.<parameter>)"
+                    ))
+                })?;
             if i >= n {
-                return Err(format!(
+                return Err(bad(format!(
                     "optimizer state '{k}' is for parameter {i}, but there are {n} parameters"
-                ));
+                )));
             }
-            let step = v
-                .parse::<u64>()
-                .ok()
-                .filter(|&s| s > 0)
-                .ok_or_else(|| format!("optimizer state '{k}' is '{v}', not a step count (a whole number > 0)"))?;
+            let step = v.parse::<u64>().ok().filter(|&s| s > 0).ok_or_else(|| {
+                bad(format!(
+                    "optimizer state '{k}' is '{v}', not a step count (a whole number > 0)"
+                ))
+            })?;
             steps[i] = Some(step);
         }
         let mut restored = Vec::with_capacity(n);
@@ -337,14 +349,18 @@ impl Optimizer for Adam {
             match step {
                 None => {
                     if let Some(key) = keys.iter().find(|k| tensors.contains_key(&(**k, i))) {
-                        return Err(format!(
+                        return Err(bad(format!(
                             "optimizer state '{key}' of parameter {i} without its step count 'step.{i}'"
-                        ));
+                        )));
                     }
                     restored.push(None);
                 }
                 Some(step) => {
-                    let missing = |key: &str| format!("optimizer state of parameter {i} has 'step.{i}' but no '{key}'");
+                    let missing = |key: &str| {
+                        bad(format!(
+                            "optimizer state of parameter {i} has 'step.{i}' but no '{key}'"
+                        ))
+                    };
                     let max_exp_avg_sq = match self.config.amsgrad {
                         true => Some(get(MAX_EXP_AVG_SQ).ok_or_else(|| missing(MAX_EXP_AVG_SQ))?),
                         false => None,
@@ -477,7 +493,8 @@ mod tests {
             let mut fresh = AdamConfig::new().init(vec![p.clone()]);
             let e = fresh.load_state(&s).unwrap_err();
             assert_eq!(fresh.step_count(0), 0, "a rejected state must change nothing");
-            e
+            assert!(matches!(e, crate::Error::Checkpoint { path: None, .. }), "{e:?}");
+            e.to_string()
         };
         let e = err(&|s| s.tensors[0].values.push(0.0));
         assert!(e.contains("'exp_avg' of parameter 0 has 3 values, expected 2"), "{e}");
@@ -505,7 +522,7 @@ mod tests {
         assert!(e.contains("unexpected optimizer state 'max_exp_avg_sq'"), "{e}");
         // amsgrad needs its maximum.
         let mut ams = AdamConfig::new().with_amsgrad(true).init(vec![p.clone()]);
-        let e = ams.load_state(&good).unwrap_err();
+        let e = ams.load_state(&good).unwrap_err().to_string();
         assert!(e.contains("no 'max_exp_avg_sq'"), "{e}");
         let mut fresh = AdamConfig::new().init(vec![p.clone()]);
         fresh.load_state(&good).unwrap();
@@ -519,6 +536,7 @@ mod tests {
                 .with_betas(0.9, 1.0)
                 .validate()
                 .unwrap_err()
+                .to_string()
                 .contains("beta2")
         );
         assert!(
@@ -526,6 +544,7 @@ mod tests {
                 .with_lr(-1.0)
                 .validate()
                 .unwrap_err()
+                .to_string()
                 .contains("AdamW lr")
         );
         assert!(AdamConfig::new().with_eps(f32::NAN).validate().is_err());

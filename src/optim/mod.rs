@@ -47,8 +47,9 @@ pub trait Optimizer {
     /// "step.3" -> "120").
     fn state(&self) -> OptimizerState;
     /// Restores [`state`](Optimizer::state)'s output. A missing or extra entry, a tensor of the
-    /// wrong length or an unparsable scalar is an `Err` naming it, and nothing is changed.
-    fn load_state(&mut self, state: &OptimizerState) -> Result<(), String>;
+    /// wrong length or an unparsable scalar is an [`Error::Checkpoint`](crate::Error::Checkpoint)
+    /// (without a path) naming it, and nothing is changed.
+    fn load_state(&mut self, state: &OptimizerState) -> crate::Result<()>;
     /// Hyper-parameters as (name, value) strings for a run's metadata or header, e.g.
     /// `[("lr", "0.1"), ("momentum", "0.9"), ..]`, with PyTorch's argument names.
     fn hyperparameters(&self) -> Vec<(String, String)>;
@@ -74,6 +75,14 @@ impl OptimizerState {
     /// The state tensors by (key, parameter index), checked against `params`: each key one of
     /// `keys`, each index a parameter's, no duplicate, and as many values as the parameter.
     fn checked_tensors<'a>(
+        &'a self,
+        params: &[Tensor],
+        keys: &[&str],
+    ) -> crate::Result<BTreeMap<(&'a str, usize), &'a [f32]>> {
+        self.checked(params, keys).map_err(crate::Error::checkpoint_problem)
+    }
+
+    fn checked<'a>(
         &'a self,
         params: &[Tensor],
         keys: &[&str],
@@ -136,15 +145,24 @@ mod tests {
         let params = [Tensor::parameter(vec![0.0; 3], &[3])];
         let keys = ["exp_avg"];
         assert!(state("exp_avg", 0, 3).checked_tensors(&params, &keys).is_ok());
-        let e = state("exp_avg", 0, 2).checked_tensors(&params, &keys).unwrap_err();
+        let e = state("exp_avg", 0, 2)
+            .checked_tensors(&params, &keys)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("has 2 values, expected 3"), "{e}");
-        let e = state("exp_avg", 1, 3).checked_tensors(&params, &keys).unwrap_err();
+        let e = state("exp_avg", 1, 3)
+            .checked_tensors(&params, &keys)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("parameter 1, but there are 1 parameters"), "{e}");
-        let e = state("momentum", 0, 3).checked_tensors(&params, &keys).unwrap_err();
+        let e = state("momentum", 0, 3)
+            .checked_tensors(&params, &keys)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("unexpected optimizer state 'momentum'"), "{e}");
         let mut twice = state("exp_avg", 0, 3);
         twice.tensors.push(twice.tensors[0].clone());
-        let e = twice.checked_tensors(&params, &keys).unwrap_err();
+        let e = twice.checked_tensors(&params, &keys).unwrap_err().to_string();
         assert!(e.contains("appears twice"), "{e}");
     }
 }

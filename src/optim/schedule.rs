@@ -290,98 +290,103 @@ fn number(s: &str, what: &str, must: &str, ok: impl Fn(f64) -> bool, spec: &str)
         .ok_or_else(|| format!("bad schedule '{spec}': {what} must be {must}, got '{s}'"))
 }
 
+/// A spec that is not valid is an [`Error::Settings`](crate::Error::Settings) saying why.
 impl FromStr for ScheduleSpec {
-    type Err = String;
+    type Err = crate::Error;
 
-    fn from_str(spec: &str) -> Result<Self, String> {
-        // The '+' before a schedule's name (not an exponent's, as in 1e+3).
-        let plus = spec
-            .char_indices()
-            .find(|&(i, c)| c == '+' && spec[i + 1..].starts_with(|n: char| n.is_ascii_alphabetic()));
-        let (head, then) = match plus {
-            Some((i, _)) => (&spec[..i], Some(&spec[i + 1..])),
-            None => (spec, None),
-        };
-        let parts: Vec<&str> = head.split(':').collect();
-        let args = &parts[1..];
-        let arity = |max: usize| {
-            if args.len() > max {
-                Err(format!(
-                    "bad schedule '{spec}': too many ':' arguments (expected {SYNTAX})"
-                ))
-            } else {
-                Ok(())
-            }
-        };
-        if then.is_some() && parts[0] != "warmup" {
-            return Err(format!(
-                "bad schedule '{spec}': only warmup can be followed by '+SCHEDULE'"
-            ));
+    fn from_str(spec: &str) -> crate::Result<Self> {
+        parse_spec(spec).map_err(crate::Error::settings)
+    }
+}
+
+fn parse_spec(spec: &str) -> Result<ScheduleSpec, String> {
+    // The '+' before a schedule's name (not an exponent's, as in 1e+3).
+    let plus = spec
+        .char_indices()
+        .find(|&(i, c)| c == '+' && spec[i + 1..].starts_with(|n: char| n.is_ascii_alphabetic()));
+    let (head, then) = match plus {
+        Some((i, _)) => (&spec[..i], Some(&spec[i + 1..])),
+        None => (spec, None),
+    };
+    let parts: Vec<&str> = head.split(':').collect();
+    let args = &parts[1..];
+    let arity = |max: usize| {
+        if args.len() > max {
+            Err(format!(
+                "bad schedule '{spec}': too many ':' arguments (expected {SYNTAX})"
+            ))
+        } else {
+            Ok(())
         }
-        match parts[0] {
-            "constant" => {
-                arity(0)?;
-                Ok(ScheduleSpec::Constant)
-            }
-            "step" => {
-                arity(2)?;
-                let epochs = args
-                    .first()
-                    .ok_or_else(|| format!("bad schedule '{spec}': step needs EPOCHS (step:EPOCHS[:GAMMA])"))?;
-                Ok(ScheduleSpec::Step {
-                    epochs: count(epochs, "EPOCHS", spec)?,
-                    gamma: match args.get(1) {
-                        Some(g) => number(g, "GAMMA", "a number > 0", |x| x > 0.0, spec)?,
-                        None => 0.1,
-                    },
-                })
-            }
-            "cosine" => {
-                arity(1)?;
-                Ok(ScheduleSpec::Cosine {
-                    eta_min: match args.first() {
-                        Some(e) => number(e, "ETA_MIN", "a number >= 0", |x| x >= 0.0, spec)?,
-                        None => 0.0,
-                    },
-                })
-            }
-            "onecycle" => {
-                arity(1)?;
-                Ok(ScheduleSpec::OneCycle {
-                    max_lr: match args.first() {
-                        Some(m) => Some(number(m, "MAX_LR", "a number > 0", |x| x > 0.0, spec)?),
-                        None => None,
-                    },
-                })
-            }
-            "warmup" => {
-                arity(2)?;
-                let steps = args
-                    .first()
-                    .ok_or_else(|| format!("bad schedule '{spec}': warmup needs STEPS (warmup:STEPS)"))?;
-                let then = match then {
+    };
+    if then.is_some() && parts[0] != "warmup" {
+        return Err(format!(
+            "bad schedule '{spec}': only warmup can be followed by '+SCHEDULE'"
+        ));
+    }
+    match parts[0] {
+        "constant" => {
+            arity(0)?;
+            Ok(ScheduleSpec::Constant)
+        }
+        "step" => {
+            arity(2)?;
+            let epochs = args
+                .first()
+                .ok_or_else(|| format!("bad schedule '{spec}': step needs EPOCHS (step:EPOCHS[:GAMMA])"))?;
+            Ok(ScheduleSpec::Step {
+                epochs: count(epochs, "EPOCHS", spec)?,
+                gamma: match args.get(1) {
+                    Some(g) => number(g, "GAMMA", "a number > 0", |x| x > 0.0, spec)?,
+                    None => 0.1,
+                },
+            })
+        }
+        "cosine" => {
+            arity(1)?;
+            Ok(ScheduleSpec::Cosine {
+                eta_min: match args.first() {
+                    Some(e) => number(e, "ETA_MIN", "a number >= 0", |x| x >= 0.0, spec)?,
+                    None => 0.0,
+                },
+            })
+        }
+        "onecycle" => {
+            arity(1)?;
+            Ok(ScheduleSpec::OneCycle {
+                max_lr: match args.first() {
+                    Some(m) => Some(number(m, "MAX_LR", "a number > 0", |x| x > 0.0, spec)?),
                     None => None,
-                    Some(t) => {
-                        let next: ScheduleSpec = t.parse()?;
-                        if matches!(next, ScheduleSpec::OneCycle { .. } | ScheduleSpec::Warmup { .. }) {
-                            return Err(format!(
-                                "bad schedule '{spec}': warmup can be followed by constant, step or cosine (onecycle warms up itself)"
-                            ));
-                        }
-                        Some(Box::new(next))
-                    }
-                };
-                Ok(ScheduleSpec::Warmup {
-                    steps: count(steps, "STEPS", spec)?,
-                    start_factor: match args.get(1) {
-                        Some(f) => number(f, "START_FACTOR", "in (0, 1]", |x| x > 0.0 && x <= 1.0, spec)?,
-                        None => DEFAULT_START_FACTOR,
-                    },
-                    then,
-                })
-            }
-            other => Err(format!("unknown schedule '{other}' in '{spec}': expected {SYNTAX}")),
+                },
+            })
         }
+        "warmup" => {
+            arity(2)?;
+            let steps = args
+                .first()
+                .ok_or_else(|| format!("bad schedule '{spec}': warmup needs STEPS (warmup:STEPS)"))?;
+            let then = match then {
+                None => None,
+                Some(t) => {
+                    let next = parse_spec(t)?;
+                    if matches!(next, ScheduleSpec::OneCycle { .. } | ScheduleSpec::Warmup { .. }) {
+                        return Err(format!(
+                            "bad schedule '{spec}': warmup can be followed by constant, step or cosine (onecycle warms up itself)"
+                        ));
+                    }
+                    Some(Box::new(next))
+                }
+            };
+            Ok(ScheduleSpec::Warmup {
+                steps: count(steps, "STEPS", spec)?,
+                start_factor: match args.get(1) {
+                    Some(f) => number(f, "START_FACTOR", "in (0, 1]", |x| x > 0.0 && x <= 1.0, spec)?,
+                    None => DEFAULT_START_FACTOR,
+                },
+                then,
+            })
+        }
+        other => Err(format!("unknown schedule '{other}' in '{spec}': expected {SYNTAX}")),
     }
 }
 
@@ -482,7 +487,8 @@ mod tests {
         ];
         for (text, want) in cases {
             let e = text.parse::<ScheduleSpec>().unwrap_err();
-            assert!(e.contains(want), "'{text}': {e}");
+            assert!(matches!(e, crate::Error::Settings { path: None, .. }), "{e:?}");
+            assert!(e.to_string().contains(want), "'{text}': {e}");
         }
     }
 

@@ -50,21 +50,28 @@ impl SgdConfig {
 
     /// Checks the hyper-parameters as `torch.optim.SGD` does: none negative or non-finite, and
     /// Nesterov momentum only with a momentum and zero dampening.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> crate::Result<()> {
         for (name, v) in [
             ("lr", self.lr),
             ("momentum", self.momentum),
             ("weight_decay", self.weight_decay),
         ] {
             if !(v.is_finite() && v >= 0.0) {
-                return Err(format!("SGD {name} must be a finite number >= 0, got {v}"));
+                return Err(crate::Error::settings(format!(
+                    "SGD {name} must be a finite number >= 0, got {v}"
+                )));
             }
         }
         if !self.dampening.is_finite() {
-            return Err(format!("SGD dampening must be finite, got {}", self.dampening));
+            return Err(crate::Error::settings(format!(
+                "SGD dampening must be finite, got {}",
+                self.dampening
+            )));
         }
         if self.nesterov && (self.momentum <= 0.0 || self.dampening != 0.0) {
-            return Err("Nesterov momentum requires a momentum and zero dampening".into());
+            return Err(crate::Error::settings(
+                "Nesterov momentum requires a momentum and zero dampening",
+            ));
         }
         Ok(())
     }
@@ -193,10 +200,12 @@ impl Optimizer for Sgd {
 
     /// A parameter without a `momentum_buffer` entry has none (PyTorch's `None`: it has not
     /// taken a momentum step), so only extra entries, wrong lengths and scalars are errors.
-    fn load_state(&mut self, state: &OptimizerState) -> Result<(), String> {
+    fn load_state(&mut self, state: &OptimizerState) -> crate::Result<()> {
         let tensors = state.checked_tensors(&self.params, &[MOMENTUM_BUFFER])?;
         if let Some(k) = state.scalars.keys().next() {
-            return Err(format!("unexpected scalar optimizer state '{k}' (SGD has none)"));
+            return Err(crate::Error::checkpoint_problem(format!(
+                "unexpected scalar optimizer state '{k}' (SGD has none)"
+            )));
         }
         for (i, buf) in self.momentum_buffers.iter_mut().enumerate() {
             *buf = tensors.get(&(MOMENTUM_BUFFER, i)).map(|v| v.to_vec());
@@ -332,14 +341,14 @@ mod tests {
         assert_eq!(fresh.momentum_buffers, opt.momentum_buffers);
         let mut bad = s.clone();
         bad.tensors[0].values.push(1.0);
-        let e = fresh.load_state(&bad).unwrap_err();
+        let e = fresh.load_state(&bad).unwrap_err().to_string();
         assert!(
             e.contains("'momentum_buffer' of parameter 0 has 3 values, expected 2"),
             "{e}"
         );
         let mut bad = s.clone();
         bad.scalars.insert("step.0".into(), "1".into());
-        assert!(fresh.load_state(&bad).unwrap_err().contains("SGD has none"));
+        assert!(fresh.load_state(&bad).unwrap_err().to_string().contains("SGD has none"));
     }
 
     #[test]
@@ -355,8 +364,12 @@ mod tests {
         let h = opt.hyperparameters();
         assert_eq!(h[0], ("lr".to_string(), "0.05".to_string()));
         assert_eq!(h[4], ("nesterov".to_string(), "false".to_string()));
-        let e = SgdConfig::new(0.1).with_nesterov(true).validate().unwrap_err();
+        let e = SgdConfig::new(0.1)
+            .with_nesterov(true)
+            .validate()
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("Nesterov"), "{e}");
-        assert!(SgdConfig::new(-0.1).validate().unwrap_err().contains("lr"));
+        assert!(SgdConfig::new(-0.1).validate().unwrap_err().to_string().contains("lr"));
     }
 }

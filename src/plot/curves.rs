@@ -12,7 +12,7 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 use super::legend::draw_legend;
 use super::log::{Curve, smooth};
 use super::render::{DrawResult, Scale, render};
-use crate::data::DataError;
+use crate::Error;
 
 /// The runs of consecutive finite points of a curve: a value that is not finite is a gap.
 fn finite_runs(x: &[f64], y: impl IntoIterator<Item = f64>) -> Vec<Vec<(f64, f64)>> {
@@ -348,17 +348,14 @@ where
 }
 
 /// Draws the training and validation loss and accuracy of each log.
-pub fn plot_curves(curves: &[Curve], out: &Path) -> Result<(), DataError> {
+pub fn plot_curves(curves: &[Curve], out: &Path) -> crate::Result<()> {
     plot_curves_with(curves, &PlotOptions::default(), out)
 }
 
 /// [`plot_curves`] with options: the per-batch loss and its smoothing.
-pub fn plot_curves_with(curves: &[Curve], opt: &PlotOptions, out: &Path) -> Result<(), DataError> {
+pub fn plot_curves_with(curves: &[Curve], opt: &PlotOptions, out: &Path) -> crate::Result<()> {
     if !(0.0..1.0).contains(&opt.smooth) {
-        return Err(DataError::new(
-            out,
-            format!("smoothing {} is not from 0 to below 1", opt.smooth),
-        ));
+        return Err(Error::settings(format!("smoothing {} is not from 0 to below 1", opt.smooth)).at(out));
     }
     let h = if show_batches(curves, opt) { 1050 } else { 760 };
     render(

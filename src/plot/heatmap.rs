@@ -8,7 +8,6 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::render::{DrawResult, Scale, render};
-use crate::data::DataError;
 use crate::metrics::Confusion;
 
 /// Viridis (matplotlib's perceptually uniform colour map, CC0), every 8th of its 256 colours.
@@ -250,7 +249,7 @@ where
 /// Draws the confusion matrix as a heat map with the counts in the cells (`normalize`: each
 /// cell's share of its row, the true class, in percent), coloured with viridis on a log scale
 /// so that the few errors stand out from the many right answers, with a colour bar.
-pub fn plot_confusion(c: &Confusion, names: &[String], normalize: bool, out: &Path) -> Result<(), DataError> {
+pub fn plot_confusion(c: &Confusion, names: &[String], normalize: bool, out: &Path) -> crate::Result<()> {
     render(
         out,
         (900, 790),

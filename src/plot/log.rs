@@ -4,7 +4,7 @@
 use std::io::Read;
 use std::path::Path;
 
-use crate::data::DataError;
+use crate::Error;
 
 /// One run's curves, read from its log.
 #[derive(Clone, Debug, PartialEq)]
@@ -92,14 +92,15 @@ fn batch_record(rec: &serde_json::Value) -> Result<[f64; 4], String> {
 /// The records of a log's text (`csv`: the CSV format, else JSON lines). A later record for
 /// the same epoch (a resumed run appending to the log) replaces the earlier one; a batch record
 /// at or before the last one (the resumed run repeating batches) drops the records from there
-/// on. Linear in the text's length whatever it holds.
-pub fn parse_records(text: &str, csv: bool) -> Result<Records, String> {
+/// on. Linear in the text's length whatever it holds. The error is an [`Error::Format`]
+/// without a path, naming the line.
+pub fn parse_records(text: &str, csv: bool) -> crate::Result<Records> {
     const KEYS: [&str; 4] = ["epoch", "train_loss", "valid_loss", "valid_accuracy"];
     let mut epochs: std::collections::BTreeMap<u64, [f64; 5]> = Default::default();
     let mut batches: Vec<[f64; 4]> = Vec::new();
     let mut columns: Vec<String> = Vec::new();
     for (i, line) in text.lines().enumerate() {
-        let at = |m: String| format!("line {}: {m}", i + 1);
+        let at = |m: String| Error::format_problem(format!("line {}: {m}", i + 1));
         if line.trim().is_empty() || (csv && line.starts_with('#')) {
             continue;
         }
@@ -153,28 +154,30 @@ pub fn parse_records(text: &str, csv: bool) -> Result<Records, String> {
 /// Reads a `train --log` file (.jsonl or .csv). A later record for the same epoch (a resumed
 /// run appending to the log) replaces the earlier one. Values that were not finite are NaN and
 /// leave a gap in the curves.
-pub fn read_log(path: &Path) -> Result<Curve, DataError> {
-    let err = |m: String| DataError::new(path, m);
+pub fn read_log(path: &Path) -> crate::Result<Curve> {
     let mut text = String::new();
     std::fs::File::open(path)
         .and_then(|f| f.take(MAX_LOG_BYTES + 1).read_to_string(&mut text))
-        .map_err(|e| err(format!("cannot read: {e}")))?;
+        .map_err(|e| Error::io(path, "cannot read", e))?;
     if text.len() as u64 > MAX_LOG_BYTES {
-        return Err(err(format!("larger than {MAX_LOG_BYTES} bytes: not a metrics log")));
+        return Err(Error::format(
+            path,
+            format!("larger than {MAX_LOG_BYTES} bytes: not a metrics log"),
+        ));
     }
     let label = path
         .file_stem()
         .map_or("run".into(), |s| s.to_string_lossy().to_string());
     let csv = path.extension().is_some_and(|e| e == "csv");
-    parse_log(&text, csv, label).map_err(err)
+    parse_log(&text, csv, label).map_err(|e| e.at(path))
 }
 
 /// Parses a metrics log's text (CSV when `csv`, else JSON lines) into the curve labelled
 /// `label`; [`read_log`] without the file.
-pub fn parse_log(text: &str, csv: bool, label: String) -> Result<Curve, String> {
+pub fn parse_log(text: &str, csv: bool, label: String) -> crate::Result<Curve> {
     let r = parse_records(text, csv)?;
     if r.epochs.is_empty() && r.batches.is_empty() {
-        return Err("no epoch records to plot".into());
+        return Err(Error::format_problem("no epoch records to plot"));
     }
     let per_epoch = r.batches.iter().map(|b| b[2]).fold(0.0, f64::max);
     let col = |j: usize| r.epochs.iter().map(|e| e[j]).collect::<Vec<f64>>();
@@ -291,18 +294,21 @@ mod tests {
         assert!(
             parse_records(bad, false)
                 .unwrap_err()
+                .to_string()
                 .contains("line 1: \"samples\" -5 is not a whole number")
         );
         let bad = r#"{"type":"batch","epoch":0.5,"batch":10,"samples":5,"loss":1}"#;
         assert!(
             parse_records(bad, false)
                 .unwrap_err()
+                .to_string()
                 .contains("line 1: epoch 0.5 is not a whole number")
         );
         let bad = r#"{"type":"batch","epoch":1,"batch":10,"samples":5}"#;
         assert!(
             parse_records(bad, false)
                 .unwrap_err()
+                .to_string()
                 .contains("batch record without \"loss\"")
         );
         // CSV with a train_accuracy column.

@@ -8,8 +8,8 @@ use std::sync::Once;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
+use crate::Error;
 use crate::checkpoint::atomic_write;
-use crate::data::DataError;
 
 static FONT: Once = Once::new();
 
@@ -85,9 +85,10 @@ pub(super) fn render(
     (w, h): (u32, u32),
     draw: impl Fn(DrawingArea<BitMapBackend, Shift>, f64) -> DrawResult,
     draw_svg: impl Fn(DrawingArea<SVGBackend, Shift>, f64) -> DrawResult,
-) -> Result<(), DataError> {
+) -> crate::Result<()> {
     register_font();
-    let err = |e: Box<dyn std::error::Error>| DataError::new(out, format!("cannot draw: {e}"));
+    // The drawing's own errors (plotters' backends) stop at this boundary.
+    let err = |e: Box<dyn std::error::Error>| Error::format(out, format!("cannot draw: {e}"));
     let bytes = match out.extension().and_then(|e| e.to_str()) {
         Some("png") => {
             let (bw, bh) = (w * SUPERSAMPLE, h * SUPERSAMPLE);
@@ -98,7 +99,7 @@ pub(super) fn render(
             drop(buf);
             let mut png = std::io::Cursor::new(Vec::new());
             img.write_to(&mut png, image::ImageFormat::Png)
-                .map_err(|e| DataError::new(out, format!("cannot encode: {e}")))?;
+                .map_err(|e| Error::format(out, format!("cannot encode: {e}")))?;
             png.into_inner()
         }
         Some("svg") => {
@@ -108,7 +109,7 @@ pub(super) fn render(
             draw_svg(area, 1.0).map_err(err)?;
             svg_fonts(&s).into_bytes()
         }
-        _ => return Err(DataError::new(out, "the output's extension must be .png or .svg")),
+        _ => return Err(Error::settings("the output's extension must be .png or .svg").at(out)),
     };
     atomic_write(out, &bytes)
 }

@@ -23,10 +23,11 @@ use std::time::Instant;
 use clap::Args;
 
 use super::{DataArgs, Dataset, dataset_dir, in_pool, load_dataset};
+use crate::Error;
 use crate::checkpoint::{
     TensorFile, atomic_write, load_state_dict, load_training_checkpoint, position, save_training_checkpoint,
 };
-use crate::data::{DataError, DataLoader};
+use crate::data::DataLoader;
 use crate::log::MetricsLog;
 use crate::nn::Module;
 use crate::ops::simd::Backend;
@@ -124,16 +125,15 @@ pub struct TrainArgs {
     pub simd: Option<Backend>,
 }
 
-pub(crate) fn train(a: TrainArgs) -> Result<(), Box<dyn std::error::Error>> {
+pub(crate) fn train(a: TrainArgs) -> crate::Result<()> {
     if let Some(b) = a.simd {
         crate::ops::simd::select(b)?;
     }
     let threads = a.data.threads;
-    in_pool(threads, move || train_in_pool(a).map_err(|e| e.to_string()))??;
-    Ok(())
+    in_pool(threads, move || train_in_pool(a))?
 }
 
-fn train_in_pool(mut a: TrainArgs) -> Result<(), Box<dyn std::error::Error>> {
+fn train_in_pool(mut a: TrainArgs) -> crate::Result<()> {
     // Resuming: the newest intact checkpoint, whose settings replace the command line's.
     let resume = match a.resume.clone() {
         None => None,
@@ -178,11 +178,11 @@ fn train_in_pool(mut a: TrainArgs) -> Result<(), Box<dyn std::error::Error>> {
     let model = st.spec.build(&mut Rng::new(a.seed));
     if let Some(init) = &a.init {
         let file = TensorFile::load(init)?;
-        let arch = file.architecture().map_err(|e| DataError::new(init, e))?;
+        let arch = file.architecture().map_err(|e| e.at(init))?;
         if arch != st.spec {
-            return Err(DataError::new(init, format!("holds a {arch} model, --model is {}", a.model)).into());
+            return Err(Error::architecture(format!("holds a {arch} model, --model is {}", a.model)).at(init));
         }
-        load_state_dict(model.as_ref(), &file).map_err(|e| DataError::new(init, e))?;
+        load_state_dict(model.as_ref(), &file).map_err(|e| e.at(init))?;
     }
     let mut opt = st
         .optimizer
@@ -190,7 +190,7 @@ fn train_in_pool(mut a: TrainArgs) -> Result<(), Box<dyn std::error::Error>> {
     let start = match &resume {
         Some((path, _)) => {
             let meta = load_training_checkpoint(path, model.as_ref(), opt.as_mut())?;
-            let pos = position(&meta).map_err(|e| DataError::new(path, e))?;
+            let pos = position(&meta).map_err(|e| e.at(path))?;
             say(
                 a.json,
                 format!(
@@ -334,7 +334,7 @@ fn interrupted(
     outputs: &Outputs,
     meta: &BTreeMap<String, String>,
     at: &Position,
-) -> Result<String, Box<dyn std::error::Error>> {
+) -> crate::Result<String> {
     let Some(d) = outputs.checkpoints() else {
         return Ok(
             "no checkpoint (--no-save and no --checkpoint-dir): run without --no-save, or with \

@@ -121,7 +121,7 @@ impl Observer for TrainObserver<'_> {
         self.bar = spinner(self.show_bar, "validating");
     }
 
-    fn epoch_end(&mut self, s: &EpochStats, opt: &dyn Optimizer) -> Result<(), String> {
+    fn epoch_end(&mut self, s: &EpochStats, opt: &dyn Optimizer) -> crate::Result<()> {
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
         }
@@ -138,14 +138,14 @@ impl Observer for TrainObserver<'_> {
             ),
         );
         for log in &mut self.logs {
-            log.epoch(s, opt.lr()).map_err(|e| e.to_string())?;
+            log.epoch(s, opt.lr())?;
         }
         if let Some((dir, model, arch, meta)) = self.checkpoint {
             let pos = Position {
                 epoch: s.epoch,
                 ..Position::default()
             };
-            save_training_checkpoint(dir, model, arch, opt, &pos, meta).map_err(|e| e.to_string())?;
+            save_training_checkpoint(dir, model, arch, opt, &pos, meta)?;
         }
         Ok(())
     }

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use super::TrainArgs;
 use super::settings::checkpoint_dir_of;
+use crate::Error;
 use crate::checkpoint::{check_finite, check_writable, check_writable_dir, checkpoints_newest_first, state_dict};
-use crate::data::DataError;
 use crate::nn::Module;
 use crate::runs::new_run_dir;
 
@@ -51,7 +51,7 @@ pub(super) fn absolute(p: &Path) -> String {
 
 /// Where this run writes: what the command line names, else what the resumed checkpoint
 /// recorded; checked before any work. The run directory comes later ([`open_run_dir`]).
-pub(super) fn plan_outputs(a: &TrainArgs, restored: Option<&BTreeMap<String, String>>) -> Result<Outputs, DataError> {
+pub(super) fn plan_outputs(a: &TrainArgs, restored: Option<&BTreeMap<String, String>>) -> crate::Result<Outputs> {
     let old = |k: &str| restored.and_then(|m| m.get(k)).map(PathBuf::from);
     let out = Outputs {
         run_dir: None,
@@ -68,7 +68,7 @@ pub(super) fn open_run_dir(
     a: &TrainArgs,
     restored: Option<&BTreeMap<String, String>>,
     out: &mut Outputs,
-) -> Result<(), DataError> {
+) -> crate::Result<()> {
     if !a.no_save {
         out.run_dir = match restored {
             Some(m) => m.get("run_dir").map(PathBuf::from),
@@ -84,7 +84,7 @@ pub(super) fn open_run_dir(
 /// Checks the outputs named on the command line (or restored) before any work starts: the
 /// weights file, the log, and the checkpoint directory (which must not hold another run's
 /// checkpoints unless --overwrite).
-pub(super) fn check_outputs(a: &TrainArgs, out: &Outputs) -> Result<(), DataError> {
+pub(super) fn check_outputs(a: &TrainArgs, out: &Outputs) -> crate::Result<()> {
     if let Some(p) = &out.save {
         check_writable(p)?;
     }
@@ -104,7 +104,7 @@ pub(super) fn check_outputs(a: &TrainArgs, out: &Outputs) -> Result<(), DataErro
             let old = checkpoints_newest_first(d)?;
             if let Some((_, _, newest)) = old.first() {
                 if !a.overwrite {
-                    return Err(DataError::new(
+                    return Err(Error::checkpoint(
                         d,
                         format!(
                             "holds {} checkpoints of another run (newest {}): continue it with \
@@ -116,7 +116,7 @@ pub(super) fn check_outputs(a: &TrainArgs, out: &Outputs) -> Result<(), DataErro
                     ));
                 }
                 for (_, _, p) in &old {
-                    std::fs::remove_file(p).map_err(|e| DataError::new(p, format!("cannot delete: {e}")))?;
+                    std::fs::remove_file(p).map_err(|e| Error::io(p, "cannot delete", e))?;
                 }
                 eprintln!("deleted {} checkpoints of another run from {}", old.len(), d.display());
             }
@@ -133,11 +133,15 @@ pub(super) fn save_model(
     arch: &str,
     meta: &BTreeMap<String, String>,
     paths: &[PathBuf],
-) -> Result<(), DataError> {
+) -> crate::Result<()> {
     for path in paths {
         for (name, p) in model.named_parameters() {
-            check_finite(&name, &p.data())
-                .map_err(|e| DataError::new(path, format!("not saved: training diverged, {e} (try a smaller --lr)")))?;
+            check_finite(&name, &p.data()).map_err(|e| {
+                Error::checkpoint(
+                    path,
+                    format!("not saved: training diverged, {} (try a smaller --lr)", e.detail()),
+                )
+            })?;
         }
         state_dict(model, arch, meta).save(path)?;
     }

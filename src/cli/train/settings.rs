@@ -6,9 +6,10 @@ use std::path::{Path, PathBuf};
 
 use super::TrainArgs;
 use super::outputs::{Outputs, absolute};
+use crate::Error;
 use crate::checkpoint::{TensorFile, checkpoints_newest_first, load_state_dict, position};
 use crate::cli::Dataset;
-use crate::data::{DataError, Format};
+use crate::data::Format;
 use crate::nn::models::{self, ModelSpec};
 use crate::optim::{OptimizerKind, ScheduleSpec};
 use crate::rng::Rng;
@@ -27,7 +28,7 @@ pub(super) struct Settings {
 }
 
 impl TrainArgs {
-    pub(super) fn settings(&self) -> Result<Settings, String> {
+    pub(super) fn settings(&self) -> crate::Result<Settings> {
         let spec = models::find(&self.model)?;
         let r = &spec.recipe;
         let schedule = self.schedule.as_deref().unwrap_or(r.schedule);
@@ -39,7 +40,9 @@ impl TrainArgs {
             lr: self.lr.unwrap_or(r.lr),
             momentum: self.momentum.unwrap_or(r.momentum),
             weight_decay: self.weight_decay.unwrap_or(r.weight_decay),
-            schedule: schedule.parse().map_err(|e| format!("--schedule {schedule}: {e}"))?,
+            schedule: schedule
+                .parse()
+                .map_err(|e: Error| Error::settings(format!("--schedule {schedule}: {e}")))?,
         })
     }
 }
@@ -82,7 +85,11 @@ pub(super) fn metadata(a: &TrainArgs, s: &Settings, out: &Outputs) -> BTreeMap<S
 }
 
 /// Checks the run's settings, wherever they came from (flags or a checkpoint).
-pub(super) fn check_settings(a: &TrainArgs, s: &Settings) -> Result<(), String> {
+pub(super) fn check_settings(a: &TrainArgs, s: &Settings) -> crate::Result<()> {
+    check(a, s).map_err(Error::settings)
+}
+
+fn check(a: &TrainArgs, s: &Settings) -> Result<(), String> {
     if s.batch_size == 0 || s.batch_size > MAX_BATCH {
         return Err(format!(
             "batch size must be from 1 to {MAX_BATCH}, got {}",
@@ -130,11 +137,14 @@ pub(super) fn checkpoint_dir_of(dir: &Path) -> PathBuf {
 /// The newest intact checkpoint in `dir`, with its settings put into `a`. A checkpoint that
 /// cannot be read, does not fit its model, or holds settings that are not valid is skipped with
 /// a warning, for the one before it. Returns its path and metadata.
-pub(super) fn pick_checkpoint(dir: &Path, a: &mut TrainArgs) -> Result<(PathBuf, BTreeMap<String, String>), DataError> {
+pub(super) fn pick_checkpoint(dir: &Path, a: &mut TrainArgs) -> crate::Result<(PathBuf, BTreeMap<String, String>)> {
     let dir = checkpoint_dir_of(dir);
     let all = checkpoints_newest_first(&dir)?;
     if all.is_empty() {
-        return Err(DataError::new(&dir, "no checkpoint-epoch-*.safetensors to resume from"));
+        return Err(Error::not_found(
+            &dir,
+            "no checkpoint-epoch-*.safetensors to resume from",
+        ));
     }
     let mut last_err = None;
     for (_, _, path) in all {
@@ -150,7 +160,7 @@ pub(super) fn pick_checkpoint(dir: &Path, a: &mut TrainArgs) -> Result<(PathBuf,
             }
         }
     }
-    Err(DataError::new(
+    Err(Error::checkpoint(
         &dir,
         format!(
             "no intact checkpoint to resume from (the oldest: {})",
@@ -161,19 +171,19 @@ pub(super) fn pick_checkpoint(dir: &Path, a: &mut TrainArgs) -> Result<(PathBuf,
 
 /// Reads a checkpoint's settings into `a` (the data's place and format only when the command
 /// line does not name a data directory), checking its tensors fit its model.
-pub(super) fn read_checkpoint_settings(path: &Path, a: &mut TrainArgs) -> Result<BTreeMap<String, String>, DataError> {
+pub(super) fn read_checkpoint_settings(path: &Path, a: &mut TrainArgs) -> crate::Result<BTreeMap<String, String>> {
     let file = TensorFile::load(path)?;
     let meta = &file.metadata;
     let get = |k: &str| {
         meta.get(k)
             .cloned()
-            .ok_or_else(|| DataError::new(path, format!("metadata lacks '{k}'")))
+            .ok_or_else(|| Error::checkpoint(path, format!("metadata lacks '{k}'")))
     };
-    let bad = |k: &str| DataError::new(path, format!("metadata '{k}' is not valid"));
-    let spec = file.architecture().map_err(|e| DataError::new(path, e))?;
+    let bad = |k: &str| Error::checkpoint(path, format!("metadata '{k}' is not valid"));
+    let spec = file.architecture().map_err(|e| e.at(path))?;
     a.model = spec.name.to_string();
-    load_state_dict(spec.build(&mut Rng::new(0)).as_ref(), &file).map_err(|e| DataError::new(path, e))?;
-    position(meta).map_err(|e| DataError::new(path, e))?;
+    load_state_dict(spec.build(&mut Rng::new(0)).as_ref(), &file).map_err(|e| e.at(path))?;
+    position(meta).map_err(|e| e.at(path))?;
     a.seed = get("seed")?.parse().map_err(|_| bad("seed"))?;
     a.batch_size = Some(get("batch_size")?.parse().map_err(|_| bad("batch_size"))?);
     a.lr = Some(get("lr")?.parse().map_err(|_| bad("lr"))?);
@@ -206,10 +216,9 @@ pub(super) fn read_checkpoint_settings(path: &Path, a: &mut TrainArgs) -> Result
             a.data.format = <Format as clap::ValueEnum>::from_str(f, true).map_err(|_| bad("data_format"))?;
         }
     }
-    let s = a
-        .settings()
-        .map_err(|e| DataError::new(path, format!("settings not valid: {e}")))?;
-    check_settings(a, &s).map_err(|e| DataError::new(path, format!("settings not valid: {e}")))?;
+    let invalid = |e: Error| Error::checkpoint(path, format!("settings not valid: {}", e.detail()));
+    let s = a.settings().map_err(invalid)?;
+    check_settings(a, &s).map_err(invalid)?;
     Ok(file.metadata)
 }
 

@@ -33,7 +33,7 @@ impl Default for Limits {
 impl Limits {
     /// The defaults, with any of `MNIST_CNN_DOWNLOAD_DEADLINE`, `MNIST_CNN_DOWNLOAD_WINDOW`
     /// (seconds, fractions allowed) and `MNIST_CNN_DOWNLOAD_MIN_BYTES` that are set.
-    pub fn from_env() -> Result<Limits, String> {
+    pub fn from_env() -> crate::Result<Limits> {
         let mut l = Limits::default();
         let secs = |var: &str| -> Result<Option<Duration>, String> {
             match std::env::var(var) {
@@ -46,18 +46,20 @@ impl Limits {
                 _ => Ok(None),
             }
         };
-        if let Some(d) = secs("MNIST_CNN_DOWNLOAD_DEADLINE")? {
+        if let Some(d) = secs("MNIST_CNN_DOWNLOAD_DEADLINE").map_err(crate::Error::settings)? {
             l.deadline = d;
         }
-        if let Some(d) = secs("MNIST_CNN_DOWNLOAD_WINDOW")? {
+        if let Some(d) = secs("MNIST_CNN_DOWNLOAD_WINDOW").map_err(crate::Error::settings)? {
             l.window = d;
         }
         if let Ok(v) = std::env::var("MNIST_CNN_DOWNLOAD_MIN_BYTES")
             && !v.is_empty()
         {
-            l.min_bytes = v
-                .parse()
-                .map_err(|_| format!("MNIST_CNN_DOWNLOAD_MIN_BYTES={v:?}: expected a number of bytes"))?;
+            l.min_bytes = v.parse().map_err(|_| {
+                crate::Error::settings(format!(
+                    "MNIST_CNN_DOWNLOAD_MIN_BYTES={v:?}: expected a number of bytes"
+                ))
+            })?;
         }
         Ok(l)
     }

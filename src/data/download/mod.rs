@@ -27,7 +27,7 @@ mod verify;
 
 use std::path::{Path, PathBuf};
 
-use super::DataError;
+use crate::Error;
 use http::{fetch, file_len};
 
 pub use datasets::{DatasetSpec, RemoteFile, class_names, spec};
@@ -58,7 +58,7 @@ pub fn download(
     first_mirror: Option<&str>,
     progress: bool,
     log: impl FnMut(&str),
-) -> Result<(PathBuf, Vec<Outcome>), DataError> {
+) -> crate::Result<(PathBuf, Vec<Outcome>)> {
     download_with(spec, dir, first_mirror, progress, &Limits::default(), log)
 }
 
@@ -70,9 +70,9 @@ pub fn download_with(
     progress: bool,
     limits: &Limits,
     mut log: impl FnMut(&str),
-) -> Result<(PathBuf, Vec<Outcome>), DataError> {
+) -> crate::Result<(PathBuf, Vec<Outcome>)> {
     let target = dir.join(&spec.key);
-    std::fs::create_dir_all(&target).map_err(|e| DataError::new(&target, format!("cannot create: {e}")))?;
+    std::fs::create_dir_all(&target).map_err(|e| Error::io(&target, "cannot create", e))?;
     let mut mirrors: Vec<String> = first_mirror
         .map(|m| {
             if m.ends_with('/') {
@@ -106,15 +106,14 @@ pub fn download_with(
             }
             match verify(&part, f) {
                 Ok(()) => {
-                    std::fs::rename(&part, &dest)
-                        .map_err(|e| DataError::new(&dest, format!("cannot rename into place: {e}")))?;
+                    std::fs::rename(&part, &dest).map_err(|e| Error::io(&dest, "cannot rename into place", e))?;
                     log(&format!("{}: fetched from {url}, checksum ok", dest.display()));
                     done = Some(url);
                     break;
                 }
                 Err(e) => {
                     let _ = std::fs::remove_file(&part);
-                    let msg = format!("{url}: {e}; the file was deleted");
+                    let msg = format!("{url}: {}; the file was deleted", e.detail());
                     log(&msg);
                     failures.push(msg);
                 }
@@ -130,7 +129,7 @@ pub fn download_with(
                     let _ = std::fs::remove_file(&part);
                     String::new()
                 };
-                return Err(DataError::new(
+                return Err(Error::download(
                     &dest,
                     format!("could not be downloaded: {}{tail}", failures.join(" | ")),
                 ));

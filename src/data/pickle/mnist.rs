@@ -117,8 +117,13 @@ impl NdArray {
 /// One split from the pickle: u8 images (N*784) and labels.
 pub type Split = (Vec<u8>, Vec<u8>);
 
-/// Parses the tutorial's pickle (already decompressed) into (train, valid, test).
-pub fn parse_mnist_pickle(bytes: &[u8]) -> Result<[Split; 3], String> {
+/// Parses the tutorial's pickle (already decompressed) into (train, valid, test). What is
+/// wrong is an [`Error::Format`](crate::Error::Format) without a path.
+pub fn parse_mnist_pickle(bytes: &[u8]) -> crate::Result<[Split; 3]> {
+    parse_splits(bytes).map_err(crate::Error::format_problem)
+}
+
+fn parse_splits(bytes: &[u8]) -> Result<[Split; 3], String> {
     let top = unpickle(bytes)?.tuple().map_err(|e| format!("top level: {e}"))?;
     if top.len() != 3 {
         return Err(format!(

@@ -24,7 +24,7 @@ mod value;
 
 use std::path::Path;
 
-use super::{DataError, idx::read_gz_bounded};
+use super::idx::read_gz_bounded;
 
 pub use mnist::{Split, parse_mnist_pickle};
 pub use value::{Dtype, NdArray};
@@ -38,7 +38,7 @@ pub const MAX_DEPTH: u32 = 100;
 pub const MAX_PICKLE_BYTES: u64 = 512 << 20;
 
 /// Reads `mnist.pkl.gz` (or an uncompressed pickle) into (train, valid, test).
-pub fn read_mnist_pickle(path: &Path) -> Result<[Split; 3], DataError> {
+pub fn read_mnist_pickle(path: &Path) -> crate::Result<[Split; 3]> {
     let bytes = read_gz_bounded(path, MAX_PICKLE_BYTES, "an MNIST pickle")?;
-    parse_mnist_pickle(&bytes).map_err(|e| DataError::new(path, e))
+    parse_mnist_pickle(&bytes).map_err(|e| e.at(path))
 }

@@ -136,12 +136,13 @@ pub fn names() -> Vec<&'static str> {
     registry().iter().map(|m| m.name).collect()
 }
 
-/// The model called `name`.
-pub fn find(name: &str) -> Result<&'static ModelSpec, String> {
+/// The model called `name`; an [`Error::Architecture`](crate::Error::Architecture) naming the
+/// known ones if there is none.
+pub fn find(name: &str) -> crate::Result<&'static ModelSpec> {
     registry()
         .iter()
         .find(|m| m.name == name)
-        .ok_or_else(|| format!("unknown model '{name}' (known: {})", names().join(", ")))
+        .ok_or_else(|| crate::Error::architecture(format!("unknown model '{name}' (known: {})", names().join(", "))))
 }
 
 /// The registered models whose state_dict has exactly these names and shapes: how a weights file
@@ -178,11 +179,12 @@ mod tests {
             let y = crate::no_grad(|| m.forward(&crate::Tensor::zeros(&[2, 784])));
             assert_eq!(y.shape(), &[2, 10], "{n}");
         }
-        assert!(
-            find("mlp")
-                .unwrap_err()
-                .contains("known: cnn, logistic, cnn-norelu, lenet5")
+        let e = find("mlp").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "unknown model 'mlp' (known: cnn, logistic, cnn-norelu, lenet5)"
         );
+        assert!(matches!(e, crate::Error::Architecture { path: None, .. }));
     }
 
     #[test]

@@ -144,17 +144,18 @@ impl Backend {
         Backend::available()[0]
     }
 
-    /// `self` if this CPU can run it, else an error naming the ones it can.
-    pub fn check(self) -> Result<Backend, String> {
+    /// `self` if this CPU can run it, else an [`Error::Settings`](crate::Error::Settings)
+    /// naming the ones it can.
+    pub fn check(self) -> crate::Result<Backend> {
         if self.is_available() {
             return Ok(self);
         }
         let have: Vec<_> = Backend::available().iter().map(|b| b.name()).collect();
-        Err(format!(
+        Err(crate::Error::settings(format!(
             "SIMD backend {} is not supported by this CPU (available: {})",
             self.name(),
             have.join(", ")
-        ))
+        )))
     }
 }
 
@@ -168,15 +169,21 @@ impl std::fmt::Display for Backend {
 pub const ENV_VAR: &str = "MNIST_CNN_SIMD";
 
 /// The backend `MNIST_CNN_SIMD` asks for (None when unset or empty), checked against this CPU.
-pub fn from_env() -> Result<Option<Backend>, String> {
+pub fn from_env() -> crate::Result<Option<Backend>> {
+    use crate::Error;
     match std::env::var(ENV_VAR) {
         Err(std::env::VarError::NotPresent) => Ok(None),
-        Err(e) => Err(format!("{ENV_VAR}: {e}")),
+        Err(e) => Err(Error::settings(format!("{ENV_VAR}: {e}"))),
         Ok(v) if v.is_empty() => Ok(None),
         Ok(v) => {
-            let b = Backend::from_name(&v)
-                .ok_or_else(|| format!("{ENV_VAR}={v} is not a SIMD backend (use avx512, avx2, neon or portable)"))?;
-            b.check().map(Some).map_err(|e| format!("{ENV_VAR}={v}: {e}"))
+            let b = Backend::from_name(&v).ok_or_else(|| {
+                Error::settings(format!(
+                    "{ENV_VAR}={v} is not a SIMD backend (use avx512, avx2, neon or portable)"
+                ))
+            })?;
+            b.check()
+                .map(Some)
+                .map_err(|e| Error::settings(format!("{ENV_VAR}={v}: {e}")))
         }
     }
 }
@@ -190,7 +197,7 @@ thread_local! {
 }
 
 /// Forces backend `b` for the whole process; an error if this CPU lacks it.
-pub fn select(b: Backend) -> Result<(), String> {
+pub fn select(b: Backend) -> crate::Result<()> {
     let b = b.check()?;
     let i = Backend::ALL.iter().position(|&x| x == b).expect("a backend");
     ACTIVE.store(i as u8 + 1, Ordering::Relaxed);
@@ -199,7 +206,7 @@ pub fn select(b: Backend) -> Result<(), String> {
 
 /// Applies `MNIST_CNN_SIMD` if set: the CLI calls this first, so that a bad value is an error
 /// message rather than a panic in the first kernel.
-pub fn init_from_env() -> Result<Backend, String> {
+pub fn init_from_env() -> crate::Result<Backend> {
     if let Some(b) = from_env()? {
         select(b)?;
     }
@@ -229,7 +236,7 @@ pub fn active() -> Backend {
 
 /// Runs `f` with backend `b` on this thread (the kernels' dispatch happens on the calling
 /// thread, so this covers their worker threads too); an error if this CPU lacks `b`.
-pub fn with_backend<R>(b: Backend, f: impl FnOnce() -> R) -> Result<R, String> {
+pub fn with_backend<R>(b: Backend, f: impl FnOnce() -> R) -> crate::Result<R> {
     let b = b.check()?;
     struct Restore(Option<Backend>);
     impl Drop for Restore {
@@ -429,7 +436,7 @@ mod tests {
         }
         #[cfg(target_arch = "x86_64")]
         {
-            let e = Backend::Neon.check().unwrap_err();
+            let e = Backend::Neon.check().unwrap_err().to_string();
             assert!(e.contains("neon is not supported") && e.contains("portable"), "{e}");
         }
         assert!(with_backend(Backend::Portable, active).unwrap() == Backend::Portable);
