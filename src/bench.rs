@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use crate::data::{DataLoader, Mnist};
+use crate::data::{AugmentConfig, DataLoader, Mnist};
 use crate::nn::Module;
 use crate::nn::models::ModelSpec;
 use crate::optim::Optimizer;
@@ -23,6 +23,8 @@ pub struct BenchConfig {
     pub profile_batches: usize,
     /// Single-image forwards timed for the batch-1 latency.
     pub latency_images: usize,
+    /// Augmentation of the training batches (timed epochs and profiled steps), if any.
+    pub augment: Option<AugmentConfig>,
 }
 
 /// Time of one op per training batch, in milliseconds.
@@ -58,6 +60,13 @@ pub struct BenchReport {
     /// Wall time of a whole profiled training step (ms per batch); what the rows above leave
     /// out of it is graph bookkeeping and allocation.
     pub step_ms: f64,
+    /// The training batches' augmentation, if any.
+    pub augment: Option<AugmentConfig>,
+    /// With augmentation: wall time of making an augmented training batch in the profiled steps
+    /// (ms per batch; it replaces the plain u8-to-f32 conversion, which it includes).
+    pub augment_ms_per_batch: Option<f64>,
+    /// With augmentation: that time as a fraction of the whole step ([`step_ms`](Self::step_ms)).
+    pub augment_share_of_step: Option<f64>,
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -103,7 +112,10 @@ fn new_model(cfg: &BenchConfig) -> (Box<dyn Module>, Box<dyn Optimizer>) {
 
 /// Runs the benchmark on the current rayon pool.
 pub fn run(cfg: &BenchConfig, data: &Mnist) -> BenchReport {
-    let train_dl = DataLoader::new(data.train.clone(), cfg.batch_size, true, 0);
+    let mut train_dl = DataLoader::new(data.train.clone(), cfg.batch_size, true, 0);
+    if let Some(a) = cfg.augment {
+        train_dl = train_dl.with_augment(a);
+    }
     let valid_dl = DataLoader::new(data.valid.clone(), cfg.batch_size * 2, false, 0);
     let mut rates = Vec::new();
     let mut epochs = Vec::new();
@@ -124,14 +136,20 @@ pub fn run(cfg: &BenchConfig, data: &Mnist) -> BenchReport {
 
     // Per-layer profile, on a fresh model so the numbers are those of training.
     // The batch loading is timed here; loss_batch times the optimizer step.
-    let (layers, step_ms) = {
+    let (layers, step_ms, load_ms) = {
         let (pmodel, mut popt) = new_model(cfg);
         profile::enable();
         let mut n = 0;
         let mut batches = train_dl.epoch(1);
+        let mut load_time = std::time::Duration::ZERO;
         let t0 = Instant::now();
         while n < cfg.profile_batches.max(1) {
-            let load = || batches.next();
+            let load = || {
+                let t = Instant::now();
+                let b = batches.next();
+                load_time += t.elapsed();
+                b
+            };
             let Some(b) = profile::time(|| format!("data: batch {}", cfg.batch_size), Phase::Forward, load) else {
                 break;
             };
@@ -155,7 +173,7 @@ pub fn run(cfg: &BenchConfig, data: &Mnist) -> BenchReport {
                 },
             )
             .collect::<Vec<_>>();
-        (layers, step_ms)
+        (layers, step_ms, per(load_time))
     };
 
     // Inference, batch 1000, over the validation images.
@@ -213,6 +231,9 @@ pub fn run(cfg: &BenchConfig, data: &Mnist) -> BenchReport {
         peak_rss_mb: peak_rss_mb(),
         layers,
         step_ms,
+        augment: cfg.augment,
+        augment_ms_per_batch: cfg.augment.map(|_| load_ms),
+        augment_share_of_step: cfg.augment.map(|_| load_ms / step_ms),
     }
 }
 
@@ -225,8 +246,7 @@ impl BenchReport {
              inference b1000 {:>10.0} images/s\n\
              inference b1    {:>10.1} us/image   (median)\n\
              training        {:>10.2} GFLOP/s    ({:.3} MFLOP per sample)\n\
-             peak RSS        {:>10.1} MB\n\
-             per layer, ms per training batch:\n",
+             peak RSS        {:>10.1} MB\n",
             self.model,
             self.batch_size,
             self.threads,
@@ -246,6 +266,14 @@ impl BenchReport {
             self.train_flop_per_sample / 1e6,
             self.peak_rss_mb,
         );
+        if let (Some(a), Some(ms), Some(share)) = (self.augment, self.augment_ms_per_batch, self.augment_share_of_step)
+        {
+            s.push_str(&format!(
+                "augmentation    {ms:>10.3} ms/batch   ({:.1}% of the training step; {a})\n",
+                100.0 * share
+            ));
+        }
+        s.push_str("per layer, ms per training batch:\n");
         s.push_str(&format!("  {:<28} {:>9} {:>9}\n", "op", "forward", "backward"));
         for l in &self.layers {
             s.push_str(&format!(
@@ -274,7 +302,7 @@ impl BenchReport {
             .iter()
             .map(|l| serde_json::json!({"name": l.name, "forward_ms": n(l.forward_ms, 4), "backward_ms": n(l.backward_ms, 4)}))
             .collect();
-        serde_json::json!({
+        let mut v = serde_json::json!({
             "impl": "mnist-cnn",
             "model": self.model,
             "threads": self.threads,
@@ -292,8 +320,14 @@ impl BenchReport {
             "peak_rss_mb": n(self.peak_rss_mb, 1),
             "layers": layers,
             "step_ms": n(self.step_ms, 4),
-        })
-        .to_string()
+        });
+        if let (Some(a), Some(ms), Some(share)) = (self.augment, self.augment_ms_per_batch, self.augment_share_of_step)
+        {
+            v["augment"] = a.to_string().into();
+            v["augment_ms_per_batch"] = serde_json::json!(n(ms, 4));
+            v["augment_share_of_step"] = serde_json::json!(n(share, 4));
+        }
+        v.to_string()
     }
 }
 
@@ -310,5 +344,59 @@ mod tests {
         assert_eq!(t, 3.0 * f);
         assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(&mut [4.0, 1.0, 2.0, 3.0]), 2.5);
+    }
+
+    fn report(augment: Option<AugmentConfig>) -> BenchReport {
+        BenchReport {
+            model: "cnn".into(),
+            threads: 2,
+            simd: "scalar",
+            batch_size: 64,
+            train_samples: 100,
+            train_samples_per_sec: 1000.0,
+            train_samples_per_sec_all: vec![1000.0],
+            epoch_seconds: 0.2,
+            infer_batch1000_images_per_sec: 5000.0,
+            infer_batch1_us_median: 50.0,
+            train_flop_per_sample: 1e6,
+            infer_flop_per_sample: 3e5,
+            train_gflops: 1.0,
+            peak_rss_mb: 100.0,
+            layers: vec![LayerTime {
+                name: "data: batch 64".into(),
+                forward_ms: 0.5,
+                backward_ms: 0.0,
+            }],
+            step_ms: 4.0,
+            augment,
+            augment_ms_per_batch: augment.map(|_| 0.5),
+            augment_share_of_step: augment.map(|_| 0.125),
+        }
+    }
+
+    #[test]
+    fn augmentation_share_is_reported_only_when_augmenting() {
+        let plain = report(None);
+        assert!(!plain.to_text().contains("augment"), "{}", plain.to_text());
+        assert!(!plain.to_json().contains("augment"), "{}", plain.to_json());
+        let cfg: AugmentConfig = "rotate=10,shift=2".parse().unwrap();
+        let aug = report(Some(cfg));
+        let text = aug.to_text();
+        assert!(
+            text.contains("augmentation         0.500 ms/batch   (12.5% of the training step; rotate=10,shift=2)"),
+            "{text}"
+        );
+        // The rest of the table is the plain one, with the line added.
+        assert_eq!(
+            text.lines()
+                .filter(|l| !l.starts_with("augmentation"))
+                .collect::<Vec<_>>(),
+            plain.to_text().lines().collect::<Vec<_>>()
+        );
+        let json: serde_json::Value = serde_json::from_str(&aug.to_json()).unwrap();
+        assert_eq!(json["augment"], "rotate=10,shift=2");
+        assert_eq!(json["augment_ms_per_batch"], 0.5);
+        assert_eq!(json["augment_share_of_step"], 0.125);
+        assert_eq!(json["step_ms"], 4.0);
     }
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::{default_data_dir, in_pool};
-use crate::data::{Format, load_mnist};
+use crate::data::{AugmentConfig, Format, load_mnist};
 use crate::ops::simd::Backend;
 
 #[derive(Args, Debug, Clone)]
@@ -31,6 +31,11 @@ pub struct BenchArgs {
     /// Directory with the MNIST IDX files [default: where `train` finds MNIST].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Augment the training batches and report the augmentation's share of the step: none, or
+    /// rotate=DEG,scale=FRACTION,shift=PIXELS,shear=DEG[,elastic[=ALPHA:SIGMA]] (e.g.
+    /// rotate=10,scale=0.1,shift=2,shear=5,elastic=34:4).
+    #[arg(long, value_name = "SPEC")]
+    pub augment: Option<AugmentConfig>,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -57,6 +62,7 @@ pub(crate) fn bench(a: BenchArgs) -> crate::Result<()> {
         repeats: a.repeats,
         profile_batches: a.profile_batches,
         latency_images: a.latency_images,
+        augment: a.augment.filter(|c| !c.is_none()),
     };
     let report = in_pool(a.threads, || crate::bench::run(&cfg, &data))?;
     if a.json {

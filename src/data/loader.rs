@@ -3,8 +3,13 @@
 //! The order of epoch `e` is a permutation drawn from the stream (seed, e): it changes every
 //! epoch, is the same for the same seed, and does not depend on what ran before (so a resumed
 //! run sees the same batches). The last batch keeps the remainder (PyTorch's drop_last=False).
+//!
+//! With an augmentation ([`DataLoader::with_augment`]; none by default) each sample of a batch
+//! is transformed as the batch is made, on the pool's threads, by a transform fixed by (seed,
+//! epoch, sample index): see [`super::augment`].
 
 use super::TensorDataset;
+use super::augment::{AugmentConfig, Augmenter};
 use crate::rng::Rng;
 use crate::tensor::Tensor;
 
@@ -21,6 +26,8 @@ pub struct DataLoader {
     pub batch_size: usize,
     pub shuffle: bool,
     pub seed: u64,
+    /// The augmentation of every batch, if any.
+    augment: Option<Augmenter>,
 }
 
 impl DataLoader {
@@ -31,7 +38,24 @@ impl DataLoader {
             batch_size,
             shuffle,
             seed,
+            augment: None,
         }
+    }
+
+    /// Augments every batch it makes with `cfg` (for a training loader). The images must be
+    /// square (28x28 for MNIST). Panics when `cfg` is out of range (see
+    /// [`AugmentConfig::validate`]).
+    pub fn with_augment(mut self, cfg: AugmentConfig) -> Self {
+        let d = self.dataset.features();
+        let side = d.isqrt();
+        assert_eq!(side * side, d, "with_augment: images of {d} pixels are not square");
+        self.augment = Some(Augmenter::new(cfg, side, side));
+        self
+    }
+
+    /// The augmentation set with [`with_augment`](Self::with_augment), if any.
+    pub fn augment(&self) -> Option<&AugmentConfig> {
+        self.augment.as_ref().map(Augmenter::config)
     }
 
     /// Number of batches per epoch.
@@ -58,7 +82,10 @@ impl DataLoader {
         let bs = self.batch_size;
         (0..self.len()).map(move |b| {
             let idx = &order[b * bs..((b + 1) * bs).min(order.len())];
-            let (x, y) = self.dataset.batch(idx);
+            let (x, y) = match &self.augment {
+                None => self.dataset.batch(idx),
+                Some(a) => a.batch(&self.dataset, idx, self.seed, epoch),
+            };
             Batch { x, y }
         })
     }
