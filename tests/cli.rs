@@ -332,19 +332,24 @@ fn optimizer_schedule_and_model_flags_reach_the_run_and_bad_ones_are_refused() {
             "0.003",
         ])
         .args(["--weight-decay", "0.01", "--schedule", "onecycle", "--epochs", "1"])
+        .args(["--augment", "rotate=5,shift=1"])
         .args(["--limit", "1000", "--threads", "1", "--no-save", "--json"])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(
-        err.contains("model cnn-norelu (3930 parameters), AdamW lr 0.003 betas (0.9, 0.999) weight_decay 0.01, schedule onecycle, batch 64"),
+        err.contains("model cnn-norelu (3930 parameters), AdamW lr 0.003 betas (0.9, 0.999) weight_decay 0.01, schedule onecycle, augment rotate=5,shift=1, batch 64"),
         "{err}"
     );
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(summary["model"], "cnn-norelu");
     for (args, what) in [
         (vec!["--schedule", "sometimes"], "--schedule sometimes:"),
+        (
+            vec!["--augment", "wobble=3"],
+            "--augment wobble=3: bad augmentation 'wobble=3': unknown term 'wobble'",
+        ),
         (
             vec!["--optimizer", "adam", "--momentum", "1"],
             "adam's beta1 (--momentum) must be below 1, got 1",

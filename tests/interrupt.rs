@@ -18,13 +18,41 @@ fn bin() -> Command {
 
 #[test]
 fn ctrl_c_stops_saves_and_resumes_bit_for_bit() {
-    let d = std::env::temp_dir().join(format!("mnist-cnn-int-{}", std::process::id()));
+    interrupt_and_resume("sgd", &[]);
+}
+
+/// The same with AdamW's state, a one-cycle schedule (its position comes from the checkpoint's
+/// position) and augmented batches (a function of the seed, epoch and sample).
+#[test]
+fn ctrl_c_and_resume_with_adamw_onecycle_and_augmentation() {
+    interrupt_and_resume(
+        "adamw",
+        &[
+            "--model",
+            "cnn-norelu",
+            "--optimizer",
+            "adamw",
+            "--lr",
+            "0.003",
+            "--weight-decay",
+            "0.01",
+            "--schedule",
+            "onecycle",
+            "--augment",
+            "rotate=10,scale=0.1,shift=2",
+        ],
+    );
+}
+
+fn interrupt_and_resume(tag: &str, extra: &[&str]) {
+    let d = std::env::temp_dir().join(format!("mnist-cnn-int-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     let p = |n: &str| -> String { d.join(n).to_str().unwrap().to_string() };
     let settings = ["train", "--epochs", "2", "--seed", "7", "--limit", "30000"];
     let whole = bin()
         .args(settings)
+        .args(extra)
         .args(["--save", &p("whole.safetensors")])
         .output()
         .unwrap();
@@ -33,6 +61,7 @@ fn ctrl_c_stops_saves_and_resumes_bit_for_bit() {
     // The interrupted run names every output; the resume command must bring them all back.
     let mut child = bin()
         .args(settings)
+        .args(extra)
         .args([
             "--checkpoint-dir",
             &p("ck"),

@@ -86,7 +86,7 @@ fn list_models() {
         let r = &m.recipe;
         let params = m.build(&mut crate::rng::Rng::new(0)).num_parameters();
         out!(
-            "{:<10} {:>7} {:>10.3}  {:<9} {:>7} {:>6} {:>7} {:>5} {:>6}  {} (schedule {})",
+            "{:<10} {:>7} {:>10.3}  {:<9} {:>7} {:>6} {:>7} {:>5} {:>6}  {} (schedule {}, augment {})",
             m.name,
             params,
             m.flops as f64 / 1e6,
@@ -97,7 +97,8 @@ fn list_models() {
             r.batch_size,
             r.epochs,
             m.about,
-            r.schedule
+            r.schedule,
+            r.augment
         );
     }
 }

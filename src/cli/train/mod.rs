@@ -71,6 +71,11 @@ pub struct TrainArgs {
     /// warmup:STEPS, warmup:STEPS+cosine, ... [default: the model's; constant for cnn].
     #[arg(long, value_name = "SPEC")]
     pub schedule: Option<String>,
+    /// Seeded random distortions of the training images: none, or
+    /// rotate=DEG,scale=FRAC,shift=PX,shear=DEG[,elastic=ALPHA:SIGMA] (each sample's a function
+    /// of the seed, epoch and index) [default: the model's; none for cnn].
+    #[arg(long, value_name = "SPEC")]
+    pub augment: Option<String>,
     /// Seed of the weight initialisation and of the shuffling.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -204,7 +209,10 @@ fn train_in_pool(mut a: TrainArgs) -> crate::Result<()> {
         }
         None => Position::default(),
     };
-    let train_dl = DataLoader::new(data.train.clone(), st.batch_size, !a.no_shuffle, a.seed);
+    let mut train_dl = DataLoader::new(data.train.clone(), st.batch_size, !a.no_shuffle, a.seed);
+    if !st.augment.is_none() {
+        train_dl = train_dl.with_augment(st.augment.clone());
+    }
     let valid_dl = DataLoader::new(data.valid.clone(), st.batch_size * 2, false, 0);
     let test_dl = DataLoader::new(data.test.clone(), st.batch_size * 2, false, 0);
     let schedule = st.schedule.build(st.lr, st.epochs * train_dl.len(), train_dl.len());

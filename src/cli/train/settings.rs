@@ -9,7 +9,7 @@ use super::outputs::{Outputs, absolute};
 use crate::Error;
 use crate::checkpoint::{TensorFile, checkpoints_newest_first, load_state_dict, position};
 use crate::cli::Dataset;
-use crate::data::Format;
+use crate::data::{AugmentConfig, Format};
 use crate::nn::models::{self, ModelSpec};
 use crate::optim::{OptimizerKind, ScheduleSpec};
 use crate::rng::Rng;
@@ -25,6 +25,7 @@ pub(super) struct Settings {
     pub(super) momentum: f32,
     pub(super) weight_decay: f32,
     pub(super) schedule: ScheduleSpec,
+    pub(super) augment: AugmentConfig,
 }
 
 impl TrainArgs {
@@ -32,6 +33,7 @@ impl TrainArgs {
         let spec = models::find(&self.model)?;
         let r = &spec.recipe;
         let schedule = self.schedule.as_deref().unwrap_or(r.schedule);
+        let augment = self.augment.as_deref().unwrap_or(r.augment);
         Ok(Settings {
             spec,
             epochs: self.epochs.unwrap_or(r.epochs),
@@ -43,6 +45,9 @@ impl TrainArgs {
             schedule: schedule
                 .parse()
                 .map_err(|e: Error| Error::settings(format!("--schedule {schedule}: {e}")))?,
+            augment: augment
+                .parse()
+                .map_err(|e: String| Error::settings(format!("--augment {augment}: {e}")))?,
         })
     }
 }
@@ -61,6 +66,7 @@ pub(super) fn metadata(a: &TrainArgs, s: &Settings, out: &Outputs) -> BTreeMap<S
     m.insert("momentum".into(), s.momentum.to_string());
     m.insert("weight_decay".into(), s.weight_decay.to_string());
     m.insert("schedule".into(), s.schedule.to_string());
+    m.insert("augment".into(), s.augment.to_string());
     m.insert("shuffle".into(), (!a.no_shuffle).to_string());
     m.insert("epochs".into(), s.epochs.to_string());
     m.insert("dataset".into(), a.dataset.key().into());
@@ -197,6 +203,7 @@ pub(super) fn read_checkpoint_settings(path: &Path, a: &mut TrainArgs) -> crate:
             .map_err(|_| bad("weight_decay"))?,
     );
     a.schedule = Some(meta.get("schedule").cloned().unwrap_or_else(|| "constant".into()));
+    a.augment = Some(meta.get("augment").cloned().unwrap_or_else(|| "none".into()));
     // The run's planned length (the schedule depends on it), unless the command line extends it.
     if a.epochs.is_none() {
         a.epochs = Some(get("epochs")?.parse().map_err(|_| bad("epochs"))?);
@@ -235,6 +242,9 @@ pub(super) fn describe_optimizer(s: &Settings) -> String {
     let schedule = s.schedule.to_string();
     if schedule != "constant" {
         d += &format!(", schedule {schedule}");
+    }
+    if !s.augment.is_none() {
+        d += &format!(", augment {}", s.augment);
     }
     d
 }

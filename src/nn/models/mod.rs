@@ -24,6 +24,8 @@ pub struct Recipe {
     pub weight_decay: f32,
     /// A learning-rate schedule in `--schedule` syntax (see [`crate::optim::ScheduleSpec`]).
     pub schedule: &'static str,
+    /// Data augmentation in `--augment` syntax (see [`crate::data::AugmentConfig`]).
+    pub augment: &'static str,
     pub epochs: usize,
     pub batch_size: usize,
 }
@@ -74,6 +76,7 @@ const TUTORIAL: Recipe = Recipe {
     momentum: 0.9,
     weight_decay: 0.0,
     schedule: "constant",
+    augment: "none",
     epochs: 10,
     batch_size: 64,
 };
