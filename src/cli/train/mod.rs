@@ -211,7 +211,7 @@ fn train_in_pool(mut a: TrainArgs) -> crate::Result<()> {
     };
     let mut train_dl = DataLoader::new(data.train.clone(), st.batch_size, !a.no_shuffle, a.seed);
     if !st.augment.is_none() {
-        train_dl = train_dl.with_augment(st.augment.clone());
+        train_dl = train_dl.with_augment(st.augment);
     }
     let valid_dl = DataLoader::new(data.valid.clone(), st.batch_size * 2, false, 0);
     let test_dl = DataLoader::new(data.test.clone(), st.batch_size * 2, false, 0);

@@ -91,6 +91,10 @@ pub const fn linear_flops(inp: u64, out: u64) -> u64 {
     (2 * inp + 1) * out
 }
 
+/// The tutorial CNN's three convolutions (cnn and cnn-norelu).
+const TUTORIAL_CNN_FLOPS: u64 =
+    conv_flops(1, 16, 3, 14, 14) + conv_flops(16, 16, 3, 7, 7) + conv_flops(16, 10, 3, 4, 4);
+
 /// Every model, the default (`cnn`, the tutorial's) first.
 pub fn registry() -> &'static [ModelSpec] {
     static MODELS: [ModelSpec; 4] = [
@@ -99,7 +103,7 @@ pub fn registry() -> &'static [ModelSpec] {
             about: "the tutorial's Mnist_CNN: three 3x3 stride-2 convolutions with ReLU, 4x4 average pool",
             builder: |rng| Box::new(MnistCnn::new(rng)),
             recipe: TUTORIAL,
-            flops: conv_flops(1, 16, 3, 14, 14) + conv_flops(16, 16, 3, 7, 7) + conv_flops(16, 10, 3, 4, 4),
+            flops: TUTORIAL_CNN_FLOPS,
         },
         ModelSpec {
             name: "logistic",
@@ -117,7 +121,7 @@ pub fn registry() -> &'static [ModelSpec] {
             about: "the tutorial's CNN without the ReLU before the pool, so no seed gets stuck",
             builder: |rng| Box::new(MnistCnn::without_final_relu(rng)),
             recipe: TUTORIAL,
-            flops: conv_flops(1, 16, 3, 14, 14) + conv_flops(16, 16, 3, 7, 7) + conv_flops(16, 10, 3, 4, 4),
+            flops: TUTORIAL_CNN_FLOPS,
         },
         ModelSpec {
             name: "lenet5",
