@@ -5,7 +5,7 @@
 //!
 //! `cargo run --release --example tutorial` (about half a minute on 2 cores).
 
-use mnist_cnn::data::{DataLoader, Format, load_mnist};
+use mnist_cnn::data::{DataLoader, Format, TensorDataset, load_mnist};
 use mnist_cnn::nn::{AdaptiveAvgPool2d, Conv2dConfig, Lambda, MnistCnn, MnistLogistic, Module, ReLU, Sequential};
 use mnist_cnn::ops::{self, argmax, exp, log, matmul, mean, mul, sum};
 use mnist_cnn::optim::SgdConfig;
@@ -84,6 +84,18 @@ fn main() -> mnist_cnn::Result<()> {
     // Using torch.nn.functional: loss_func = F.cross_entropy, model = xb @ weights + bias.
     let logits = &matmul(&xb, &weights) + &bias;
     println!("F.cross_entropy: loss {:.4}", ops::cross_entropy(&logits, &yb).item());
+
+    // train_ds = TensorDataset(x_train, y_train): any f32 tensor and its labels, indexed
+    // together (the bundled data keeps its u8 pixels and scales them per batch, with the same
+    // values).
+    let (x_train, y_train) = data.train.batch(&(0..n).collect::<Vec<_>>());
+    let train_ds = TensorDataset::from_tensors(&x_train, &y_train);
+    let (xb, yb) = train_ds.batch(&(0..bs).collect::<Vec<_>>());
+    println!(
+        "TensorDataset(x_train, y_train)[0..{bs}]: x {:?}, y[..5] {:?}",
+        xb.shape(),
+        &yb[..5]
+    );
 
     // nn.Module, optim.SGD and fit, with validation batches twice the training batch.
     let train_dl = DataLoader::new(data.train.clone(), bs, true, 0);

@@ -1,4 +1,5 @@
-//! `TensorDataset`: images (u8, N x D) and labels, indexed together.
+//! `TensorDataset`: samples (N x D) and labels, indexed together: MNIST's u8 pixels (scaled
+//! pixel/256 when batched), or any f32 tensor, as the tutorial's `TensorDataset(x_train, y_train)`.
 
 use std::sync::Arc;
 
@@ -11,6 +12,9 @@ use crate::tensor::{Tensor, pool};
 #[derive(Clone, Debug)]
 pub struct TensorDataset {
     images: Arc<Vec<u8>>,
+    /// The values of a dataset made from an f32 tensor ([`TensorDataset::from_tensors`]);
+    /// `images` is then empty.
+    values: Option<Arc<Vec<f32>>>,
     labels: Arc<Vec<u8>>,
     /// Values per image (784 for MNIST).
     features: usize,
@@ -25,11 +29,43 @@ impl TensorDataset {
         let len = labels.len();
         TensorDataset {
             images: Arc::new(images),
+            values: None,
             labels: Arc::new(labels),
             features,
             start: 0,
             len,
         }
+    }
+
+    /// `TensorDataset(x, y)`: sample i is row i of `x` (its first dimension; the rest is
+    /// flattened, in logical order) with label `y[i]`. Panics if the counts differ or a label
+    /// is 256 or more (programming errors).
+    pub fn from_tensors(x: &Tensor, y: &[usize]) -> Self {
+        let n = x.shape().first().copied().unwrap_or(1);
+        assert_eq!(n, y.len(), "TensorDataset: {n} samples in x, {} labels", y.len());
+        let labels: Vec<u8> = y
+            .iter()
+            .map(|&c| u8::try_from(c).unwrap_or_else(|_| panic!("TensorDataset: label {c} is over 255")))
+            .collect();
+        TensorDataset {
+            images: Arc::new(Vec::new()),
+            values: Some(Arc::new(x.to_vec())),
+            labels: Arc::new(labels),
+            features: x.numel() / n.max(1),
+            start: 0,
+            len: n,
+        }
+    }
+
+    /// Whether the samples are u8 pixels (MNIST's) rather than f32 values.
+    pub fn is_pixels(&self) -> bool {
+        self.values.is_none()
+    }
+
+    /// The label of sample `i`.
+    pub fn label(&self, i: usize) -> usize {
+        assert!(i < self.len, "index {i} out of range for a dataset of {}", self.len);
+        self.labels[self.start + i] as usize
     }
 
     pub fn len(&self) -> usize {
@@ -44,9 +80,14 @@ impl TensorDataset {
         self.features
     }
 
-    /// Sample `i`: its pixels and label.
+    /// Sample `i` of a pixel dataset: its pixels and label. Panics on a dataset of f32 values
+    /// (see [`TensorDataset::is_pixels`]).
     pub fn get(&self, i: usize) -> (&[u8], u8) {
         assert!(i < self.len, "index {i} out of range for a dataset of {}", self.len);
+        assert!(
+            self.is_pixels(),
+            "TensorDataset::get: a dataset of f32 values has no u8 pixels"
+        );
         let j = self.start + i;
         (&self.images[j * self.features..(j + 1) * self.features], self.labels[j])
     }
@@ -65,9 +106,19 @@ impl TensorDataset {
         }
     }
 
-    /// The samples at `indices` as x (B, D) in f32 (pixel/256) and their labels.
+    /// The samples at `indices` as x (B, D) in f32 (pixel/256, or the values as they are) and
+    /// their labels.
     pub fn batch(&self, indices: &[usize]) -> (Tensor, Vec<usize>) {
         let d = self.features;
+        let y = indices.iter().map(|&i| self.label(i)).collect();
+        if let Some(values) = &self.values {
+            let mut x = pool::take(indices.len() * d);
+            for (row, &i) in x.chunks_mut(d).zip(indices) {
+                let j = self.start + i;
+                row.copy_from_slice(&values[j * d..(j + 1) * d]);
+            }
+            return (Tensor::from_vec(x, &[indices.len(), d]), y);
+        }
         let mut x = pool::take(indices.len() * d);
         // The samples of a chunk are read side by side, a cache line of each at a time: their
         // rows lie at random places in memory, and this way their cache misses overlap instead
@@ -95,7 +146,6 @@ impl TensorDataset {
         // Chunk by chunk, on the threads that will run the model's kernels on those samples.
         let work: Vec<_> = x.chunks_mut(CHUNK * d).zip(indices.chunks(CHUNK)).collect();
         for_each_chunk(work, convert);
-        let y = indices.iter().map(|&i| self.get(i).1 as usize).collect();
         (Tensor::from_vec(x, &[indices.len(), d]), y)
     }
 }
@@ -117,5 +167,26 @@ mod tests {
         let sub = ds.subset(1..2);
         assert_eq!(sub.len(), 1);
         assert_eq!(sub.get(0), (&[1u8, 2, 3][..], 9));
+    }
+
+    #[test]
+    fn a_dataset_of_float_tensors_batches_its_rows_as_they_are() {
+        // TensorDataset(x_train, y_train) with x (3, 2, 2) f32.
+        let x = Tensor::from_vec((0..12).map(|v| v as f32 * 0.5 - 1.0).collect(), &[3, 2, 2]);
+        let ds = TensorDataset::from_tensors(&x, &[4, 0, 9]);
+        assert!(!ds.is_pixels());
+        assert_eq!((ds.len(), ds.features()), (3, 4));
+        let (xb, yb) = ds.batch(&[2, 0]);
+        assert_eq!(xb.shape(), &[2, 4]);
+        assert_eq!(xb.to_vec(), [3.0, 3.5, 4.0, 4.5, -1.0, -0.5, 0.0, 0.5]);
+        assert_eq!(yb, [9, 4]);
+        let sub = ds.subset(1..3);
+        assert_eq!(sub.batch(&[0]).0.to_vec(), [1.0, 1.5, 2.0, 2.5]);
+        assert_eq!(sub.label(1), 9);
+        // Through a DataLoader, every sample once.
+        let dl = crate::data::DataLoader::new(ds, 2, true, 3);
+        let mut labels: Vec<usize> = dl.epoch(0).flat_map(|b| b.y).collect();
+        labels.sort();
+        assert_eq!(labels, [0, 4, 9]);
     }
 }

@@ -46,6 +46,10 @@ impl DataLoader {
     /// square (28x28 for MNIST). Panics when `cfg` is out of range (see
     /// [`AugmentConfig::validate`]).
     pub fn with_augment(mut self, cfg: AugmentConfig) -> Self {
+        assert!(
+            self.dataset.is_pixels(),
+            "with_augment: augmentation works on u8 pixel datasets"
+        );
         let d = self.dataset.features();
         let side = d.isqrt();
         assert_eq!(side * side, d, "with_augment: images of {d} pixels are not square");
