@@ -452,10 +452,11 @@ pub fn load_training_checkpoint(
         let Some(rest) = name.strip_prefix(OPTIM_PREFIX) else {
             continue;
         };
-        let found = params.iter().enumerate().find_map(|(i, (p, t))| {
-            rest.strip_suffix(p.as_str())
-                .and_then(|k| k.strip_suffix('.'))
-                .map(|k| (i, k, t))
+        // `<key>.<parameter name>`: the keys (`exp_avg`, `momentum_buffer`) have no dots, the
+        // names may (`0.1.weight`), so the key ends at the first dot.
+        let found = rest.split_once('.').and_then(|(key, pname)| {
+            let i = params.iter().position(|(p, _)| p == pname)?;
+            Some((i, key, &params[i].1))
         });
         let Some((param, key, t)) = found else {
             return Err(bad(format!(

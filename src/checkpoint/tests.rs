@@ -124,3 +124,33 @@ fn a_failed_write_leaves_the_previous_file_intact() {
     assert!(names.iter().all(|n| !n.contains(".tmp-")), "{names:?}");
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+/// Optimizer tensors are found by their full parameter name, even where one name ends with
+/// another (`0.1.weight` and `1.weight`, `1.weight` registered first).
+#[test]
+fn optimizer_state_round_trips_when_one_parameter_name_ends_with_another() {
+    use crate::nn::{LinearConfig, Sequential};
+    use crate::optim::{Optimizer, SgdConfig};
+    let model = |seed: u64| {
+        let rng = &mut Rng::new(seed);
+        let inner = Sequential::new().add_module("1", LinearConfig::new(3, 2).init(rng));
+        Sequential::new()
+            .add_module("1", LinearConfig::new(2, 3).init(rng))
+            .add_module("0", inner)
+    };
+    let m = model(1);
+    let names: Vec<String> = m.named_parameters().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, ["1.weight", "1.bias", "0.1.weight", "0.1.bias"]);
+    let mut opt = SgdConfig::new(0.1).with_momentum(0.9).init(m.parameters());
+    let x = crate::Tensor::from_vec(vec![0.5, -1.0, 2.0, 0.25], &[2, 2]);
+    crate::ops::cross_entropy(&m.forward(&x), &[0, 1]).backward();
+    opt.step();
+    let d = tmpdir("nested-optim");
+    let pos = Position::default();
+    let path = save_training_checkpoint(&d, &m, "sequential", &opt, &pos, &BTreeMap::new()).unwrap();
+    let m2 = model(2);
+    let mut opt2 = SgdConfig::new(0.1).with_momentum(0.9).init(m2.parameters());
+    load_training_checkpoint(&path, &m2, &mut opt2).unwrap();
+    assert_eq!(opt2.state(), opt.state());
+    std::fs::remove_dir_all(&d).unwrap();
+}
