@@ -7,7 +7,6 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::Error;
 use crate::data::{Format, load_mnist};
-use crate::nn::Module;
 
 /// `println!` for command output. When standard output is closed (`mnist-cnn train | head -1`)
 /// the program ends quietly with status 141 (128 + SIGPIPE), as a program killed by a broken

@@ -8,7 +8,7 @@ use std::cell::Cell;
 
 use super::Module;
 use crate::ops::batch_norm2d;
-use crate::tensor::{Tensor, no_grad};
+use crate::tensor::Tensor;
 
 /// Configuration of a [`BatchNorm2d`], with PyTorch's defaults.
 #[derive(Clone, Debug)]
@@ -87,11 +87,12 @@ impl Module for BatchNorm2d {
         let training = self.training.get();
         let mut momentum = self.momentum.unwrap_or(0.0);
         if training && let Some(n) = &self.num_batches_tracked {
-            let count = no_grad(|| {
+            // A buffer, not a parameter: updated in place, outside the graph.
+            let count = {
                 let mut v = n.data_mut();
                 v[0] += 1.0;
                 v[0]
-            });
+            };
             if self.momentum.is_none() {
                 momentum = 1.0 / count;
             }

@@ -136,43 +136,6 @@ pub trait Module {
     }
 }
 
-impl<M: Module + ?Sized> Module for Box<M> {
-    fn forward(&self, x: &Tensor) -> Tensor {
-        (**self).forward(x)
-    }
-    fn own_parameters(&self) -> Vec<(String, Tensor)> {
-        (**self).own_parameters()
-    }
-    fn own_buffers(&self) -> Vec<(String, Tensor)> {
-        (**self).own_buffers()
-    }
-    fn children(&self) -> Vec<(String, &dyn Module)> {
-        (**self).children()
-    }
-    fn training_flag(&self) -> Option<&Cell<bool>> {
-        (**self).training_flag()
-    }
-    fn own_rng(&self) -> Option<&RefCell<Rng>> {
-        (**self).own_rng()
-    }
-    // The walks go through the boxed module, so its own overrides (if any) are kept.
-    fn named_parameters(&self) -> Vec<(String, Tensor)> {
-        (**self).named_parameters()
-    }
-    fn named_buffers(&self) -> Vec<(String, Tensor)> {
-        (**self).named_buffers()
-    }
-    fn named_rngs(&self) -> Vec<(String, &RefCell<Rng>)> {
-        (**self).named_rngs()
-    }
-    fn set_training(&self, training: bool) {
-        (**self).set_training(training)
-    }
-    fn is_training(&self) -> bool {
-        (**self).is_training()
-    }
-}
-
 /// `weight` and, if present, `bias`: the parameters of a layer.
 pub(crate) fn weight_and_bias(weight: &Tensor, bias: Option<&Tensor>) -> Vec<(String, Tensor)> {
     let mut v = vec![("weight".to_string(), weight.clone())];

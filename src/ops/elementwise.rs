@@ -227,29 +227,9 @@ impl std::ops::Neg for &Tensor {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-    use crate::ops::gradcheck::{check, input, random};
-
-    /// A channels-last copy of an (N, C, H, W) tensor, differentiable (for layout tests).
-    pub(crate) fn to_channels_last(x: &Tensor) -> Tensor {
-        let s = x.shape().to_vec();
-        let dims = (s[0], s[1], s[2], s[3]);
-        let mut y = pool::take(x.numel());
-        crate::tensor::nchw_to_nhwc(&x.data(), dims, &mut y);
-        Tensor::from_op_in_layout(
-            y,
-            &s,
-            true,
-            "to_channels_last",
-            vec![x.clone()],
-            Box::new(move |_, _, dy| {
-                let mut dx = pool::take(dy.len());
-                crate::tensor::nhwc_to_nchw(dy, dims, &mut dx);
-                vec![Some(dx)]
-            }),
-        )
-    }
+    use crate::ops::gradcheck::{check, input, random, to_channels_last};
 
     /// The f64 reference of a broadcasting binary op.
     fn reference(a: &[f64], sa: &[usize], b: &[f64], sb: &[usize], f: fn(f64, f64) -> f64) -> Vec<f64> {

@@ -143,6 +143,27 @@ pub fn assert_close(got: &[f32], want: &[f32], tol: f32, what: &str) {
     }
 }
 
+/// Checks a one-input op against PyTorch's golden case `case` of the fixture (`<case>/x`, `/y`,
+/// `/dy`, `/dx`) on both layouts: the output's shape, its values within `y_tol`, and the input
+/// gradient for the upstream gradient `dy` within 1e-6.
+pub fn check_golden_both_layouts(case: &str, op: impl Fn(&Tensor) -> Tensor, y_tol: f32) {
+    let get = |what: &str| torch_golden(&format!("{case}/{what}"));
+    let (xs, xv) = get("x");
+    let (ys, yv) = get("y");
+    let (_, dy) = get("dy");
+    let (_, dx) = get("dx");
+    for cl in [false, true] {
+        let x = Tensor::parameter(xv.clone(), &xs);
+        let xin = if cl { to_channels_last(&x) } else { x.clone() };
+        let y = op(&xin);
+        assert_eq!(y.shape(), &ys[..], "{case}");
+        y.contiguous().backward_with(dy.clone());
+        let what = format!("{case} channels_last={cl}");
+        assert_close(&y.to_vec(), &yv, y_tol, &format!("{what} y"));
+        assert_close(&x.grad().unwrap(), &dx, 1e-6, &format!("{what} dx"));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -243,7 +243,7 @@ pub fn max_pool2d(x: &Tensor, kernel_size: usize, stride: usize, padding: usize)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::gradcheck::{assert_close, check, input, random, to_channels_last, torch_golden};
+    use crate::ops::gradcheck::{check, check_golden_both_layouts, input, random, to_channels_last};
 
     /// Plain f64 max pooling over the in-bounds part of each window (padding never wins).
     fn naive(x: &[f64], planes: usize, (h, w): (usize, usize), k: usize, s: usize, p: usize) -> Vec<f64> {
@@ -379,22 +379,8 @@ mod tests {
             ("ties_k2s1p1", 2, 1, 1),
         ];
         for (name, k, s, p) in cases {
-            let get = |what: &str| torch_golden(&format!("max_pool2d/{name}/{what}"));
-            let (xs, xv) = get("x");
-            let (ys, yv) = get("y");
-            let (_, dy) = get("dy");
-            let (_, dx) = get("dx");
-            for cl in [false, true] {
-                let x = Tensor::parameter(xv.clone(), &xs);
-                let xin = if cl { to_channels_last(&x) } else { x.clone() };
-                let y = max_pool2d(&xin, k, s, p);
-                assert_eq!(y.shape(), &ys[..], "{name}");
-                y.contiguous().backward_with(dy.clone());
-                let what = format!("{name} channels_last={cl}");
-                // Max pooling picks values: exact, NaN and -inf included.
-                assert_close(&y.to_vec(), &yv, 0.0, &format!("{what} y"));
-                assert_close(&x.grad().unwrap(), &dx, 1e-6, &format!("{what} dx"));
-            }
+            // Max pooling picks values: exact, NaN and -inf included.
+            check_golden_both_layouts(&format!("max_pool2d/{name}"), |x| max_pool2d(x, k, s, p), 0.0);
         }
     }
 }

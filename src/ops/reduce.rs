@@ -232,7 +232,7 @@ mod tests {
     fn channels_last_input_reduces_in_logical_order() {
         let xs = random(2 * 3 * 2 * 2, 41);
         let x = Tensor::parameter(xs.clone(), &[2, 3, 2, 2]);
-        let cl = crate::ops::elementwise::tests::to_channels_last(&x);
+        let cl = crate::ops::gradcheck::to_channels_last(&x);
         // Per-channel means, as batch norm takes them: axes (N, H, W).
         let a = mean(&x, Some(&[0, 2, 3]), false).to_vec();
         let b = mean(&cl, Some(&[0, 2, 3]), false).to_vec();

@@ -31,7 +31,7 @@ use crate::data::DataLoader;
 use crate::log::MetricsLog;
 use crate::nn::Module;
 use crate::ops::simd::Backend;
-use crate::optim::{Optimizer, OptimizerKind, Schedule};
+use crate::optim::{Optimizer, OptimizerKind};
 use crate::rng::Rng;
 use crate::runs::{program_invocation, shell_quote};
 use crate::train::{EpochStats, Evaluation, FitEnd, LOSS_FUNC, Position, evaluate, fit_from};
@@ -267,14 +267,13 @@ fn train_in_pool(mut a: TrainArgs) -> crate::Result<()> {
             .as_ref()
             .map(|d| (d.as_path(), model.as_ref(), a.model.as_str(), &meta)),
     };
-    let constant = matches!(schedule, Schedule::Constant { .. });
     let end = fit_from(
         start,
         st.epochs,
         model.as_ref(),
         LOSS_FUNC,
         opt.as_mut(),
-        (!constant).then_some(&schedule),
+        Some(&schedule),
         &train_dl,
         &valid_dl,
         &mut obs,
