@@ -92,6 +92,37 @@ impl TensorDataset {
         (&self.images[j * self.features..(j + 1) * self.features], self.labels[j])
     }
 
+    /// The samples of `self` then those of `other`, as one dataset (copied): the tutorial's
+    /// training and validation splits together. Panics if they hold different kinds of samples
+    /// or sizes (a programming error).
+    pub fn concat(&self, other: &TensorDataset) -> TensorDataset {
+        assert!(
+            self.features == other.features && self.is_pixels() == other.is_pixels(),
+            "TensorDataset::concat: samples of {} and {} values, pixels {} and {}",
+            self.features,
+            other.features,
+            self.is_pixels(),
+            other.is_pixels()
+        );
+        let rows = |d: &TensorDataset| d.start * d.features..(d.start + d.len) * d.features;
+        let labels = [self, other]
+            .iter()
+            .flat_map(|d| d.labels[d.start..d.start + d.len].iter().copied())
+            .collect::<Vec<u8>>();
+        let (images, values) = match (&self.values, &other.values) {
+            (Some(a), Some(b)) => (Vec::new(), Some(Arc::new([&a[rows(self)], &b[rows(other)]].concat()))),
+            _ => ([&self.images[rows(self)], &other.images[rows(other)]].concat(), None),
+        };
+        TensorDataset {
+            images: Arc::new(images),
+            values,
+            features: self.features,
+            start: 0,
+            len: labels.len(),
+            labels: Arc::new(labels),
+        }
+    }
+
     /// Samples `range` as a dataset of their own, sharing the pixels.
     pub fn subset(&self, range: std::ops::Range<usize>) -> TensorDataset {
         assert!(
@@ -167,6 +198,21 @@ mod tests {
         let sub = ds.subset(1..2);
         assert_eq!(sub.len(), 1);
         assert_eq!(sub.get(0), (&[1u8, 2, 3][..], 9));
+    }
+
+    #[test]
+    fn concat_puts_the_second_dataset_after_the_first_subsets_included() {
+        let a = TensorDataset::new(vec![1, 2, 3, 4, 5, 6], vec![7, 8, 9], 2).subset(1..3);
+        let b = TensorDataset::new(vec![10, 11], vec![0], 2);
+        let c = a.concat(&b);
+        assert_eq!(c.len(), 3);
+        assert_eq!(c.get(0), (&[3u8, 4][..], 8));
+        assert_eq!(c.get(1), (&[5u8, 6][..], 9));
+        assert_eq!(c.get(2), (&[10u8, 11][..], 0));
+        let x = |v: f32| Tensor::from_vec(vec![v, v], &[1, 2]);
+        let f = TensorDataset::from_tensors(&x(1.5), &[3]).concat(&TensorDataset::from_tensors(&x(-2.0), &[4]));
+        let (xb, yb) = f.batch(&[1, 0]);
+        assert_eq!((xb.to_vec(), yb), (vec![-2.0, -2.0, 1.5, 1.5], vec![4, 3]));
     }
 
     #[test]

@@ -48,6 +48,8 @@ pub(super) const BATCH_RECORD_EVERY: usize = 10;
 /// checkpoints, and stopping on Ctrl-C.
 pub(super) struct TrainObserver<'a> {
     pub(super) epochs: usize,
+    /// The split each epoch is evaluated on: "valid", or "test" with `--train-on-all`.
+    pub(super) eval_split: &'static str,
     pub(super) json: bool,
     pub(super) bar: Option<ProgressBar>,
     pub(super) show_bar: bool,
@@ -118,7 +120,14 @@ impl Observer for TrainObserver<'_> {
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
         }
-        self.bar = spinner(self.show_bar, "validating");
+        self.bar = spinner(
+            self.show_bar,
+            if self.eval_split == "test" {
+                "testing"
+            } else {
+                "validating"
+            },
+        );
     }
 
     fn epoch_end(&mut self, s: &EpochStats, opt: &dyn Optimizer) -> crate::Result<()> {
@@ -128,13 +137,14 @@ impl Observer for TrainObserver<'_> {
         say(
             self.json,
             format!(
-                "epoch {:>2}/{}  valid_loss {:.4}  valid_acc {:6.2}%  train_loss {:.4}  time {:.2}s",
+                "epoch {:>2}/{}  {split}_loss {:.4}  {split}_acc {:6.2}%  train_loss {:.4}  time {:.2}s",
                 s.epoch,
                 self.epochs,
                 s.valid.loss,
                 100.0 * s.valid.accuracy,
                 s.train_loss,
-                s.seconds
+                s.seconds,
+                split = self.eval_split,
             ),
         );
         for log in &mut self.logs {

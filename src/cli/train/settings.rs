@@ -74,6 +74,11 @@ pub(super) fn metadata(a: &TrainArgs, s: &Settings, out: &Outputs) -> BTreeMap<S
     if let Some(n) = a.limit {
         m.insert("limit".into(), n.to_string());
     }
+    if a.train_on_all {
+        // The per-epoch figures (valid_* in the logs) are then the test split's.
+        m.insert("train_on_all".into(), "true".into());
+        m.insert("eval_split".into(), "test".into());
+    }
     if let Some(d) = &a.data.data_dir {
         m.insert("data_dir".into(), absolute(d));
     }
@@ -209,6 +214,7 @@ pub(super) fn read_checkpoint_settings(path: &Path, a: &mut TrainArgs) -> crate:
         a.epochs = Some(get("epochs")?.parse().map_err(|_| bad("epochs"))?);
     }
     a.no_shuffle = get("shuffle")? == "false";
+    a.train_on_all = meta.get("train_on_all").is_some_and(|v| v == "true");
     a.limit = meta
         .get("limit")
         .map(|v| v.parse())

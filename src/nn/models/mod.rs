@@ -4,9 +4,11 @@
 //!
 //! Adding a model: a file here with its `Module`, and one [`ModelSpec`] in [`registry`].
 
+mod bncnn;
 mod lenet;
 mod tutorial;
 
+pub use bncnn::{BnCnn, ConvBn};
 pub use lenet::LeNet5;
 pub use tutorial::{MnistCnn, MnistLogistic};
 
@@ -97,7 +99,7 @@ const TUTORIAL_CNN_FLOPS: u64 =
 
 /// Every model, the default (`cnn`, the tutorial's) first.
 pub fn registry() -> &'static [ModelSpec] {
-    static MODELS: [ModelSpec; 4] = [
+    static MODELS: [ModelSpec; 5] = [
         ModelSpec {
             name: "cnn",
             about: "the tutorial's Mnist_CNN: three 3x3 stride-2 convolutions with ReLU, 4x4 average pool",
@@ -133,6 +135,26 @@ pub fn registry() -> &'static [ModelSpec] {
                 + linear_flops(400, 120)
                 + linear_flops(120, 84)
                 + linear_flops(84, 10),
+        },
+        ModelSpec {
+            name: "bncnn",
+            about: "the accuracy model: four 3x3 conv + batch-norm + ReLU blocks (16-32-64-64), global average pool",
+            builder: |rng| Box::new(BnCnn::new(rng)),
+            recipe: Recipe {
+                optimizer: OptimizerKind::Adamw,
+                lr: 0.006,
+                momentum: 0.9,
+                weight_decay: 1e-4,
+                schedule: "onecycle",
+                augment: "rotate=12,scale=0.1,shift=1.5",
+                epochs: 15,
+                batch_size: 128,
+            },
+            flops: conv_flops(1, 16, 3, 28, 28)
+                + conv_flops(16, 32, 3, 14, 14)
+                + conv_flops(32, 64, 3, 7, 7)
+                + conv_flops(64, 64, 3, 4, 4)
+                + linear_flops(64, 10),
         },
     ];
     &MODELS
@@ -189,7 +211,7 @@ mod tests {
         let e = find("mlp").unwrap_err();
         assert_eq!(
             e.to_string(),
-            "unknown model 'mlp' (known: cnn, logistic, cnn-norelu, lenet5)"
+            "unknown model 'mlp' (known: cnn, logistic, cnn-norelu, lenet5, bncnn)"
         );
         assert!(matches!(e, crate::Error::Architecture { path: None, .. }));
     }
