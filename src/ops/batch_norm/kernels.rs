@@ -32,7 +32,11 @@ pub enum Sums<'a> {
     Centered { negm: &'a [f32] },
     /// [sum g; sum g * d] with g = dy (masked by y > 0 when `y` is given: the fused ReLU) and
     /// d = x + negm: `out` holds 2C values.
-    Grads { dy: &'a [f32], y: Option<&'a [f32]>, negm: &'a [f32] },
+    Grads {
+        dy: &'a [f32],
+        y: Option<&'a [f32]>,
+        negm: &'a [f32],
+    },
 }
 
 /// Per-channel sums over a chunk x (P, C): adds the chunk's sums to `out` (see [`Sums`]).
@@ -127,7 +131,10 @@ impl Kernel for Normalize<'_> {
             y,
         } = self;
         let positions = x.len() / c;
-        assert!(x.len() == positions * c && y.len() == x.len(), "batch_norm apply: sizes");
+        assert!(
+            x.len() == positions * c && y.len() == x.len(),
+            "batch_norm apply: sizes"
+        );
         for p0 in (0..positions).step_by(SUM_BLOCK) {
             let p1 = positions.min(p0 + SUM_BLOCK);
             for c0 in (0..c).step_by(LANES) {
@@ -170,13 +177,17 @@ impl Kernel for InputGrad<'_> {
     fn run<S: Simd>(self, s: S) {
         let InputGrad { dy, y, c, a, train, dx } = self;
         let positions = dy.len() / c;
-        assert!(dy.len() == positions * c && dx.len() == dy.len(), "batch_norm dx: sizes");
+        assert!(
+            dy.len() == positions * c && dx.len() == dy.len(),
+            "batch_norm dx: sizes"
+        );
         for p0 in (0..positions).step_by(SUM_BLOCK) {
             let p1 = positions.min(p0 + SUM_BLOCK);
             for c0 in (0..c).step_by(LANES) {
                 let w = LANES.min(c - c0);
                 let av = s.load(&a[c0..], w);
-                let tr = train.map(|(x, negm, q, k)| (x, s.load(&negm[c0..], w), s.load(&q[c0..], w), s.load(&k[c0..], w)));
+                let tr =
+                    train.map(|(x, negm, q, k)| (x, s.load(&negm[c0..], w), s.load(&q[c0..], w), s.load(&k[c0..], w)));
                 for p in p0..p1 {
                     let o = p * c + c0;
                     let mut g = s.load(&dy[o..], w);

@@ -20,7 +20,9 @@
 //! do not depend on the number of threads. Forward (training): statistics (two passes per
 //! chunk while it is in cache), then y = (x - m) * scale + shift, one add and one fused
 //! multiply-add per value (m = the mean rounded to f32; the rest of the mean is in the shift);
-//! evaluation: y = x * scale + shift, one fused multiply-add. Backward: one pass for sum(dy)
+//! evaluation: y = x * scale + shift, one fused multiply-add, as PyTorch computes it (with
+//! running statistics of a large mean and a small spread, it keeps less precision than the
+//! training form). Backward: one pass for sum(dy)
 //! and sum(dy * xhat), one for dx.
 //!
 //! Numerics: per-value arithmetic is f32; sums are f32 over blocks of
@@ -206,15 +208,7 @@ fn batch_norm_op(
         let dx = inp[0].requires_grad().then(|| {
             let mut dx = pool::take(xd.len());
             let batch = training.then(|| (&sums.as_deref().expect("training sums")[..], m));
-            simd_dispatch!(input_grad(
-                &xd,
-                dy,
-                y,
-                &pl,
-                (&mean, &invstd, &weight_v),
-                batch,
-                &mut dx
-            ));
+            simd_dispatch!(input_grad(&xd, dy, y, &pl, (&mean, &invstd, &weight_v), batch, &mut dx));
             dx
         });
         let mut grads = vec![dx];

@@ -175,14 +175,7 @@ pub fn normalize<S: Simd>(s: S, x: &[f32], pl: &Planes, k: &Coefficients, relu: 
 /// Per-channel [sum g; sum g * (x - mean)] over the batch (2C values, f64), g = dy, or dy
 /// where y > 0 when `y` (the fused ReLU's output) is given. `mean` is subtracted as in
 /// [`Coefficients`]: x - m in f32, then the remainder (mean - m) * sum g in f64.
-pub fn grad_sums<S: Simd>(
-    s: S,
-    x: &[f32],
-    dy: &[f32],
-    y: Option<&[f32]>,
-    pl: &Planes,
-    mean: &[f64],
-) -> Vec<f64> {
+pub fn grad_sums<S: Simd>(s: S, x: &[f32], dy: &[f32], y: Option<&[f32]>, pl: &Planes, mean: &[f64]) -> Vec<f64> {
     let c = pl.c;
     let m: Vec<f32> = mean.iter().map(|&v| v as f32).collect();
     let negm: Vec<f32> = m.iter().map(|v| -v).collect();

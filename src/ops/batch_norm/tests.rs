@@ -72,10 +72,8 @@ fn forward_and_gradients_match_the_f64_reference() {
                         &inputs,
                         |t| {
                             let x = if cl { to_channels_last(&t[0]) } else { t[0].clone() };
-                            let (rmt, rvt) =
-                                (Tensor::from_vec(rm.clone(), &[c]), Tensor::from_vec(rv.clone(), &[c]));
-                            let y =
-                                batch_norm2d(&x, Some(&rmt), Some(&rvt), t.get(1), t.get(2), training, 0.1, eps);
+                            let (rmt, rvt) = (Tensor::from_vec(rm.clone(), &[c]), Tensor::from_vec(rv.clone(), &[c]));
+                            let y = batch_norm2d(&x, Some(&rmt), Some(&rvt), t.get(1), t.get(2), training, 0.1, eps);
                             assert_eq!(y.is_channels_last(), cl);
                             y
                         },
@@ -142,44 +140,223 @@ fn training_updates_running_statistics_like_pytorch() {
     assert_eq!((rm.to_vec(), rv.to_vec()), before);
 }
 
-/// Runs a training forward and backward: (y, dx, dw, db, running mean, running var).
-fn run(x: &[f32], shape: &[usize], cl: bool) -> [Vec<f32>; 6] {
+/// How [`run`] computes relu(batch norm) or batch norm alone.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Op {
+    /// batch_norm2d.
+    Plain,
+    /// relu(batch_norm2d(x)) as two ops.
+    TwoOps,
+    /// batch_norm2d_relu.
+    Fused,
+}
+
+/// Runs a forward and backward (training or evaluation): the bits of (y, dx, dw, db, running
+/// mean, running var).
+fn run(x: &[f32], shape: &[usize], cl: bool, training: bool, op: Op) -> Vec<Vec<u32>> {
     let c = shape[1];
     let xt = Tensor::parameter(x.to_vec(), shape);
-    let wt = Tensor::parameter(random(c, 35), &[c]);
-    let bt = Tensor::parameter(random(c, 36), &[c]);
-    let (rm, rv) = (Tensor::zeros(&[c]), Tensor::from_vec(vec![1.0; c], &[c]));
+    // Weights of both signs and a bias, so that the ReLU cuts a good share of the values.
+    let wt = Tensor::parameter(random(c, 35).iter().map(|v| 2.0 * v).collect(), &[c]);
+    let bt = Tensor::parameter(random(c, 36).iter().map(|v| 0.3 * v).collect(), &[c]);
+    let (rm, rv) = (
+        Tensor::from_vec(random(c, 40), &[c]),
+        Tensor::from_vec(random(c, 41).iter().map(|v| v + 1.5).collect(), &[c]),
+    );
     let xin = if cl { to_channels_last(&xt) } else { xt.clone() };
-    let y = batch_norm2d(&xin, Some(&rm), Some(&rv), Some(&wt), Some(&bt), true, 0.1, 1e-5);
+    let args = (Some(&rm), Some(&rv), Some(&wt), Some(&bt));
+    let y = match op {
+        Op::Plain => batch_norm2d(&xin, args.0, args.1, args.2, args.3, training, 0.1, 1e-5),
+        Op::TwoOps => crate::ops::relu(&batch_norm2d(&xin, args.0, args.1, args.2, args.3, training, 0.1, 1e-5)),
+        Op::Fused => batch_norm2d_relu(&xin, args.0, args.1, args.2, args.3, training, 0.1, 1e-5),
+    };
+    assert_eq!(y.is_channels_last(), cl);
     y.contiguous().backward_with(random(y.numel(), 37));
-    [
-        y.to_vec(),
-        xt.grad().unwrap(),
-        wt.grad().unwrap(),
-        bt.grad().unwrap(),
-        rm.to_vec(),
-        rv.to_vec(),
+    let bits = |v: Vec<f32>| v.iter().map(|f| f.to_bits()).collect();
+    vec![
+        bits(y.to_vec()),
+        bits(xt.grad().unwrap()),
+        bits(wt.grad().unwrap()),
+        bits(bt.grad().unwrap()),
+        bits(rm.to_vec()),
+        bits(rv.to_vec()),
     ]
 }
 
+/// (N, C, H, W): C = 3 and 20 fill vectors partly, 16 exactly, 33 in three groups; N covers
+/// partial chunks, HW = 130 more than one sum block per sample.
+const BIT_SHAPES: [[usize; 4]; 4] = [
+    [2 * CHUNK + 1, 3, 4, 5],
+    [CHUNK + 2, 20, 3, 3],
+    [3, 16, 10, 13],
+    [2, 33, 2, 3],
+];
+
 #[test]
 fn channels_last_gives_the_same_bits_as_the_plain_layout() {
-    let shape = [2 * CHUNK + 1, 3, 4, 5];
-    let x = random(shape.iter().product(), 38);
-    assert_eq!(run(&x, &shape, true), run(&x, &shape, false));
+    for shape in BIT_SHAPES {
+        let x = random(shape.iter().product(), 38);
+        for training in [true, false] {
+            for op in [Op::Plain, Op::Fused] {
+                let what = format!("{shape:?} training={training} {op:?}");
+                assert_eq!(
+                    run(&x, &shape, true, training, op),
+                    run(&x, &shape, false, training, op),
+                    "{what}"
+                );
+            }
+        }
+    }
 }
 
 #[test]
 fn results_do_not_depend_on_the_number_of_threads() {
-    let shape = [3 * CHUNK + 5, 4, 3, 3];
+    let shape = [3 * CHUNK + 5, 20, 3, 3];
     let x = random(shape.iter().product(), 39);
-    let on = |threads: usize, cl: bool| {
+    let on = |threads: usize, cl: bool, op: Op| {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-        pool.install(|| run(&x, &shape, cl))
+        pool.install(|| run(&x, &shape, cl, true, op))
     };
     for cl in [false, true] {
-        assert_eq!(on(1, cl), on(2, cl), "channels_last={cl}");
+        for op in [Op::Plain, Op::Fused] {
+            assert_eq!(on(1, cl, op), on(2, cl, op), "channels_last={cl} {op:?}");
+        }
     }
+}
+
+/// The fused op gives the bits of batch_norm2d then relu: values, all gradients, running
+/// statistics; both layouts, training and evaluation, on every backend this machine has.
+#[test]
+fn fused_relu_is_bit_identical_to_batch_norm_then_relu() {
+    crate::ops::simd::on_each_backend("batch_norm2d_relu", |b| {
+        for shape in BIT_SHAPES {
+            let x = random(shape.iter().product(), 42);
+            for training in [true, false] {
+                for cl in [false, true] {
+                    let (fused, two) = (
+                        run(&x, &shape, cl, training, Op::Fused),
+                        run(&x, &shape, cl, training, Op::TwoOps),
+                    );
+                    let what = format!("{b} {shape:?} training={training} channels_last={cl}");
+                    for (k, (f, t)) in fused.iter().zip(&two).enumerate() {
+                        let bad = f.iter().zip(t).position(|(a, b)| a != b);
+                        assert!(
+                            bad.is_none(),
+                            "{what}: result {k} differs at {bad:?}: {:?} vs {:?}",
+                            bad.map(|i| f32::from_bits(f[i])),
+                            bad.map(|i| f32::from_bits(t[i]))
+                        );
+                    }
+                    // The ReLU did cut values: the test can tell a missing mask.
+                    let y = &fused[0];
+                    let zeros = y.iter().filter(|&&v| v == 0).count();
+                    assert!(zeros > 0 && zeros < y.len(), "{what}: {zeros} zeros of {}", y.len());
+                }
+            }
+        }
+    });
+}
+
+/// The vector backends give the same bits as each other (the same operations in the same
+/// order, multiply-adds fused); the portable one is within rounding of them.
+#[test]
+fn vector_backends_give_the_same_bits() {
+    use crate::ops::simd::Backend;
+    let shape = [CHUNK + 3, 20, 5, 6];
+    let x = random(shape.iter().product(), 43);
+    let mut results = Vec::new();
+    crate::ops::simd::on_each_backend("batch_norm2d backends", |b| {
+        for training in [true, false] {
+            results.push((b, training, run(&x, &shape, true, training, Op::Fused)));
+        }
+    });
+    let vector: Vec<_> = results.iter().filter(|r| r.0 != Backend::Portable).collect();
+    for r in &vector {
+        let first = vector.iter().find(|q| q.1 == r.1).expect("itself");
+        assert_eq!(r.2, first.2, "{} vs {} (training={})", r.0, first.0, r.1);
+    }
+    for (b, training, got) in results.iter().filter(|r| r.0 == Backend::Portable) {
+        let Some(v) = vector.iter().find(|q| q.1 == *training) else {
+            continue;
+        };
+        for (k, (a, w)) in got.iter().zip(&v.2).enumerate() {
+            let a: Vec<f32> = a.iter().map(|&u| f32::from_bits(u)).collect();
+            let w: Vec<f32> = w.iter().map(|&u| f32::from_bits(u)).collect();
+            assert_close(&a, &w, 1e-5, &format!("{b} vs {} result {k} training={training}", v.0));
+        }
+    }
+}
+
+/// relu(batch norm) against finite differences of the f64 reference: training and
+/// evaluation, both layouts (inputs are kept away from the kink at 0 by the seed: the check
+/// fails if a value sits within the finite-difference step of it).
+#[test]
+fn fused_forward_and_gradients_match_the_f64_reference() {
+    let (n, c, h, w) = (CHUNK + 2, 3, 2, 3);
+    let hw = h * w;
+    let (rm, rv) = (RM.to_vec(), RV.to_vec());
+    let (rm64, rv64): (Vec<f64>, Vec<f64>) = (
+        rm.iter().map(|&v| v as f64).collect(),
+        rv.iter().map(|&v| v as f64).collect(),
+    );
+    for training in [true, false] {
+        for cl in [false, true] {
+            let inputs = [
+                input(random(n * c * hw, 44), &[n, c, h, w], true),
+                input(random(c, 45).iter().map(|v| v + 1.5).collect(), &[c], true),
+                input(random(c, 46), &[c], true),
+            ];
+            let eps = 1e-3;
+            check(
+                &inputs,
+                |t| {
+                    let x = if cl { to_channels_last(&t[0]) } else { t[0].clone() };
+                    let (rmt, rvt) = (Tensor::from_vec(rm.clone(), &[c]), Tensor::from_vec(rv.clone(), &[c]));
+                    batch_norm2d_relu(&x, Some(&rmt), Some(&rvt), t.get(1), t.get(2), training, 0.1, eps)
+                },
+                |v| {
+                    let stats = (!training).then_some((&rm64[..], &rv64[..]));
+                    let y = naive(&v[0], (n, c, hw), Some(&v[1]), Some(&v[2]), stats, eps as f64);
+                    y.into_iter().map(|v| v.max(0.0)).collect()
+                },
+                1e-4,
+            );
+        }
+    }
+}
+
+/// A large mean and a small spread (mean 1000, spread 0.01: the f32 mean's rounding error is
+/// near a hundredth of the spread) stay accurate: y within 1e-4 of the f64 reference (x * scale
+/// + shift with shift = bias - mean * scale would be off by about 1e-2), and dx within 1e-3
+/// (its terms, about invstd = 170 times dy, cancel to values near 1, so f32 rounding of them
+/// leaves about 1e-4; an uncentered x * q + k form would leave far more).
+#[test]
+fn a_large_mean_with_a_small_spread_stays_accurate() {
+    let (n, c, hw) = (CHUNK + 1, 2, 9);
+    let x: Vec<f32> = random(n * c * hw, 47).iter().map(|v| 1000.0 + 0.01 * v).collect();
+    let inputs = [input(x.clone(), &[n, c, 3, 3], true)];
+    let y = batch_norm2d(
+        &Tensor::from_vec(x.clone(), &[n, c, 3, 3]),
+        None,
+        None,
+        None,
+        None,
+        true,
+        0.1,
+        0.0,
+    );
+    let x64: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+    let want: Vec<f32> = naive(&x64, (n, c, hw), None, None, None, 0.0)
+        .iter()
+        .map(|&v| v as f32)
+        .collect();
+    assert_close(&y.to_vec(), &want, 1e-4, "y");
+    check(
+        &inputs,
+        |t| batch_norm2d(&to_channels_last(&t[0]), None, None, None, None, true, 0.1, 0.0),
+        |v| naive(&v[0], (n, c, hw), None, None, None, 0.0),
+        1e-3,
+    );
 }
 
 #[test]
