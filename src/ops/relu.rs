@@ -121,4 +121,30 @@ mod tests {
         let y = relu(&Tensor::from_vec(vec![-1.0, 0.0, 2.5], &[3]));
         assert_eq!(y.to_vec(), vec![0.0, 0.0, 2.5]);
     }
+
+    /// Every backend, on lengths with a partial last vector and over one piece (the parallel
+    /// path): max(x, 0) with 0 for NaN and -0, and dy passed exactly where y > 0.
+    #[test]
+    fn every_backend_computes_relu_and_its_mask() {
+        let special = [f32::NAN, -0.0, f32::INFINITY, f32::NEG_INFINITY, 0.0];
+        crate::ops::simd::on_each_backend("relu", |b| {
+            for len in [5, 37, 2 * PIECE + 3] {
+                let x: Vec<f32> = random(len, 6)
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &v)| if i % 7 == 3 { special[i % 5] } else { v })
+                    .collect();
+                let want: Vec<u32> = x.iter().map(|&v| if v > 0.0 { v } else { 0.0 }.to_bits()).collect();
+                let mut y = vec![1.0; len];
+                relu_forward(&x, &mut y);
+                assert_eq!(y.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want, "{b} len {len}");
+                let dy = random(len, 7);
+                let mut dx = vec![1.0; len];
+                relu_backward(&y, &dy, &mut dx);
+                for ((&g, &d), &y) in dx.iter().zip(&dy).zip(&y) {
+                    assert_eq!(g.to_bits(), if y > 0.0 { d } else { 0.0 }.to_bits(), "{b} len {len}");
+                }
+            }
+        });
+    }
 }
