@@ -30,13 +30,51 @@ pub enum Sums<'a> {
     /// [sum d; sum d^2] with d = x + negm (the negated chunk mean, rounded to f32):
     /// `out` holds 2C values.
     Centered { negm: &'a [f32] },
-    /// [sum g; sum g * d] with g = dy (masked by y > 0 when `y` is given: the fused ReLU) and
-    /// d = x + negm: `out` holds 2C values.
+    /// [sum g; sum g * d] with g = dy (masked where the forward's value before the ReLU was
+    /// not positive when `relu` is given) and d = x + negm: `out` holds 2C values.
     Grads {
         dy: &'a [f32],
-        y: Option<&'a [f32]>,
+        relu: Option<Forward<'a>>,
         negm: &'a [f32],
     },
+}
+
+/// The forward's per-channel coefficients, to recompute the value before the fused ReLU
+/// (with the same operations as [`Normalize`], so the same bits) instead of reading y back:
+/// (x + negm) * scale + shift, or x * scale + shift without negm.
+#[derive(Clone, Copy, Debug)]
+pub struct Forward<'a> {
+    pub negm: Option<&'a [f32]>,
+    pub scale: &'a [f32],
+    pub shift: &'a [f32],
+}
+
+/// [`Forward`]'s vectors for channels c0..c0+w.
+struct ForwardV<S: Simd> {
+    negm: Option<S::V>,
+    scale: S::V,
+    shift: S::V,
+}
+
+impl<S: Simd> ForwardV<S> {
+    #[inline(always)]
+    fn load(s: S, f: &Forward, c0: usize, w: usize) -> Self {
+        ForwardV {
+            negm: f.negm.map(|m| s.load(&m[c0..], w)),
+            scale: s.load(&f.scale[c0..], w),
+            shift: s.load(&f.shift[c0..], w),
+        }
+    }
+
+    /// The forward's value of x (before the ReLU), as [`Normalize`] computes it.
+    #[inline(always)]
+    fn value(&self, s: S, x: S::V) -> S::V {
+        let v = match self.negm {
+            Some(m) => s.add(x, m),
+            None => x,
+        };
+        s.mul_add(v, self.scale, self.shift)
+    }
 }
 
 /// Per-channel sums over a chunk x (P, C): adds the chunk's sums to `out` (see [`Sums`]).
@@ -82,15 +120,17 @@ impl Kernel for ChannelSums<'_> {
                             a1 = s.mul_add(d, d, a1);
                         }
                     }
-                    Sums::Grads { dy, y, negm } => {
+                    Sums::Grads { dy, relu, negm } => {
                         let nm = s.load(&negm[c0..], w);
+                        let fw = relu.map(|f| ForwardV::load(s, &f, c0, w));
                         for p in p0..p1 {
                             let o = p * c + c0;
+                            let xv = s.load(&x[o..], w);
                             let mut g = s.load(&dy[o..], w);
-                            if let Some(y) = y {
-                                g = s.pass_where_positive(s.load(&y[o..], w), g);
+                            if let Some(fw) = &fw {
+                                g = s.pass_where_positive(fw.value(s, xv), g);
                             }
-                            let d = s.add(s.load(&x[o..], w), nm);
+                            let d = s.add(xv, nm);
                             a0 = s.add(a0, g);
                             a1 = s.mul_add(g, d, a1);
                         }
@@ -139,15 +179,10 @@ impl Kernel for Normalize<'_> {
             let p1 = positions.min(p0 + SUM_BLOCK);
             for c0 in (0..c).step_by(LANES) {
                 let w = LANES.min(c - c0);
-                let (sc, sh) = (s.load(&scale[c0..], w), s.load(&shift[c0..], w));
-                let nm = negm.map(|m| s.load(&m[c0..], w));
+                let fw = ForwardV::load(s, &Forward { negm, scale, shift }, c0, w);
                 for p in p0..p1 {
                     let o = p * c + c0;
-                    let mut v = s.load(&x[o..], w);
-                    if let Some(nm) = nm {
-                        v = s.add(v, nm);
-                    }
-                    let mut r = s.mul_add(v, sc, sh);
+                    let mut r = fw.value(s, s.load(&x[o..], w));
                     if relu {
                         r = s.relu(r);
                     }
@@ -158,16 +193,17 @@ impl Kernel for Normalize<'_> {
     }
 }
 
-/// dx from dy (masked by y > 0 when `y` is given: the fused ReLU) per channel:
-/// training, dx = a * g + (q * (x + negm) + k); evaluation (`train` None), dx = a * g.
-/// x, dy, y, dx (P, C); the coefficients (C).
+/// dx from dy (masked where the forward's value before the ReLU was not positive when `relu`
+/// is given) per channel: training, dx = a * g + (q * (x + negm) + k); evaluation (`train`
+/// None), dx = a * g. x, dy, dx (P, C); the coefficients (C).
 pub struct InputGrad<'a> {
+    pub x: &'a [f32],
     pub dy: &'a [f32],
-    pub y: Option<&'a [f32]>,
+    pub relu: Option<Forward<'a>>,
     pub c: usize,
     pub a: &'a [f32],
-    /// (x, negm, q, k) in training.
-    pub train: Option<(&'a [f32], &'a [f32], &'a [f32], &'a [f32])>,
+    /// (negm, q, k) in training.
+    pub train: Option<(&'a [f32], &'a [f32], &'a [f32])>,
     pub dx: &'a mut [f32],
 }
 
@@ -175,10 +211,18 @@ impl Kernel for InputGrad<'_> {
     type Output = ();
     #[inline(always)]
     fn run<S: Simd>(self, s: S) {
-        let InputGrad { dy, y, c, a, train, dx } = self;
+        let InputGrad {
+            x,
+            dy,
+            relu,
+            c,
+            a,
+            train,
+            dx,
+        } = self;
         let positions = dy.len() / c;
         assert!(
-            dy.len() == positions * c && dx.len() == dy.len(),
+            dy.len() == positions * c && dx.len() == dy.len() && x.len() == dy.len(),
             "batch_norm dx: sizes"
         );
         for p0 in (0..positions).step_by(SUM_BLOCK) {
@@ -186,20 +230,18 @@ impl Kernel for InputGrad<'_> {
             for c0 in (0..c).step_by(LANES) {
                 let w = LANES.min(c - c0);
                 let av = s.load(&a[c0..], w);
-                let tr =
-                    train.map(|(x, negm, q, k)| (x, s.load(&negm[c0..], w), s.load(&q[c0..], w), s.load(&k[c0..], w)));
+                let fw = relu.map(|f| ForwardV::load(s, &f, c0, w));
+                let tr = train.map(|(negm, q, k)| (s.load(&negm[c0..], w), s.load(&q[c0..], w), s.load(&k[c0..], w)));
                 for p in p0..p1 {
                     let o = p * c + c0;
                     let mut g = s.load(&dy[o..], w);
-                    if let Some(y) = y {
-                        g = s.pass_where_positive(s.load(&y[o..], w), g);
+                    let xv = (fw.is_some() || tr.is_some()).then(|| s.load(&x[o..], w));
+                    if let (Some(fw), Some(xv)) = (&fw, xv) {
+                        g = s.pass_where_positive(fw.value(s, xv), g);
                     }
-                    let r = match tr {
-                        Some((x, nm, q, k)) => {
-                            let d = s.add(s.load(&x[o..], w), nm);
-                            s.mul_add(av, g, s.mul_add(q, d, k))
-                        }
-                        None => s.mul(av, g),
+                    let r = match (tr, xv) {
+                        (Some((nm, q, k)), Some(xv)) => s.mul_add(av, g, s.mul_add(q, s.add(xv, nm), k)),
+                        _ => s.mul(av, g),
                     };
                     s.store(&mut dx[o..], w, r);
                 }

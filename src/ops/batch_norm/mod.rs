@@ -164,7 +164,7 @@ fn batch_norm_op(
     let bias_v = bias.map_or_else(|| vec![0.0; c], as_f64);
     let name = if relu { "batch_norm2d_relu" } else { "batch_norm2d" };
     let mut y = pool::take(x.numel());
-    let (mean, invstd) = profile::time(
+    let (mean, invstd, k) = profile::time(
         || profile::label(name, &s),
         Phase::Forward,
         || {
@@ -181,7 +181,7 @@ fn batch_norm_op(
             let invstd: Vec<f64> = var.iter().map(|v| 1.0 / (v + eps as f64).sqrt()).collect();
             let k = Coefficients::new(&mean, &invstd, &weight_v, &bias_v, training);
             simd_dispatch!(normalize(&xd, &pl, &k, relu, &mut y));
-            (mean, invstd)
+            (mean, invstd, k)
         },
     );
     let (has_w, has_b) = (weight.is_some(), bias.is_some());
@@ -189,15 +189,15 @@ fn batch_norm_op(
     inputs.extend(weight.cloned());
     inputs.extend(bias.cloned());
     let x_version = x.version();
-    let backward: BackwardFn = Box::new(move |inp, out, dy| {
+    let relu_k = relu.then_some(k);
+    let backward: BackwardFn = Box::new(move |inp, _out, dy| {
         assert_eq!(
             inp[0].version(),
             x_version,
             "batch_norm2d: the input was modified in place after the forward, which the backward needs"
         );
         let xd = inp[0].data();
-        let yd = relu.then(|| out.data());
-        let y = yd.as_deref().map(|v| &v[..]);
+        let y = relu_k.as_ref();
         let need_sums = training || has_w || has_b;
         let sums = need_sums.then(|| {
             let mut sums = simd_dispatch!(grad_sums(&xd, dy, y, &pl, &mean));

@@ -8,7 +8,7 @@
 
 use std::borrow::Cow;
 
-use super::kernels::{ChannelSums, InputGrad, Normalize, Sums};
+use super::kernels::{ChannelSums, Forward, InputGrad, Normalize, Sums};
 use crate::ops::simd::Simd;
 use crate::ops::{CHUNK, for_each_chunk};
 use crate::tensor::{nchw_to_nhwc, nhwc_to_nchw};
@@ -62,11 +62,12 @@ impl Planes {
     }
 }
 
-/// Per-channel sums over the batch of `partial`'s per-chunk `width` sums, added in chunk order.
+/// `partial`'s `width` sums of each chunk (x, and dy when given), run in parallel; the caller
+/// adds them in chunk order.
 fn sum_chunks<'a>(
-    chunks: Vec<(&'a [f32], Option<(&'a [f32], Option<&'a [f32]>)>)>,
+    chunks: Vec<(&'a [f32], Option<&'a [f32]>)>,
     width: usize,
-    partial: impl Fn(&[f32], Option<(&[f32], Option<&[f32]>)>, &mut [f64]) + Sync + Send,
+    partial: impl Fn(&[f32], Option<&[f32]>, &mut [f64]) + Sync + Send,
 ) -> Vec<Vec<f64>> {
     let mut parts = vec![vec![0f64; width]; chunks.len()];
     let work: Vec<_> = chunks.into_iter().zip(parts.iter_mut()).collect();
@@ -133,6 +134,15 @@ pub struct Coefficients {
 }
 
 impl Coefficients {
+    /// The kernels' view of them.
+    pub fn forward(&self) -> Forward<'_> {
+        Forward {
+            negm: self.negm.as_deref(),
+            scale: &self.scale,
+            shift: &self.shift,
+        }
+    }
+
     /// Training: negm = -m with m the mean rounded to f32, and the rounding's remainder
     /// (mean - m) folded into the shift, so the large parts cancel exactly in x - m.
     /// Evaluation (`centered` false): one multiply-add, shift = bias - mean * scale.
@@ -172,31 +182,35 @@ pub fn normalize<S: Simd>(s: S, x: &[f32], pl: &Planes, k: &Coefficients, relu: 
     });
 }
 
-/// Per-channel [sum g; sum g * (x - mean)] over the batch (2C values, f64), g = dy, or dy
-/// where y > 0 when `y` (the fused ReLU's output) is given. `mean` is subtracted as in
+/// Per-channel [sum g; sum g * (x - mean)] over the batch (2C values, f64), g = dy, or with
+/// `relu` (the fused ReLU: the forward's coefficients) dy where the forward's value was
+/// positive, recomputed from x (one buffer fewer to read than y). `mean` is subtracted as in
 /// [`Coefficients`]: x - m in f32, then the remainder (mean - m) * sum g in f64.
-pub fn grad_sums<S: Simd>(s: S, x: &[f32], dy: &[f32], y: Option<&[f32]>, pl: &Planes, mean: &[f64]) -> Vec<f64> {
+pub fn grad_sums<S: Simd>(
+    s: S,
+    x: &[f32],
+    dy: &[f32],
+    relu: Option<&Coefficients>,
+    pl: &Planes,
+    mean: &[f64],
+) -> Vec<f64> {
     let c = pl.c;
     let m: Vec<f32> = mean.iter().map(|&v| v as f32).collect();
     let negm: Vec<f32> = m.iter().map(|v| -v).collect();
-    let ys: Vec<Option<&[f32]>> = match y {
-        Some(y) => y.chunks(pl.step()).map(Some).collect(),
-        None => vec![None; x.len().div_ceil(pl.step())],
-    };
     let chunks = x
         .chunks(pl.step())
-        .zip(dy.chunks(pl.step()).zip(ys))
-        .map(|(xc, r)| (xc, Some(r)))
+        .zip(dy.chunks(pl.step()))
+        .map(|(xc, dc)| (xc, Some(dc)))
         .collect();
     let parts = sum_chunks(chunks, 2 * c, |xc, rest, out| {
-        let (dc, yc) = rest.expect("dy chunk");
-        let (x, dy, y) = (pl.nhwc(xc), pl.nhwc(dc), yc.map(|v| pl.nhwc(v)));
+        let dc = rest.expect("dy chunk");
+        let (x, dy) = (pl.nhwc(xc), pl.nhwc(dc));
         s.vectorize(ChannelSums {
             x: &x,
             c,
             what: Sums::Grads {
                 dy: &dy,
-                y: y.as_deref(),
+                relu: relu.map(Coefficients::forward),
                 negm: &negm,
             },
             out,
@@ -213,7 +227,7 @@ pub fn grad_sums<S: Simd>(s: S, x: &[f32], dy: &[f32], y: Option<&[f32]>, pl: &P
     total
 }
 
-/// dx of the batch norm (masked by y > 0 when `y` is given). Training, with the batch's
+/// dx of the batch norm (masked as in [`grad_sums`] with `relu`). Training, with the batch's
 /// per-channel sums [sum g; sum g * xhat] (`sums`) over M values per channel:
 /// dx = weight * invstd * (g - sum g / M - xhat * sum(g * xhat) / M), computed as
 /// a * g + (q * (x - m) + k) with m the mean rounded to f32 and the rest of the mean in k.
@@ -223,7 +237,7 @@ pub fn input_grad<S: Simd>(
     s: S,
     x: &[f32],
     dy: &[f32],
-    y: Option<&[f32]>,
+    relu: Option<&Coefficients>,
     pl: &Planes,
     (mean, invstd, weight): (&[f64], &[f64], &[f64]),
     sums: Option<(&[f64], usize)>,
@@ -244,28 +258,17 @@ pub fn input_grad<S: Simd>(
         (negm, q64.iter().map(|&v| v as f32).collect::<Vec<f32>>(), k)
     });
     let step = pl.step();
-    let ys: Vec<Option<&[f32]>> = match y {
-        Some(y) => y.chunks(step).map(Some).collect(),
-        None => vec![None; dy.len().div_ceil(step)],
-    };
-    let work: Vec<_> = x
-        .chunks(step)
-        .zip(dy.chunks(step))
-        .zip(ys)
-        .zip(dx.chunks_mut(step))
-        .collect();
-    for_each_chunk(work, |(((xc, dc), yc), dxc)| {
-        let (dy, y) = (pl.nhwc(dc), yc.map(|v| pl.nhwc(v)));
-        let x = train.as_ref().map(|_| pl.nhwc(xc));
+    let work: Vec<_> = x.chunks(step).zip(dy.chunks(step)).zip(dx.chunks_mut(step)).collect();
+    for_each_chunk(work, |((xc, dc), dxc)| {
+        let (x, dy) = (pl.nhwc(xc), pl.nhwc(dc));
         pl.write(dxc, |dx| {
             s.vectorize(InputGrad {
+                x: &x,
                 dy: &dy,
-                y: y.as_deref(),
+                relu: relu.map(Coefficients::forward),
                 c,
                 a: &a,
-                train: train
-                    .as_ref()
-                    .map(|(negm, q, k)| (x.as_deref().expect("x"), &negm[..], &q[..], &k[..])),
+                train: train.as_ref().map(|(negm, q, k)| (&negm[..], &q[..], &k[..])),
                 dx,
             })
         });
