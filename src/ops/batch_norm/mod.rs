@@ -26,13 +26,13 @@
 //! and sum(dy * xhat), one for dx.
 //!
 //! Numerics: per-value arithmetic is f32; sums are f32 over blocks of
-//! [`SUM_BLOCK`](kernels::SUM_BLOCK) positions, then f64 (see `passes::batch_stats` for the
+//! [`SUM_BLOCK`] positions, then f64 (see `passes::batch_stats` for the
 //! variance); the per-channel coefficients are computed in f64 and rounded once. Subtracting
 //! the f32-rounded mean first keeps inputs with a large mean and a small spread accurate.
 //! The vector backends give the same bits; the portable one rounds multiply-adds twice.
 //!
 //! [`batch_norm2d_relu`] applies the ReLU as y is stored and masks dy inside the backward's
-//! passes: the same bits as [`batch_norm2d`] followed by [`relu`](crate::ops::relu), values
+//! passes: the same bits as [`batch_norm2d`] followed by [`relu`](crate::ops::relu()), values
 //! and gradients, with one pass fewer each way.
 
 mod kernels;
@@ -71,7 +71,7 @@ pub fn batch_norm2d(
 }
 
 /// `F.relu(F.batch_norm(...))` as one op, bit-identical to [`batch_norm2d`] followed by
-/// [`relu`](crate::ops::relu) (values, gradients and running statistics); the same arguments
+/// [`relu`](crate::ops::relu()) (values, gradients and running statistics); the same arguments
 /// and panics as [`batch_norm2d`].
 #[allow(clippy::too_many_arguments)]
 pub fn batch_norm2d_relu(
@@ -207,7 +207,7 @@ fn batch_norm_op(
         });
         let dx = inp[0].requires_grad().then(|| {
             let mut dx = pool::take(xd.len());
-            let batch = training.then(|| (&sums.as_deref().expect("training sums")[..], m));
+            let batch = training.then(|| (sums.as_deref().expect("training sums"), m));
             simd_dispatch!(input_grad(&xd, dy, y, &pl, (&mean, &invstd, &weight_v), batch, &mut dx));
             dx
         });

@@ -326,8 +326,8 @@ fn fused_forward_and_gradients_match_the_f64_reference() {
 }
 
 /// A large mean and a small spread (mean 1000, spread 0.01: the f32 mean's rounding error is
-/// near a hundredth of the spread) stay accurate: y within 1e-4 of the f64 reference (x * scale
-/// + shift with shift = bias - mean * scale would be off by about 1e-2), and dx within 1e-3
+/// near a hundredth of the spread) stay accurate: y within 1e-4 of the f64 reference (the form
+/// x * scale + shift, shift = bias - mean * scale, would be off by about 1e-2), and dx within 1e-3
 /// (its terms, about invstd = 170 times dy, cancel to values near 1, so f32 rounding of them
 /// leaves about 1e-4; an uncentered x * q + k form would leave far more).
 #[test]
