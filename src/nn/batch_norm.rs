@@ -7,7 +7,7 @@
 use std::cell::Cell;
 
 use super::Module;
-use crate::ops::batch_norm2d;
+use crate::ops::{batch_norm2d, batch_norm2d_relu};
 use crate::tensor::Tensor;
 
 /// Configuration of a [`BatchNorm2d`], with PyTorch's defaults.
@@ -82,8 +82,14 @@ pub struct BatchNorm2d {
     training: Cell<bool>,
 }
 
-impl Module for BatchNorm2d {
-    fn forward(&self, x: &Tensor) -> Tensor {
+impl BatchNorm2d {
+    /// `relu(self.forward(x))` as one op ([`batch_norm2d_relu`]): the same bits, values and
+    /// gradients, with one pass fewer over the activations each way.
+    pub fn forward_relu(&self, x: &Tensor) -> Tensor {
+        self.run(x, true)
+    }
+
+    fn run(&self, x: &Tensor, relu: bool) -> Tensor {
         let training = self.training.get();
         let mut momentum = self.momentum.unwrap_or(0.0);
         if training && let Some(n) = &self.num_batches_tracked {
@@ -99,7 +105,8 @@ impl Module for BatchNorm2d {
         }
         // Batch statistics in training, or whenever there are no running ones.
         let use_batch = training || self.running_mean.is_none();
-        batch_norm2d(
+        let op = if relu { batch_norm2d_relu } else { batch_norm2d };
+        op(
             x,
             self.running_mean.as_ref(),
             self.running_var.as_ref(),
@@ -109,6 +116,12 @@ impl Module for BatchNorm2d {
             momentum,
             self.eps,
         )
+    }
+}
+
+impl Module for BatchNorm2d {
+    fn forward(&self, x: &Tensor) -> Tensor {
+        self.run(x, false)
     }
     fn own_parameters(&self) -> Vec<(String, Tensor)> {
         let mut v = Vec::new();
@@ -178,5 +191,34 @@ mod tests {
         bn.forward(&batch(3.0)); // mean 3.5
         let m = bn.running_mean.as_ref().unwrap().to_vec()[0];
         assert!((m - 2.5).abs() < 1e-6, "average of 1.5 and 3.5, got {m}");
+    }
+
+    #[test]
+    fn forward_relu_is_relu_of_forward_bit_for_bit() {
+        let x = Tensor::rand(&[5, 3, 4, 4], &mut Rng::new(1));
+        let run = |fused: bool| {
+            let bn = BatchNorm2dConfig::new(3).init();
+            let xp = Tensor::parameter(x.to_vec(), x.shape());
+            let mut out = Vec::new();
+            for training in [true, false] {
+                bn.set_training(training);
+                let y = if fused {
+                    bn.forward_relu(&xp)
+                } else {
+                    crate::ops::relu(&bn.forward(&xp))
+                };
+                crate::ops::sum(&crate::ops::mul(&y, &y), None, false).backward();
+                out.push(y.to_vec());
+            }
+            out.push(xp.grad().unwrap());
+            out.push(bn.weight.as_ref().unwrap().grad().unwrap());
+            out.extend(bn.named_buffers().into_iter().map(|(_, t)| t.to_vec()));
+            out.into_iter()
+                .map(|v| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>())
+                .collect::<Vec<_>>()
+        };
+        let (fused, two) = (run(true), run(false));
+        assert!(fused[0].contains(&0), "the ReLU cut some values");
+        assert_eq!(fused, two);
     }
 }

@@ -4,10 +4,13 @@
 //! [floor(i * H / OH), ceil((i + 1) * H / OH)), PyTorch's bins (the same for columns), so
 //! bins may differ in size and overlap, and an output larger than the input repeats values.
 //! Works on either memory layout (plain, or channels-last); the result keeps x's layout.
-//! Both passes split the batch into chunks of [`CHUNK`] samples.
+//! Both passes split the batch into chunks of [`CHUNK`] samples; channels-last data runs
+//! vector kernels (channels in lanes), the plain layout scalar ones, with the same bits.
 
+use crate::ops::simd::{Kernel, LANES, Simd};
 use crate::ops::{CHUNK, for_each_chunk};
 use crate::profile::{self, Phase};
+use crate::simd_dispatch;
 use crate::tensor::{BackwardFn, Tensor, pool};
 
 /// The input rows [start, end) of output row `i` of `out` rows over `n` input rows.
@@ -74,47 +77,99 @@ pub fn adaptive_avg_pool2d_backward(dy: &[f32], g: &AdaptiveGeom, dx: &mut [f32]
     }
 }
 
-/// x stored (samples, H, W, C) -> y stored (samples, OH, OW, C).
-pub fn adaptive_avg_pool2d_forward_nhwc(x: &[f32], g: &AdaptiveGeom, y: &mut [f32]) {
-    let c = g.c;
-    for (xs, ys) in x.chunks(g.in_size()).zip(y.chunks_mut(g.out_size())) {
-        for i in 0..g.oh {
-            for j in 0..g.ow {
-                let ((h0, h1), (w0, w1), scale) = g.window(i, j);
-                let out = &mut ys[(i * g.ow + j) * c..][..c];
-                out.fill(0.0);
-                // Per channel, the values are added in the same order as the plain kernel's
-                // (row by row, then along the row), so both layouts give the same bits.
-                for r in h0..h1 {
-                    for q in w0..w1 {
-                        let px = &xs[(r * g.w + q) * c..][..c];
-                        out.iter_mut().zip(px).for_each(|(o, v)| *o += v);
+/// The channels-last kernels: channels c0..c0+16 of a pixel in one vector; per channel the
+/// same operations in the same order as the plain kernels (sums from 0 row by row, then times
+/// 1 / size; no multiply-add), so both layouts and every backend give the same bits.
+struct Nhwc<'a> {
+    g: &'a AdaptiveGeom,
+    /// Forward: (x, y); backward: (dy, dx).
+    src: &'a [f32],
+    dst: &'a mut [f32],
+    backward: bool,
+}
+
+impl Kernel for Nhwc<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run<S: Simd>(self, s: S) {
+        let Nhwc { g, src, dst, backward } = self;
+        let c = g.c;
+        let (xs_len, ys_len) = (g.in_size(), g.out_size());
+        if backward {
+            dst.fill(0.0);
+        }
+        let samples = if backward {
+            src.len() / ys_len
+        } else {
+            dst.len() / ys_len
+        };
+        for sm in 0..samples {
+            for i in 0..g.oh {
+                for j in 0..g.ow {
+                    let ((h0, h1), (w0, w1), scale) = g.window(i, j);
+                    let o = sm * ys_len + (i * g.ow + j) * c;
+                    for c0 in (0..c).step_by(LANES) {
+                        let n = LANES.min(c - c0);
+                        let px = |r: usize, q: usize| sm * xs_len + (r * g.w + q) * c + c0;
+                        if backward {
+                            let v = s.mul(s.load(&src[o + c0..], n), s.splat(scale));
+                            for r in h0..h1 {
+                                for q in w0..w1 {
+                                    let d = &mut dst[px(r, q)..];
+                                    s.store(d, n, s.add(s.load(d, n), v));
+                                }
+                            }
+                        } else {
+                            let mut acc = s.zero();
+                            for r in h0..h1 {
+                                for q in w0..w1 {
+                                    acc = s.add(acc, s.load(&src[px(r, q)..], n));
+                                }
+                            }
+                            s.store(&mut dst[o + c0..], n, s.mul(acc, s.splat(scale)));
+                        }
                     }
                 }
-                out.iter_mut().for_each(|o| *o *= scale);
             }
         }
     }
 }
 
+/// x stored (samples, H, W, C) -> y stored (samples, OH, OW, C).
+pub fn adaptive_avg_pool2d_forward_nhwc<S: Simd>(s: S, x: &[f32], g: &AdaptiveGeom, y: &mut [f32]) {
+    s.vectorize(Nhwc {
+        g,
+        src: x,
+        dst: y,
+        backward: false,
+    })
+}
+
 /// dy stored (samples, OH, OW, C) -> dx stored (samples, H, W, C), overwritten.
-pub fn adaptive_avg_pool2d_backward_nhwc(dy: &[f32], g: &AdaptiveGeom, dx: &mut [f32]) {
-    let c = g.c;
-    dx.fill(0.0);
-    for (dxs, dys) in dx.chunks_mut(g.in_size()).zip(dy.chunks(g.out_size())) {
-        for i in 0..g.oh {
-            for j in 0..g.ow {
-                let ((h0, h1), (w0, w1), scale) = g.window(i, j);
-                let gy = &dys[(i * g.ow + j) * c..][..c];
-                for r in h0..h1 {
-                    for q in w0..w1 {
-                        let px = &mut dxs[(r * g.w + q) * c..][..c];
-                        px.iter_mut().zip(gy).for_each(|(d, v)| *d += v * scale);
-                    }
-                }
-            }
-        }
-    }
+pub fn adaptive_avg_pool2d_backward_nhwc<S: Simd>(s: S, dy: &[f32], g: &AdaptiveGeom, dx: &mut [f32]) {
+    s.vectorize(Nhwc {
+        g,
+        src: dy,
+        dst: dx,
+        backward: true,
+    })
+}
+
+/// Forward or backward over a batch in chunks of [`CHUNK`] samples: `(src, dst)` is (x, y) or
+/// (dy, dx). The backend is chosen by the caller, on its thread.
+fn run_chunks<S: Simd>(s: S, g: &AdaptiveGeom, nhwc: bool, backward: bool, src: &[f32], dst: &mut [f32]) {
+    let (src_step, dst_step) = if backward {
+        (CHUNK * g.out_size(), CHUNK * g.in_size())
+    } else {
+        (CHUNK * g.in_size(), CHUNK * g.out_size())
+    };
+    let work: Vec<_> = src.chunks(src_step).zip(dst.chunks_mut(dst_step)).collect();
+    for_each_chunk(work, |(a, b)| match (nhwc, backward) {
+        (true, false) => adaptive_avg_pool2d_forward_nhwc(s, a, g, b),
+        (true, true) => adaptive_avg_pool2d_backward_nhwc(s, a, g, b),
+        (false, false) => adaptive_avg_pool2d_forward(a, g, b),
+        (false, true) => adaptive_avg_pool2d_backward(a, g, b),
+    });
 }
 
 /// `F.adaptive_avg_pool2d(x, output_size)` on x (N, C, H, W), stored either way; the result
@@ -141,33 +196,12 @@ pub fn adaptive_avg_pool2d(x: &Tensor, output_size: (usize, usize)) -> Tensor {
         || profile::label("adaptive_avg_pool2d", &s),
         Phase::Forward,
         || {
-            let xd = x.data();
-            let work: Vec<_> = xd
-                .chunks(CHUNK * g.in_size())
-                .zip(y.chunks_mut(CHUNK * g.out_size()))
-                .collect();
-            for_each_chunk(work, |(xc, yc)| {
-                if nhwc {
-                    adaptive_avg_pool2d_forward_nhwc(xc, &g, yc)
-                } else {
-                    adaptive_avg_pool2d_forward(xc, &g, yc)
-                }
-            });
+            simd_dispatch!(run_chunks(&g, nhwc, false, &x.data(), &mut y));
         },
     );
     let backward: BackwardFn = Box::new(move |inp, _out, dy| {
         let mut dx = pool::take(inp[0].numel());
-        let work: Vec<_> = dy
-            .chunks(CHUNK * g.out_size())
-            .zip(dx.chunks_mut(CHUNK * g.in_size()))
-            .collect();
-        for_each_chunk(work, |(d, dxc)| {
-            if nhwc {
-                adaptive_avg_pool2d_backward_nhwc(d, &g, dxc)
-            } else {
-                adaptive_avg_pool2d_backward(d, &g, dxc)
-            }
-        });
+        simd_dispatch!(run_chunks(&g, nhwc, true, dy, &mut dx));
         vec![Some(dx)]
     });
     let shape = [n, g.c, oh, ow];
@@ -249,6 +283,27 @@ mod tests {
             };
             assert_eq!(run(true), run(false), "settings {:?}", ((n, c, h, w), out));
         }
+    }
+
+    /// On every backend, the channels-last vector kernels give the plain layout's bits
+    /// (C = 20 fills vectors partly; a global pool, overlapping bins, and a larger output).
+    #[test]
+    fn every_backend_gives_the_plain_layouts_bits() {
+        crate::ops::simd::on_each_backend("adaptive_avg_pool2d", |b| {
+            for ((h, w), out) in [((4, 4), (1, 1)), ((7, 7), (3, 3)), ((3, 2), (5, 4))] {
+                let (n, c) = (CHUNK + 1, 20);
+                let x = random(n * c * h * w, 24);
+                let run = |cl: bool| {
+                    let xt = Tensor::parameter(x.clone(), &[n, c, h, w]);
+                    let xin = if cl { to_channels_last(&xt) } else { xt.clone() };
+                    let y = adaptive_avg_pool2d(&xin, out);
+                    y.contiguous().backward_with(random(y.numel(), 25));
+                    let bits = |v: Vec<f32>| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                    (bits(y.to_vec()), bits(xt.grad().unwrap()))
+                };
+                assert_eq!(run(true), run(false), "{b} {h}x{w} -> {out:?}");
+            }
+        });
     }
 
     #[test]
