@@ -8,6 +8,7 @@
 # Both sides are held to AVX2+FMA, the instructions most users' CPUs have: mnist-cnn with
 # MNIST_CNN_SIMD=avx2 (override with SIMD=avx512|portable), PyTorch with ATEN_CPU_CAPABILITY=avx2
 # and ONEDNN_MAX_CPU_ISA=AVX2. 2 threads each (THREADS=N). Run it on an otherwise idle machine.
+# SAVE_DIR=DIR keeps mnist-cnn's trained weights as DIR/bncnn-seedN.safetensors.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seeds=${1:-0 1 2}
@@ -22,7 +23,8 @@ cargo build --release --quiet
 for s in $seeds; do
   echo "mnist-cnn bncnn seed $s ($simd, $threads threads)" >&2
   MNIST_CNN_SIMD=$simd target/release/mnist-cnn train --model bncnn --train-on-all --epochs "$epochs" \
-    --seed "$s" --threads "$threads" --no-save --quiet --json >"$out/rust-$s.json"
+    --seed "$s" --threads "$threads" --no-save --quiet --json \
+    ${SAVE_DIR:+--save "$SAVE_DIR/bncnn-seed$s.safetensors"} >"$out/rust-$s.json"
 done
 for s in $torch_seeds; do
   echo "PyTorch bncnn seed $s (AVX2, $threads threads)" >&2

@@ -41,6 +41,7 @@ fn help_lists_every_flag_with_its_default() {
         "--threads",
         "--data-dir",
         "--format",
+        "--train-on-all",
     ] {
         assert!(text.contains(flag), "--help lacks {flag}:\n{text}");
     }
@@ -55,7 +56,26 @@ fn help_lists_every_flag_with_its_default() {
         assert!(text.contains(default), "--help lacks the default {default}:\n{text}");
     }
     // Every registered model is listed with its description.
-    assert!(text.contains("cnn:") && text.contains("logistic:"), "{text}");
+    assert!(text.contains("cnn:") && text.contains("logistic:") && text.contains("bncnn:"), "{text}");
+}
+
+#[test]
+fn train_on_all_uses_the_validation_images_too_and_reports_the_test_split_each_epoch() {
+    let out = bin()
+        .current_dir(root())
+        .args(["train", "--train-on-all", "--epochs", "1", "--limit", "800", "--threads", "1"])
+        .args(["--no-save", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("800 train / 0 valid / 10000 test images"), "{err}");
+    assert!(err.contains("epoch  1/1  test_loss "), "{err}");
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // The epoch's evaluation is of the test split: the same model on the same images as the
+    // final test.
+    assert_eq!(summary["epochs"][0]["valid_accuracy"], summary["test"]["accuracy"]);
+    assert_eq!(summary["epochs"][0]["valid_loss"], summary["test"]["loss"]);
 }
 
 #[test]

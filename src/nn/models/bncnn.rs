@@ -16,7 +16,7 @@
 //! About 2.5 M multiply-adds per image, 61,050 parameters.
 
 use crate::nn::{BatchNorm2d, BatchNorm2dConfig, Conv2d, Conv2dConfig, Linear, LinearConfig, Module};
-use crate::ops::{adaptive_avg_pool2d, flatten, max_pool2d, relu, reshape};
+use crate::ops::{adaptive_avg_pool2d, flatten, max_pool2d, reshape};
 use crate::rng::Rng;
 use crate::tensor::Tensor;
 
@@ -41,7 +41,7 @@ impl ConvBn {
 
 impl Module for ConvBn {
     fn forward(&self, x: &Tensor) -> Tensor {
-        relu(&self.bn.forward(&self.conv.forward(x)))
+        self.bn.forward_relu(&self.conv.forward(x))
     }
     fn children(&self) -> Vec<(String, &dyn Module)> {
         vec![("conv".into(), &self.conv), ("bn".into(), &self.bn)]
