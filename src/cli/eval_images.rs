@@ -52,13 +52,20 @@ pub fn labelled_images(dir: &Path) -> crate::Result<Vec<Labelled>> {
         let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, "cannot list", e))?;
         for e in entries {
             let path = e.map_err(|e| Error::io(dir, "cannot list", e))?.path();
-            let ext = path.extension().map_or(String::new(), |e| e.to_string_lossy().to_lowercase());
+            let ext = path
+                .extension()
+                .map_or(String::new(), |e| e.to_string_lossy().to_lowercase());
             if !["png", "jpg", "jpeg", "bmp", "gif", "pgm", "pnm"].contains(&ext.as_str()) {
                 continue;
             }
-            let stem = path.file_stem().map_or(String::new(), |s| s.to_string_lossy().to_string());
+            let stem = path
+                .file_stem()
+                .map_or(String::new(), |s| s.to_string_lossy().to_string());
             let parts: Vec<&str> = stem.split('_').collect();
-            let Some(k) = parts.iter().position(|p| p.len() == 1 && p.as_bytes()[0].is_ascii_digit()) else {
+            let Some(k) = parts
+                .iter()
+                .position(|p| p.len() == 1 && p.as_bytes()[0].is_ascii_digit())
+            else {
                 return Err(Error::format(
                     &path,
                     "no label in the name (STYLE_DIGIT_N.png or DIGIT_N.png) and no labels.csv in the folder",
@@ -173,7 +180,12 @@ pub(crate) fn eval_images(dir: &Path, a: &EvalArgs, model: &dyn Module, source: 
         for (s, &(r, t)) in &scores.per_style {
             out!("{s:<14} {t:>7} {:>8.1}%", pct(r, t));
         }
-        out!("{:<14} {:>7} {:>8.1}%", "all", scores.total, pct(scores.right, scores.total));
+        out!(
+            "{:<14} {:>7} {:>8.1}%",
+            "all",
+            scores.total,
+            pct(scores.right, scores.total)
+        );
         for e in &failed {
             eprintln!("could not be prepared (counted wrong): {e}");
         }

@@ -80,7 +80,12 @@ pub(crate) fn predict(a: PredictArgs) -> crate::Result<()> {
     let names =
         crate::data::download::class_names(&file.metadata.get("dataset").map_or(String::new(), |d| d.to_lowercase()));
     let name = |d: usize| names.get(d).map_or(String::new(), |n| format!(" {n}"));
-    if a.images.iter().filter(|p| p.as_os_str() == crate::predict::STDIN_PATH).count() > 1 {
+    if a.images
+        .iter()
+        .filter(|p| p.as_os_str() == crate::predict::STDIN_PATH)
+        .count()
+        > 1
+    {
         return Err(Error::settings("`-` (standard input) can be given only once"));
     }
     if let Some(dir) = &a.save_preprocessed {

@@ -18,7 +18,11 @@ pub struct Plane {
 impl Plane {
     /// A plane of one value.
     pub fn filled(w: usize, h: usize, v: f32) -> Plane {
-        Plane { w, h, px: vec![v; w * h] }
+        Plane {
+            w,
+            h,
+            px: vec![v; w * h],
+        }
     }
 
     pub fn at(&self, x: usize, y: usize) -> f32 {
@@ -34,7 +38,10 @@ impl Plane {
 
     /// The part `x0..x1` x `y0..y1`.
     pub fn crop(&self, x0: usize, y0: usize, x1: usize, y1: usize) -> Plane {
-        assert!(x0 < x1 && x1 <= self.w && y0 < y1 && y1 <= self.h, "crop inside the plane");
+        assert!(
+            x0 < x1 && x1 <= self.w && y0 < y1 && y1 <= self.h,
+            "crop inside the plane"
+        );
         let mut px = Vec::with_capacity((x1 - x0) * (y1 - y0));
         for y in y0..y1 {
             px.extend_from_slice(&self.px[y * self.w + x0..y * self.w + x1]);
@@ -310,7 +317,12 @@ pub fn otsu(values: &[f32]) -> (f32, f32) {
     }
     let total: f64 = hist.iter().enumerate().map(|(i, c)| i as f64 * c).sum();
     let mean = total / n;
-    let var: f64 = hist.iter().enumerate().map(|(i, c)| c * (i as f64 - mean).powi(2)).sum::<f64>() / n;
+    let var: f64 = hist
+        .iter()
+        .enumerate()
+        .map(|(i, c)| c * (i as f64 - mean).powi(2))
+        .sum::<f64>()
+        / n;
     let (mut w0, mut s0) = (0.0, 0.0);
     let (mut best, mut best_t) = (-1.0, 128usize);
     for t in 1..256 {
@@ -369,7 +381,13 @@ mod tests {
     fn otsu_splits_a_bimodal_image_between_its_modes() {
         // 900 paper pixels around 40, 100 ink pixels around 200.
         let v: Vec<f32> = (0..1000)
-            .map(|i| if i < 900 { 30.0 + (i % 21) as f32 } else { 190.0 + (i % 21) as f32 })
+            .map(|i| {
+                if i < 900 {
+                    30.0 + (i % 21) as f32
+                } else {
+                    190.0 + (i % 21) as f32
+                }
+            })
             .collect();
         let (t, eta) = otsu(&v);
         assert!(t > 50.0 && t <= 190.0, "threshold {t}");
@@ -395,6 +413,10 @@ mod tests {
         assert_eq!((comps[0].area, comps[0].x1, comps[0].y1), (2, 1, 1));
         assert_eq!(quantile(&[3.0, 1.0, 2.0], 0.5), 2.0);
         let grown = disk_extreme(&plane(5, 5, |x, y| if (x, y) == (2, 2) { 9.0 } else { 0.0 }), 1.0, true);
-        assert_eq!(grown.px.iter().filter(|&&v| v == 9.0).count(), 5, "a radius-1 disk is a plus");
+        assert_eq!(
+            grown.px.iter().filter(|&&v| v == 9.0).count(),
+            5,
+            "a radius-1 disk is a plus"
+        );
     }
 }

@@ -59,4 +59,3 @@ pub fn png_bytes(img: &GrayImage) -> Vec<u8> {
         .expect("encoding a PNG in memory");
     out.into_inner()
 }
-

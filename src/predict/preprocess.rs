@@ -79,7 +79,9 @@ pub fn work_planes(img: &RgbImage) -> [Plane; 4] {
 /// variance over total); luma unless a colour channel is clearly (15%) better.
 pub fn pick_channel(planes: [Plane; 4]) -> Plane {
     let eta: Vec<f32> = planes.iter().map(|p| otsu(&p.px).1).collect();
-    let best = (1..4).max_by(|&a, &b| eta[a].total_cmp(&eta[b])).expect("three channels");
+    let best = (1..4)
+        .max_by(|&a, &b| eta[a].total_cmp(&eta[b]))
+        .expect("three channels");
     let i = if eta[best] > 1.15 * eta[0] { best } else { 0 };
     planes.into_iter().nth(i).expect("four planes")
 }
@@ -130,19 +132,18 @@ pub fn background(p: &Plane, dark_ink: bool) -> Plane {
 /// (bg - v) / bg for dark ink, (v - bg) / (255 - bg) for light ink). Light on black (MNIST)
 /// comes out unchanged.
 pub fn ink_strength(p: &Plane, bg: &Plane, dark_ink: bool) -> Plane {
-    let px = p
-        .px
-        .iter()
-        .zip(&bg.px)
-        .map(|(&v, &b)| {
-            let s = if dark_ink {
-                (b - v) / b.max(16.0)
-            } else {
-                (v - b) / (255.0 - b).max(16.0)
-            };
-            (s * 255.0).clamp(0.0, 255.0)
-        })
-        .collect();
+    let px =
+        p.px.iter()
+            .zip(&bg.px)
+            .map(|(&v, &b)| {
+                let s = if dark_ink {
+                    (b - v) / b.max(16.0)
+                } else {
+                    (v - b) / (255.0 - b).max(16.0)
+                };
+                (s * 255.0).clamp(0.0, 255.0)
+            })
+            .collect();
     Plane { w: p.w, h: p.h, px }
 }
 
@@ -418,21 +419,37 @@ fn prepare(p: Plane, cfg: PreprocessConfig) -> crate::Result<GrayImage> {
         .ok_or_else(|| Error::format_problem("no digit found: no pixel is dark (or light) enough to be ink"))?;
     let (x0, y0, x1, y1) = bbox(s.w, s.h, |i| digit[i]).expect("the main component is kept");
     let long = (x1 - x0).max(y1 - y0);
-    let width = stroke_width(&Plane {
-        px: s.px.iter().zip(&digit).map(|(&v, &d)| if d { v } else { 0.0 }).collect(),
-        ..s.clone()
-    }, t);
+    let width = stroke_width(
+        &Plane {
+            px: s
+                .px
+                .iter()
+                .zip(&digit)
+                .map(|(&v, &d)| if d { v } else { 0.0 })
+                .collect(),
+            ..s.clone()
+        },
+        t,
+    );
     let target = target_width(width);
     let ink = if long > MASK_ABOVE {
         // A large digit: redrawn from its mask, strokes set to the target width (in working
         // pixels: box pixels x long / 20), then shrunk with anti-aliasing by `into_field`.
-        let by = if width > 0.0 { (target - width) / 2.0 * long as f32 / BOX as f32 } else { 0.0 };
+        let by = if width > 0.0 {
+            (target - width) / 2.0 * long as f32 / BOX as f32
+        } else {
+            0.0
+        };
         let pad = by.max(0.0).ceil() as usize + 1;
         let (cx0, cy0) = (x0.saturating_sub(pad), y0.saturating_sub(pad));
         let (cx1, cy1) = ((x1 + pad).min(s.w), (y1 + pad).min(s.h));
         let (w, h) = (cx1 - cx0, cy1 - cy0);
         let crop: Vec<bool> = (0..w * h).map(|i| digit[(cy0 + i / w) * s.w + cx0 + i % w]).collect();
-        let m = if (target - width).abs() > 1e-3 { set_stroke_width(&crop, w, h, by) } else { crop };
+        let m = if (target - width).abs() > 1e-3 {
+            set_stroke_width(&crop, w, h, by)
+        } else {
+            crop
+        };
         Plane {
             w,
             h,
@@ -445,7 +462,12 @@ fn prepare(p: Plane, cfg: PreprocessConfig) -> crate::Result<GrayImage> {
         let inked: Vec<f32> = s.px.iter().zip(&digit).filter(|(_, d)| **d).map(|(v, _)| *v).collect();
         let top = quantile(&inked, 0.9).max(t);
         let soft = Plane {
-            px: s.px.iter().zip(&near).map(|(&v, &d)| if d <= 2.0 { (v * 255.0 / top).min(255.0) } else { 0.0 }).collect(),
+            px: s
+                .px
+                .iter()
+                .zip(&near)
+                .map(|(&v, &d)| if d <= 2.0 { (v * 255.0 / top).min(255.0) } else { 0.0 })
+                .collect(),
             ..s.clone()
         };
         let (cx0, cy0, cx1, cy1) = bbox(soft.w, soft.h, |i| soft.px[i] > 0.0).expect("the digit's pixels");
@@ -494,7 +516,11 @@ pub fn preprocess_basic(img: &GrayImage) -> crate::Result<GrayImage> {
         ));
     }
     let scaled = Plane {
-        px: p.px.iter().map(|&v| ((ink(v) - bgv) / (maxv - bgv) * 255.0).clamp(0.0, 255.0).round()).collect(),
+        px: p
+            .px
+            .iter()
+            .map(|&v| ((ink(v) - bgv) / (maxv - bgv) * 255.0).clamp(0.0, 255.0).round())
+            .collect(),
         ..p
     };
     let (x0, y0, x1, y1) = bbox(scaled.w, scaled.h, |i| scaled.px[i] > 50.0)

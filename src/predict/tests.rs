@@ -3,7 +3,6 @@
 use super::*;
 use image::{GrayImage, Luma};
 
-
 /// A dark vertical bar ("1") off-centre on a large white canvas.
 fn bar_on_paper() -> GrayImage {
     GrayImage::from_fn(120, 90, |x, y| {
@@ -100,7 +99,10 @@ fn ring(w: u32, h: u32, (cx, cy): (f32, f32), (rx, ry): (f32, f32), width: f32) 
         for x in 0..w {
             let mut c = 0;
             for s in 0..16 {
-                let (px, py) = (x as f32 + (s % 4) as f32 / 4.0 + 0.125, y as f32 + (s / 4) as f32 / 4.0 + 0.125);
+                let (px, py) = (
+                    x as f32 + (s % 4) as f32 / 4.0 + 0.125,
+                    y as f32 + (s / 4) as f32 / 4.0 + 0.125,
+                );
                 let (dx, dy) = ((px - cx) / rx, (py - cy) / ry);
                 let r = (dx * dx + dy * dy).sqrt();
                 // Distance to the ellipse, roughly, in pixels.
@@ -159,7 +161,9 @@ fn a_lighting_gradient_is_paper_and_the_crop_is_the_digit() {
     let ink = ring(w, h, (80.0, 80.0), (22.0, 34.0), 6.0);
     let flat = preprocess(&on_paper(w, h, &ink, |_, _| 235.0)).unwrap();
     // Light falling from 250 on the left to 70 on the right, and darker at the bottom.
-    let lit = on_paper(w, h, &ink, |x, y| 250.0 - 180.0 * x as f32 / w as f32 - 30.0 * y as f32 / h as f32);
+    let lit = on_paper(w, h, &ink, |x, y| {
+        250.0 - 180.0 * x as f32 / w as f32 - 30.0 * y as f32 / h as f32
+    });
     let got = preprocess(&lit).unwrap();
     assert!(
         mean_abs_diff(&got, &flat) < 6.0,
@@ -177,7 +181,15 @@ fn the_ink_threshold_splits_paper_and_ink() {
     let p = filters::Plane {
         w: 100,
         h: 10,
-        px: (0..1000).map(|i| if i % 50 == 0 { 200.0 + (i % 31) as f32 } else { (i % 13) as f32 }).collect(),
+        px: (0..1000)
+            .map(|i| {
+                if i % 50 == 0 {
+                    200.0 + (i % 31) as f32
+                } else {
+                    (i % 13) as f32
+                }
+            })
+            .collect(),
     };
     let t = preprocess::ink_threshold(&p);
     assert!(t > 12.0 && t <= 200.0, "{t}");
@@ -194,7 +206,10 @@ fn a_one_pixel_stroke_comes_out_with_mnist_like_width() {
         "width {got} vs MNIST's {MNIST_STROKE_WIDTH}"
     );
     let old = width_of(&preprocess::preprocess_basic(&img).unwrap());
-    assert!(old < 0.6 * MNIST_STROKE_WIDTH, "the first preprocessing leaves it thin: {old}");
+    assert!(
+        old < 0.6 * MNIST_STROKE_WIDTH,
+        "the first preprocessing leaves it thin: {old}"
+    );
 }
 
 /// mu11 / mu02 of a plane's values.
@@ -227,7 +242,11 @@ fn deskew_reduces_a_sheared_strokes_skew() {
         px: (0..1600)
             .map(|i| {
                 let (x, y) = ((i % 40) as f32, (i / 40) as f32);
-                if (x - (30.0 - 0.5 * y)).abs() < 2.0 && (4.0..36.0).contains(&y) { 255.0 } else { 0.0 }
+                if (x - (30.0 - 0.5 * y)).abs() < 2.0 && (4.0..36.0).contains(&y) {
+                    255.0
+                } else {
+                    0.0
+                }
             })
             .collect(),
     };
@@ -237,8 +256,14 @@ fn deskew_reduces_a_sheared_strokes_skew() {
     assert!(after.abs() < 0.05, "upright: {after}");
     // Through the whole pipeline: the slanted bar comes out upright only with deskewing.
     let img = GrayImage::from_fn(40, 40, |x, y| Luma([255 - p.at(x as usize, y as usize) as u8]));
-    let slanted = preprocess_with(&image::DynamicImage::ImageLuma8(img.clone()).to_rgb8(), PreprocessConfig::default());
-    let upright = preprocess_with(&image::DynamicImage::ImageLuma8(img).to_rgb8(), PreprocessConfig { deskew: true });
+    let slanted = preprocess_with(
+        &image::DynamicImage::ImageLuma8(img.clone()).to_rgb8(),
+        PreprocessConfig::default(),
+    );
+    let upright = preprocess_with(
+        &image::DynamicImage::ImageLuma8(img).to_rgb8(),
+        PreprocessConfig { deskew: true },
+    );
     let s = |g: &GrayImage| skew_of(&preprocess::gray_plane(g)).abs();
     assert!(s(&upright.unwrap()) < 0.5 * s(&slanted.unwrap()));
 }
@@ -281,7 +306,13 @@ fn salt_and_pepper_and_noise_leave_the_digit() {
     let mut rng = crate::rng::Rng::new(3);
     let salted = GrayImage::from_fn(w, h, |x, y| {
         let r = rng.next_f32();
-        Luma([if r < 0.03 { 0 } else if r > 0.97 { 255 } else { clean_img.get_pixel(x, y)[0] }])
+        Luma([if r < 0.03 {
+            0
+        } else if r > 0.97 {
+            255
+        } else {
+            clean_img.get_pixel(x, y)[0]
+        }])
     });
     let got = preprocess(&salted).unwrap();
     assert!(mean_abs_diff(&got, &clean) < 8.0, "{}", mean_abs_diff(&got, &clean));
