@@ -15,9 +15,9 @@ use mnist_cnn::predict::{PreprocessConfig, load_gray, load_rgb, preprocess_with}
 use mnist_cnn::tensor::{Tensor, no_grad};
 
 /// The floor on the bundled model's accuracy on the set with the new preprocessing. Measured:
-/// 220 of 250 (88.0%) with assets/models/tutorial_cnn_seed0.safetensors (the simple
+/// 228 of 250 (91.2%) with assets/models/tutorial_cnn_seed0.safetensors (the simple
 /// preprocessing: 154 of 250, 61.6%). Raise it when the bundled model is replaced.
-const USER_STYLE_FLOOR: f64 = 0.86;
+const USER_STYLE_FLOOR: f64 = 0.89;
 /// How much better than the simple preprocessing the new one must be (accuracy points).
 const GAIN_OVER_BASIC: f64 = 0.15;
 
