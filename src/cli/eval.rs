@@ -30,7 +30,7 @@ pub struct EvalArgs {
     #[arg(long, value_enum, default_value_t = Split::Test)]
     pub split: Split,
     /// Evaluate on a labelled folder of images instead of an MNIST split, prepared as `predict`
-    /// prepares them: labels and styles from DIR/labels.csv (file,label[,style]), else from
+    /// prepares them: labels and styles from DIR/labels.csv (`file,label[,style]`), else from
     /// the names (STYLE_DIGIT_N.png or DIGIT_N.png). Prints accuracy overall and per style.
     #[arg(long, value_name = "DIR", conflicts_with_all = ["confusion_png", "preprocess"])]
     pub images: Option<PathBuf>,

@@ -1,5 +1,5 @@
 //! Prediction on users' own images: decoding ([`decode`]), MNIST-style preprocessing
-//! ([`preprocess`]: background and lighting removed, Otsu's ink threshold, the digit's
+//! ([`preprocess`](mod@preprocess): background and lighting removed, Otsu's ink threshold, the digit's
 //! components, strokes brought to MNIST's width, optional deskewing, 20x20 box centred by mass
 //! in 28x28), class probabilities and the low-confidence flag.
 

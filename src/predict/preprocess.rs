@@ -288,7 +288,7 @@ pub fn stroke_width(p: &Plane, t: f32) -> f32 {
 }
 
 /// Step 7: the width (in box pixels, as [`stroke_width`] measures) the strokes should have:
-/// thin ones brought up to MNIST's, thick ones down to [`THICK`] times it, others as they are.
+/// thin ones brought up to MNIST's, thick ones down to `THICK` (1.7) times it, others as they are.
 pub fn target_width(width: f32) -> f32 {
     let t = MNIST_STROKE_WIDTH;
     if width < THIN * t {
