@@ -158,3 +158,80 @@ fn no_preprocess_takes_a_28x28_image_as_it_is() {
     );
     std::fs::remove_dir_all(&tmp).unwrap();
 }
+
+/// `predict` with bytes on standard input.
+fn predict_stdin(args: &[String], input: &[u8]) -> (bool, String, String) {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mnist-cnn"))
+        .env("MNIST_CNN_RUNS_DIR", std::env::temp_dir().join("mnist-cnn-test-runs"))
+        .arg("predict")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+#[test]
+fn a_dash_reads_the_image_from_standard_input_and_flags_low_confidence() {
+    let file = root().join("tests/fixtures/digits/font_7.png");
+    let bytes = std::fs::read(&file).unwrap();
+    let args = |extra: &[&str]| {
+        let mut a = vec!["--model".to_string(), model_path(), "--json".into()];
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let (ok, from_stdin, err) = predict_stdin(&args(&["-"]), &bytes);
+    assert!(ok, "{err}");
+    let (ok, from_file, _) = predict(&args(&[file.to_str().unwrap()]));
+    assert!(ok);
+    let v: serde_json::Value = serde_json::from_str(&from_stdin).unwrap();
+    let w: serde_json::Value = serde_json::from_str(&from_file).unwrap();
+    assert_eq!(v[0]["file"], "-");
+    assert_eq!(
+        v[0]["probabilities"], w[0]["probabilities"],
+        "the same image either way"
+    );
+    // The flag: with a bar no prediction reaches (1.0) it is set, with 0 never.
+    let (_, strict, _) = predict_stdin(&args(&["--min-confidence", "1", "-"]), &bytes);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&strict).unwrap()[0]["low_confidence"],
+        true
+    );
+    let (_, lax, _) = predict_stdin(&args(&["--min-confidence", "0", "-"]), &bytes);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&lax).unwrap()[0]["low_confidence"],
+        false
+    );
+    let text = vec![
+        "--model".to_string(),
+        model_path(),
+        "--min-confidence".into(),
+        "1".into(),
+        "-".into(),
+    ];
+    let (_, out, _) = predict_stdin(&text, &bytes);
+    assert!(out.starts_with("-: ") && out.contains("(low confidence)"), "{out}");
+    let (ok, _, err) = predict_stdin(&args(&["--min-confidence", "1.5", "-"]), &bytes);
+    assert!(!ok && err.contains("not a probability"), "{err}");
+}
+
+#[test]
+fn malformed_or_empty_standard_input_is_a_clear_error() {
+    let args = vec!["--model".to_string(), model_path(), "-".into()];
+    let (ok, _, err) = predict_stdin(&args, b"\x89PNG\r\n\x1a\nnot really");
+    assert!(!ok && err.contains("standard input: not a readable image"), "{err}");
+    let (ok, _, err) = predict_stdin(&args, b"");
+    assert!(!ok && err.contains("standard input") && err.contains("empty"), "{err}");
+    let twice = vec!["--model".to_string(), model_path(), "-".into(), "-".into()];
+    let (ok, _, err) = predict_stdin(&twice, b"");
+    assert!(!ok && err.contains("only once"), "{err}");
+}

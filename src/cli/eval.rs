@@ -1,4 +1,5 @@
-//! `mnist-cnn eval`.
+//! `mnist-cnn eval`: on an MNIST split (as it is, or through `predict`'s preprocessing), or
+//! on a labelled folder of images (`--images DIR`) with accuracy per style.
 
 use std::path::PathBuf;
 
@@ -28,6 +29,17 @@ pub struct EvalArgs {
     /// Which images.
     #[arg(long, value_enum, default_value_t = Split::Test)]
     pub split: Split,
+    /// Evaluate on a labelled folder of images instead of an MNIST split, prepared as `predict`
+    /// prepares them: labels and styles from DIR/labels.csv (`file,label[,style]`), else from
+    /// the names (STYLE_DIGIT_N.png or DIGIT_N.png). Prints accuracy overall and per style.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["confusion_png", "preprocess"])]
+    pub images: Option<PathBuf>,
+    /// Put each image of the MNIST split through `predict`'s preprocessing (as a 28x28 gray
+    /// image, light on black) before the network, to check that it loses nothing on MNIST.
+    #[arg(long, conflicts_with = "no_preprocess")]
+    pub preprocess: bool,
+    #[command(flatten)]
+    pub prep: super::predict::PrepArgs,
     /// Print one JSON object instead of the tables.
     #[arg(long)]
     pub json: bool,
@@ -59,6 +71,9 @@ pub(crate) fn eval(a: EvalArgs) -> crate::Result<()> {
         file,
         source,
     } = crate::runs::resolve_model(a.model.as_deref())?;
+    if let Some(dir) = &a.images {
+        return super::eval_images::eval_images(dir, &a, model.as_ref(), &format!("{source} ({arch})"));
+    }
     let dataset = file
         .metadata
         .get("dataset")
@@ -69,6 +84,11 @@ pub(crate) fn eval(a: EvalArgs) -> crate::Result<()> {
         &dataset,
     )?;
     let split = if a.split == Split::Valid { data.valid } else { data.test };
+    let split = if a.preprocess {
+        super::eval_images::preprocessed(&split, a.prep.deskew)
+    } else {
+        split
+    };
     let dl = DataLoader::new(split, a.batch_size, false, 0);
     let spinner = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
         let s = indicatif::ProgressBar::new_spinner().with_message(format!("evaluating {} images", dl.dataset.len()));
@@ -85,7 +105,12 @@ pub(crate) fn eval(a: EvalArgs) -> crate::Result<()> {
         out!("{}", c.to_json());
     } else {
         let split = if a.split == Split::Valid { "valid" } else { "test" };
-        out!("model {source} ({arch}), {split} split");
+        let how = if a.preprocess {
+            ", each image through predict's preprocessing"
+        } else {
+            ""
+        };
+        out!("model {source} ({arch}), {split} split{how}");
         out!(
             "{}",
             c.to_text(&crate::data::download::class_names(&dataset)).trim_end()

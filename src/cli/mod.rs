@@ -20,6 +20,7 @@ macro_rules! out {
 mod bench;
 mod download;
 mod eval;
+mod eval_images;
 mod predict;
 mod train;
 

@@ -1,0 +1,122 @@
+//! Reading users' images: bytes from a file or standard input within a size limit, decoded
+//! (PNG, JPEG, BMP, GIF, PGM/PNM) within the decoder's limits to 8-bit RGB or gray, with
+//! transparency over white paper, and scaled down to a working size right away.
+
+use std::io::Read;
+use std::path::Path;
+
+use image::{DynamicImage, GrayImage, Luma, Rgb, RgbImage};
+
+use crate::Error;
+
+/// The largest image file read (bytes).
+pub const MAX_IMAGE_FILE_BYTES: u64 = 64 << 20;
+/// The largest image decoded: pixels a side...
+pub const MAX_IMAGE_SIDE: u32 = 16_384;
+/// ... and bytes of decoded pixels (a 16-megapixel RGBA photo holds 64 MB).
+pub const MAX_DECODE_BYTES: u64 = 256 << 20;
+/// Right after decoding, larger images are scaled down to this long side (the digit ends up
+/// 20 pixels tall), so no full-size copy is ever made.
+const WORK_SIDE: u32 = 2048;
+
+/// The path that stands for standard input.
+pub const STDIN_PATH: &str = "-";
+
+/// The bytes of an image file, or of standard input when `path` is `-`, at most
+/// [`MAX_IMAGE_FILE_BYTES`]; errors name the file ("-" reads as "standard input").
+pub fn read_image_bytes(path: &Path) -> crate::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    let stdin = path.as_os_str() == STDIN_PATH;
+    let shown = if stdin { Path::new("standard input") } else { path };
+    let read = if stdin {
+        std::io::stdin()
+            .lock()
+            .take(MAX_IMAGE_FILE_BYTES + 1)
+            .read_to_end(&mut bytes)
+    } else {
+        std::fs::File::open(path).and_then(|f| f.take(MAX_IMAGE_FILE_BYTES + 1).read_to_end(&mut bytes))
+    };
+    read.map_err(|e| Error::io(shown, "cannot read", e))?;
+    if bytes.len() as u64 > MAX_IMAGE_FILE_BYTES {
+        return Err(Error::format(
+            shown,
+            format!("larger than {MAX_IMAGE_FILE_BYTES} bytes: too large for an image of a digit"),
+        ));
+    }
+    if bytes.is_empty() {
+        return Err(Error::format(shown, "empty (0 bytes): not an image"));
+    }
+    Ok(bytes)
+}
+
+/// Reads an image (PNG, JPEG, BMP, GIF, PGM/PNM; `-` is standard input) as 8-bit gray;
+/// transparency over white.
+pub fn load_gray(path: &Path) -> crate::Result<GrayImage> {
+    Ok(rgb_to_gray(&load_rgb(path)?))
+}
+
+/// Reads an image (`-` is standard input) as 8-bit RGB; transparency over white.
+pub fn load_rgb(path: &Path) -> crate::Result<RgbImage> {
+    let bytes = read_image_bytes(path)?;
+    let shown = if path.as_os_str() == STDIN_PATH {
+        Path::new("standard input")
+    } else {
+        path
+    };
+    decode_rgb(&bytes).map_err(|e| e.at(shown))
+}
+
+/// Decodes image bytes within [`MAX_IMAGE_SIDE`] and [`MAX_DECODE_BYTES`], scaled down to
+/// `WORK_SIDE` (2048 pixels) at most. The error is an [`Error::Format`] without a path.
+fn decode(bytes: &[u8]) -> crate::Result<DynamicImage> {
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| Error::format_problem(format!("cannot read: {e}")))?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_IMAGE_SIDE);
+    limits.max_image_height = Some(MAX_IMAGE_SIDE);
+    limits.max_alloc = Some(MAX_DECODE_BYTES);
+    reader.limits(limits);
+    let img = reader.decode().map_err(|e| {
+        Error::format_problem(match e {
+            image::ImageError::Limits(_) => format!(
+                "image too large to decode (at most {MAX_IMAGE_SIDE} pixels a side and {} MB of pixels): {e}",
+                MAX_DECODE_BYTES >> 20
+            ),
+            e => format!("not a readable image: {e}"),
+        })
+    })?;
+    Ok(if img.width().max(img.height()) > WORK_SIDE {
+        img.thumbnail(WORK_SIDE, WORK_SIDE)
+    } else {
+        img
+    })
+}
+
+/// Decodes image bytes as 8-bit RGB (transparency over white); see [`decode_gray`] for the
+/// limits.
+pub fn decode_rgb(bytes: &[u8]) -> crate::Result<RgbImage> {
+    let rgba = decode(bytes)?.to_rgba8();
+    Ok(RgbImage::from_fn(rgba.width(), rgba.height(), |x, y| {
+        let p = rgba.get_pixel(x, y);
+        let a = p[3] as u32;
+        let over_white = |c: u8| ((c as u32 * a + 255 * (255 - a)) / 255) as u8;
+        Rgb([over_white(p[0]), over_white(p[1]), over_white(p[2])])
+    }))
+}
+
+/// Decodes image bytes as 8-bit gray (transparency over white), within [`MAX_IMAGE_SIDE`] and
+/// [`MAX_DECODE_BYTES`], scaled down to `WORK_SIDE` (2048 pixels) at most. The error is an
+/// [`Error::Format`] without a path.
+pub fn decode_gray(bytes: &[u8]) -> crate::Result<GrayImage> {
+    Ok(rgb_to_gray(&decode_rgb(bytes)?))
+}
+
+/// Luma with the sRGB (Rec. 709) weights the `image` crate uses, rounded.
+pub fn rgb_to_gray(img: &RgbImage) -> GrayImage {
+    GrayImage::from_fn(img.width(), img.height(), |x, y| {
+        let p = img.get_pixel(x, y);
+        let l = (2126 * p[0] as u32 + 7152 * p[1] as u32 + 722 * p[2] as u32 + 5000) / 10_000;
+        Luma([l as u8])
+    })
+}

@@ -1,0 +1,422 @@
+//! The image filters the preprocessing is made of, as plain functions over a gray buffer
+//! ([`Plane`]: row-major f32, 0 to 255): resizing, square min/max filters (van Herk's O(1) per
+//! pixel with a monotone deque), box blur, 3x3 median, grey dilation/erosion by a disk,
+//! chamfer distance transforms, 8-connected components, quantiles and Otsu's threshold.
+
+use std::collections::VecDeque;
+
+use image::{ImageBuffer, Luma, imageops};
+
+/// A gray image as a flat f32 buffer: `px[y * w + x]`, values 0 to 255.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plane {
+    pub w: usize,
+    pub h: usize,
+    pub px: Vec<f32>,
+}
+
+impl Plane {
+    /// A plane of one value.
+    pub fn filled(w: usize, h: usize, v: f32) -> Plane {
+        Plane {
+            w,
+            h,
+            px: vec![v; w * h],
+        }
+    }
+
+    pub fn at(&self, x: usize, y: usize) -> f32 {
+        self.px[y * self.w + x]
+    }
+
+    /// The `image` crate's view of it, scaled to 0..1 (its float pixels' range: its resize
+    /// clamps to that).
+    fn to_unit_image(&self) -> ImageBuffer<Luma<f32>, Vec<f32>> {
+        let px = self.px.iter().map(|v| v / 255.0).collect();
+        ImageBuffer::from_raw(self.w as u32, self.h as u32, px).expect("w * h values")
+    }
+
+    /// The part `x0..x1` x `y0..y1`.
+    pub fn crop(&self, x0: usize, y0: usize, x1: usize, y1: usize) -> Plane {
+        assert!(
+            x0 < x1 && x1 <= self.w && y0 < y1 && y1 <= self.h,
+            "crop inside the plane"
+        );
+        let mut px = Vec::with_capacity((x1 - x0) * (y1 - y0));
+        for y in y0..y1 {
+            px.extend_from_slice(&self.px[y * self.w + x0..y * self.w + x1]);
+        }
+        Plane {
+            w: x1 - x0,
+            h: y1 - y0,
+            px,
+        }
+    }
+}
+
+/// Resized to `w` x `h` with a triangle filter (its support widened when shrinking, so shrinking
+/// averages: anti-aliased, as MNIST's digits were made). The same size is an exact copy.
+pub fn resize(p: &Plane, w: usize, h: usize) -> Plane {
+    assert!(w > 0 && h > 0, "resize to a non-empty size");
+    if (w, h) == (p.w, p.h) {
+        return p.clone();
+    }
+    let out = imageops::resize(&p.to_unit_image(), w as u32, h as u32, imageops::FilterType::Triangle);
+    Plane {
+        w,
+        h,
+        px: out.into_raw().into_iter().map(|v| v * 255.0).collect(),
+    }
+}
+
+/// Scaled down (keeping the aspect ratio) so that the long side is at most `side`.
+pub fn shrink_to(p: &Plane, side: usize) -> Plane {
+    let long = p.w.max(p.h);
+    if long <= side {
+        return p.clone();
+    }
+    let s = side as f64 / long as f64;
+    let w = ((p.w as f64 * s).round() as usize).max(1);
+    let h = ((p.h as f64 * s).round() as usize).max(1);
+    resize(p, w, h)
+}
+
+/// The max (or min) over a window of `2r + 1` values around each element of a line, in O(1)
+/// per element with a monotone deque (indices whose values decrease, or increase, from the
+/// front). `get(i)` reads element i of the line of length `n`; `set(i, v)` writes the result.
+fn sliding_extreme(n: usize, r: usize, max: bool, get: impl Fn(usize) -> f32, mut set: impl FnMut(usize, f32)) {
+    let better = |a: f32, b: f32| if max { a >= b } else { a <= b };
+    let mut q: VecDeque<usize> = VecDeque::new();
+    let mut next = 0; // the next index to enter the window
+    for i in 0..n {
+        let hi = (i + r).min(n - 1);
+        while next <= hi {
+            let v = get(next);
+            while q.back().is_some_and(|&j| better(v, get(j))) {
+                q.pop_back();
+            }
+            q.push_back(next);
+            next += 1;
+        }
+        while q.front().is_some_and(|&j| j + r < i) {
+            q.pop_front();
+        }
+        set(i, get(*q.front().expect("the window holds element i")));
+    }
+}
+
+/// The max (`max = true`) or min over the (2r+1) x (2r+1) square around each pixel (the
+/// window clipped at the edges): grey dilation or erosion by a square.
+pub fn square_extreme(p: &Plane, r: usize, max: bool) -> Plane {
+    let (w, h) = (p.w, p.h);
+    let mut rows = vec![0.0f32; w * h];
+    for y in 0..h {
+        let line = &p.px[y * w..(y + 1) * w];
+        let out = &mut rows[y * w..(y + 1) * w];
+        sliding_extreme(w, r, max, |i| line[i], |i, v| out[i] = v);
+    }
+    let mut out = vec![0.0f32; w * h];
+    for x in 0..w {
+        sliding_extreme(h, r, max, |i| rows[i * w + x], |i, v| out[i * w + x] = v);
+    }
+    Plane { w, h, px: out }
+}
+
+/// The mean over the (2r+1) x (2r+1) square around each pixel (the window clipped at the
+/// edges), with running sums: O(1) per pixel.
+pub fn box_blur(p: &Plane, r: usize) -> Plane {
+    let (w, h) = (p.w, p.h);
+    let blur_line = |n: usize, get: &dyn Fn(usize) -> f32, set: &mut dyn FnMut(usize, f32)| {
+        let mut prefix = vec![0.0f64; n + 1];
+        for i in 0..n {
+            prefix[i + 1] = prefix[i] + get(i) as f64;
+        }
+        for i in 0..n {
+            let (a, b) = (i.saturating_sub(r), (i + r + 1).min(n));
+            set(i, ((prefix[b] - prefix[a]) / (b - a) as f64) as f32);
+        }
+    };
+    let mut rows = vec![0.0f32; w * h];
+    for y in 0..h {
+        blur_line(w, &|i| p.px[y * w + i], &mut |i, v| rows[y * w + i] = v);
+    }
+    let mut out = vec![0.0f32; w * h];
+    for x in 0..w {
+        blur_line(h, &|i| rows[i * w + x], &mut |i, v| out[i * w + x] = v);
+    }
+    Plane { w, h, px: out }
+}
+
+/// The median of each pixel's 3x3 neighbourhood (clipped at the edges).
+pub fn median3(p: &Plane) -> Plane {
+    let (w, h) = (p.w, p.h);
+    let mut out = vec![0.0f32; w * h];
+    let mut v = Vec::with_capacity(9);
+    for y in 0..h {
+        for x in 0..w {
+            v.clear();
+            for yy in y.saturating_sub(1)..(y + 2).min(h) {
+                for xx in x.saturating_sub(1)..(x + 2).min(w) {
+                    v.push(p.px[yy * w + xx]);
+                }
+            }
+            v.sort_unstable_by(f32::total_cmp);
+            out[y * w + x] = v[v.len() / 2];
+        }
+    }
+    Plane { w, h, px: out }
+}
+
+/// The offsets (dx, dy) of a disk of radius `r` (dx^2 + dy^2 <= r^2).
+fn disk(r: f32) -> Vec<(isize, isize)> {
+    let ri = r.floor() as isize;
+    let mut d = Vec::new();
+    for dy in -ri..=ri {
+        for dx in -ri..=ri {
+            if (dx * dx + dy * dy) as f32 <= r * r + 1e-3 {
+                d.push((dx, dy));
+            }
+        }
+    }
+    d
+}
+
+/// Grey dilation (`max = true`: each pixel the max over a disk of radius `r` around it) or
+/// erosion (the min), the disk clipped at the edges. O(pixels * r^2): for small images.
+pub fn disk_extreme(p: &Plane, r: f32, max: bool) -> Plane {
+    let d = disk(r);
+    let (w, h) = (p.w as isize, p.h as isize);
+    let mut out = p.clone();
+    for y in 0..h {
+        for x in 0..w {
+            let mut m = p.px[(y * w + x) as usize];
+            for &(dx, dy) in &d {
+                let (xx, yy) = (x + dx, y + dy);
+                if xx >= 0 && yy >= 0 && xx < w && yy < h {
+                    let v = p.px[(yy * w + xx) as usize];
+                    m = if max { m.max(v) } else { m.min(v) };
+                }
+            }
+            out.px[(y * w + x) as usize] = m;
+        }
+    }
+    out
+}
+
+/// Chamfer (3-4) distance, in pixels, from each pixel to the nearest pixel where `mask` is
+/// `target` (the edges of the image are not targets; a mask without targets gives infinity).
+/// Within 8% of the Euclidean distance.
+pub fn distance_to(mask: &[bool], w: usize, h: usize, target: bool) -> Vec<f32> {
+    const INF: u32 = u32::MAX / 2;
+    let mut d: Vec<u32> = mask.iter().map(|&m| if m == target { 0 } else { INF }).collect();
+    let relax = |d: &mut Vec<u32>, x: usize, y: usize, dx: isize, dy: isize, c: u32| {
+        let (xx, yy) = (x as isize + dx, y as isize + dy);
+        if xx >= 0 && yy >= 0 && (xx as usize) < w && (yy as usize) < h {
+            let v = d[yy as usize * w + xx as usize] + c;
+            if v < d[y * w + x] {
+                d[y * w + x] = v;
+            }
+        }
+    };
+    for y in 0..h {
+        for x in 0..w {
+            relax(&mut d, x, y, -1, 0, 3);
+            relax(&mut d, x, y, 0, -1, 3);
+            relax(&mut d, x, y, -1, -1, 4);
+            relax(&mut d, x, y, 1, -1, 4);
+        }
+    }
+    for y in (0..h).rev() {
+        for x in (0..w).rev() {
+            relax(&mut d, x, y, 1, 0, 3);
+            relax(&mut d, x, y, 0, 1, 3);
+            relax(&mut d, x, y, 1, 1, 4);
+            relax(&mut d, x, y, -1, 1, 4);
+        }
+    }
+    d.iter()
+        .map(|&v| if v >= INF { f32::INFINITY } else { v as f32 / 3.0 })
+        .collect()
+}
+
+/// A connected set of mask pixels (8-neighbours).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Component {
+    pub area: usize,
+    /// Bounding box, inclusive.
+    pub x0: usize,
+    pub y0: usize,
+    pub x1: usize,
+    pub y1: usize,
+    /// How many of its pixels lie on the image's edge.
+    pub edge_px: usize,
+}
+
+/// The 8-connected components of a mask: a label per pixel (`usize::MAX` off the mask, else
+/// the index into the list) and the components.
+pub fn components(mask: &[bool], w: usize, h: usize) -> (Vec<usize>, Vec<Component>) {
+    let mut label = vec![usize::MAX; w * h];
+    let mut comps = Vec::new();
+    let mut stack = Vec::new();
+    for start in 0..w * h {
+        if !mask[start] || label[start] != usize::MAX {
+            continue;
+        }
+        let id = comps.len();
+        let mut c = Component {
+            area: 0,
+            x0: usize::MAX,
+            y0: usize::MAX,
+            x1: 0,
+            y1: 0,
+            edge_px: 0,
+        };
+        label[start] = id;
+        stack.push(start);
+        while let Some(i) = stack.pop() {
+            let (x, y) = (i % w, i / w);
+            c.area += 1;
+            (c.x0, c.y0, c.x1, c.y1) = (c.x0.min(x), c.y0.min(y), c.x1.max(x), c.y1.max(y));
+            c.edge_px += (x == 0 || y == 0 || x + 1 == w || y + 1 == h) as usize;
+            for yy in y.saturating_sub(1)..(y + 2).min(h) {
+                for xx in x.saturating_sub(1)..(x + 2).min(w) {
+                    let j = yy * w + xx;
+                    if mask[j] && label[j] == usize::MAX {
+                        label[j] = id;
+                        stack.push(j);
+                    }
+                }
+            }
+        }
+        comps.push(c);
+    }
+    (label, comps)
+}
+
+/// The q-quantile (0 to 1) of the values (nearest rank); 0 for none.
+pub fn quantile(values: &[f32], q: f64) -> f32 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    let mut v = values.to_vec();
+    let k = ((v.len() - 1) as f64 * q.clamp(0.0, 1.0)).round() as usize;
+    *v.select_nth_unstable_by(k, f32::total_cmp).1
+}
+
+/// Otsu's threshold of values in 0..=255 (256 bins): the level that maximises the between-class
+/// variance, with that variance's share of the total (0 to 1, the separability). A pixel is
+/// above the threshold when its value is `>= threshold`.
+pub fn otsu(values: &[f32]) -> (f32, f32) {
+    let mut hist = [0f64; 256];
+    for &v in values {
+        hist[v.clamp(0.0, 255.0) as usize] += 1.0;
+    }
+    let n: f64 = hist.iter().sum();
+    if n == 0.0 {
+        return (128.0, 0.0);
+    }
+    let total: f64 = hist.iter().enumerate().map(|(i, c)| i as f64 * c).sum();
+    let mean = total / n;
+    let var: f64 = hist
+        .iter()
+        .enumerate()
+        .map(|(i, c)| c * (i as f64 - mean).powi(2))
+        .sum::<f64>()
+        / n;
+    let (mut w0, mut s0) = (0.0, 0.0);
+    let (mut best, mut best_t) = (-1.0, 128usize);
+    for t in 1..256 {
+        w0 += hist[t - 1];
+        s0 += (t - 1) as f64 * hist[t - 1];
+        let w1 = n - w0;
+        if w0 == 0.0 || w1 == 0.0 {
+            continue;
+        }
+        let (m0, m1) = (s0 / w0, (total - s0) / w1);
+        let between = w0 * w1 * (m0 - m1).powi(2) / (n * n);
+        if between > best {
+            (best, best_t) = (between, t);
+        }
+    }
+    let eta = if var > 0.0 { (best.max(0.0) / var) as f32 } else { 0.0 };
+    (best_t as f32, eta)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plane(w: usize, h: usize, f: impl Fn(usize, usize) -> f32) -> Plane {
+        Plane {
+            w,
+            h,
+            px: (0..w * h).map(|i| f(i % w, i / w)).collect(),
+        }
+    }
+
+    #[test]
+    fn square_extremes_match_a_brute_force_window() {
+        let p = plane(13, 9, |x, y| ((x * 7 + y * 13) % 11) as f32);
+        for r in [0, 1, 3, 20] {
+            for max in [true, false] {
+                let got = square_extreme(&p, r, max);
+                for y in 0..p.h {
+                    for x in 0..p.w {
+                        let mut m = if max { f32::MIN } else { f32::MAX };
+                        for yy in y.saturating_sub(r)..(y + r + 1).min(p.h) {
+                            for xx in x.saturating_sub(r)..(x + r + 1).min(p.w) {
+                                m = if max { m.max(p.at(xx, yy)) } else { m.min(p.at(xx, yy)) };
+                            }
+                        }
+                        assert_eq!(got.at(x, y), m, "r {r} max {max} at ({x}, {y})");
+                    }
+                }
+            }
+        }
+        let b = box_blur(&plane(5, 1, |x, _| x as f32), 1);
+        assert_eq!(b.px, vec![0.5, 1.0, 2.0, 3.0, 3.5]);
+    }
+
+    #[test]
+    fn otsu_splits_a_bimodal_image_between_its_modes() {
+        // 900 paper pixels around 40, 100 ink pixels around 200.
+        let v: Vec<f32> = (0..1000)
+            .map(|i| {
+                if i < 900 {
+                    30.0 + (i % 21) as f32
+                } else {
+                    190.0 + (i % 21) as f32
+                }
+            })
+            .collect();
+        let (t, eta) = otsu(&v);
+        assert!(t > 50.0 && t <= 190.0, "threshold {t}");
+        assert!(eta > 0.9, "separable: {eta}");
+        let (_, flat) = otsu(&[7.0; 50]);
+        assert_eq!(flat, 0.0);
+    }
+
+    #[test]
+    fn distances_components_and_quantiles() {
+        let mut mask = vec![false; 10 * 10];
+        mask[5 * 10 + 5] = true;
+        let d = distance_to(&mask, 10, 10, true);
+        assert_eq!(d[5 * 10 + 5], 0.0);
+        assert_eq!(d[5 * 10 + 8], 3.0);
+        assert!((d[8 * 10 + 8] - 4.0).abs() < 0.01, "3 diagonal steps: {}", d[88]);
+        mask[0] = true;
+        mask[11] = true; // diagonal neighbour of 0: the same component
+        let (label, comps) = components(&mask, 10, 10);
+        assert_eq!(comps.len(), 2);
+        assert_eq!(label[0], label[11]);
+        assert_eq!((comps[0].edge_px, comps[1].edge_px), (1, 0));
+        assert_eq!((comps[0].area, comps[0].x1, comps[0].y1), (2, 1, 1));
+        assert_eq!(quantile(&[3.0, 1.0, 2.0], 0.5), 2.0);
+        let grown = disk_extreme(&plane(5, 5, |x, y| if (x, y) == (2, 2) { 9.0 } else { 0.0 }), 1.0, true);
+        assert_eq!(
+            grown.px.iter().filter(|&&v| v == 9.0).count(),
+            5,
+            "a radius-1 disk is a plus"
+        );
+    }
+}

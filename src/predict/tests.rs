@@ -1,0 +1,340 @@
+//! Tests of the preprocessing steps and of the whole pipeline on synthetic images.
+
+use super::*;
+use image::{GrayImage, Luma};
+
+/// A dark vertical bar ("1") off-centre on a large white canvas.
+fn bar_on_paper() -> GrayImage {
+    GrayImage::from_fn(120, 90, |x, y| {
+        Luma([if (80..92).contains(&x) && (10..70).contains(&y) {
+            20
+        } else {
+            235
+        }])
+    })
+}
+
+#[test]
+fn a_dark_digit_on_paper_becomes_a_light_centred_digit_in_a_20_pixel_box() {
+    let out = preprocess(&bar_on_paper()).unwrap();
+    assert_eq!(out.dimensions(), (28, 28));
+    assert_eq!(out.get_pixel(0, 0)[0], 0, "background black");
+    let ink: Vec<(u32, u32)> = out
+        .enumerate_pixels()
+        .filter(|(_, _, p)| p[0] > 50)
+        .map(|(x, y, _)| (x, y))
+        .collect();
+    let (ys, xs): (Vec<u32>, Vec<u32>) = (ink.iter().map(|p| p.1).collect(), ink.iter().map(|p| p.0).collect());
+    let height = ys.iter().max().unwrap() - ys.iter().min().unwrap() + 1;
+    assert!((19..=20).contains(&height), "tallest side scaled to 20: {height}");
+    let cx = xs.iter().sum::<u32>() as f32 / xs.len() as f32 + 0.5;
+    let cy = ys.iter().sum::<u32>() as f32 / ys.len() as f32 + 0.5;
+    assert!(
+        (cx - 14.0).abs() <= 1.0 && (cy - 14.0).abs() <= 1.0,
+        "centred: ({cx}, {cy})"
+    );
+}
+
+#[test]
+fn light_on_dark_is_not_inverted_and_blank_images_are_errors() {
+    let inverted = GrayImage::from_fn(120, 90, |x, y| Luma([255 - bar_on_paper().get_pixel(x, y)[0]]));
+    assert_eq!(preprocess(&inverted).unwrap(), preprocess(&bar_on_paper()).unwrap());
+    let blank = GrayImage::from_pixel(50, 50, Luma([240]));
+    assert!(preprocess(&blank).unwrap_err().to_string().contains("blank"));
+    assert!(as_is(&blank).unwrap_err().to_string().contains("28x28"));
+}
+
+#[test]
+fn softmax_rows_sum_to_one() {
+    let p = softmax_rows(&[1.0, 2.0, 3.0, 1000.0, 0.0, -1000.0], 3);
+    for r in &p {
+        assert!((r.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+    }
+    assert!(p[0][2] > p[0][1] && p[1][0] > 0.999);
+}
+
+/// MNIST's training images from data/mnist (bundled with the repository).
+fn mnist_train() -> crate::data::TensorDataset {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    crate::data::load_mnist(&root.join("data/mnist"), crate::data::Format::Idx)
+        .expect("the bundled MNIST")
+        .train
+}
+
+/// The stroke width of an MNIST image as the pipeline measures it (Otsu's threshold).
+fn mnist_width(px: &[u8]) -> f32 {
+    let p = preprocess::gray_plane(&GrayImage::from_raw(28, 28, px.to_vec()).unwrap());
+    let t = preprocess::ink_threshold(&p);
+    preprocess::stroke_width(&p, t)
+}
+
+#[test]
+fn mnist_stroke_width_is_the_measured_constant() {
+    let train = mnist_train();
+    let mut w: Vec<f32> = (0..2000).map(|i| mnist_width(train.get(i).0)).collect();
+    w.sort_by(f32::total_cmp);
+    let q = |f: f64| w[((w.len() - 1) as f64 * f) as usize];
+    eprintln!(
+        "MNIST stroke width: 1% {:.2} 3% {:.2} 25% {:.2} median {:.2} 75% {:.2} 97% {:.2} 99% {:.2}",
+        q(0.01),
+        q(0.03),
+        q(0.25),
+        q(0.5),
+        q(0.75),
+        q(0.97),
+        q(0.99)
+    );
+    assert!(
+        (q(0.5) - MNIST_STROKE_WIDTH).abs() < 0.03,
+        "median {} vs MNIST_STROKE_WIDTH {MNIST_STROKE_WIDTH}",
+        q(0.5)
+    );
+}
+
+/// A ring ("0") of the given stroke width centred at (cx, cy) with radii (rx, ry): the share of
+/// each pixel it covers (4x4 supersampled), 0 to 1.
+fn ring(w: u32, h: u32, (cx, cy): (f32, f32), (rx, ry): (f32, f32), width: f32) -> Vec<f32> {
+    let mut out = vec![0.0; (w * h) as usize];
+    for y in 0..h {
+        for x in 0..w {
+            let mut c = 0;
+            for s in 0..16 {
+                let (px, py) = (
+                    x as f32 + (s % 4) as f32 / 4.0 + 0.125,
+                    y as f32 + (s / 4) as f32 / 4.0 + 0.125,
+                );
+                let (dx, dy) = ((px - cx) / rx, (py - cy) / ry);
+                let r = (dx * dx + dy * dy).sqrt();
+                // Distance to the ellipse, roughly, in pixels.
+                if ((r - 1.0) * rx.min(ry)).abs() <= width / 2.0 {
+                    c += 1;
+                }
+            }
+            out[(y * w + x) as usize] = c as f32 / 16.0;
+        }
+    }
+    out
+}
+
+/// Ink (0 to 1 per pixel) drawn dark on paper whose level is `paper(x, y)`.
+fn on_paper(w: u32, h: u32, ink: &[f32], paper: impl Fn(u32, u32) -> f32) -> GrayImage {
+    GrayImage::from_fn(w, h, |x, y| {
+        let p = paper(x, y);
+        let v = p * (1.0 - 0.85 * ink[(y * w + x) as usize]);
+        Luma([v.round().clamp(0.0, 255.0) as u8])
+    })
+}
+
+/// The mean absolute difference per pixel of two 28x28 images, at the best shift of up to a
+/// pixel each way (centring by mass rounds to whole pixels).
+fn mean_abs_diff(a: &GrayImage, b: &GrayImage) -> f32 {
+    let mut best = f32::MAX;
+    for dy in -1i32..=1 {
+        for dx in -1i32..=1 {
+            let mut s = 0.0;
+            for y in 0..28i32 {
+                for x in 0..28i32 {
+                    let (xx, yy) = (x + dx, y + dy);
+                    let v = if (0..28).contains(&xx) && (0..28).contains(&yy) {
+                        b.get_pixel(xx as u32, yy as u32)[0] as f32
+                    } else {
+                        0.0
+                    };
+                    s += (a.get_pixel(x as u32, y as u32)[0] as f32 - v).abs();
+                }
+            }
+            best = best.min(s / 784.0);
+        }
+    }
+    best
+}
+
+/// The pipeline's stroke width of a prepared 28x28 image.
+fn width_of(img: &GrayImage) -> f32 {
+    let p = preprocess::gray_plane(img);
+    preprocess::stroke_width(&p, preprocess::ink_threshold(&p))
+}
+
+#[test]
+fn a_lighting_gradient_is_paper_and_the_crop_is_the_digit() {
+    let (w, h) = (240, 160);
+    let ink = ring(w, h, (80.0, 80.0), (22.0, 34.0), 6.0);
+    let flat = preprocess(&on_paper(w, h, &ink, |_, _| 235.0)).unwrap();
+    // Light falling from 250 on the left to 70 on the right, and darker at the bottom.
+    let lit = on_paper(w, h, &ink, |x, y| {
+        250.0 - 180.0 * x as f32 / w as f32 - 30.0 * y as f32 / h as f32
+    });
+    let got = preprocess(&lit).unwrap();
+    assert!(
+        mean_abs_diff(&got, &flat) < 6.0,
+        "the same digit as on flat paper: {}",
+        mean_abs_diff(&got, &flat)
+    );
+    // The first preprocessing takes the dark side of the page for ink: the crop is the frame.
+    let old = preprocess::preprocess_basic(&lit).unwrap();
+    assert!(mean_abs_diff(&old, &flat) > 20.0, "{}", mean_abs_diff(&old, &flat));
+}
+
+#[test]
+fn the_ink_threshold_splits_paper_and_ink() {
+    // Textured paper (0..12) and a small share of ink (200..230).
+    let p = filters::Plane {
+        w: 100,
+        h: 10,
+        px: (0..1000)
+            .map(|i| {
+                if i % 50 == 0 {
+                    200.0 + (i % 31) as f32
+                } else {
+                    (i % 13) as f32
+                }
+            })
+            .collect(),
+    };
+    let t = preprocess::ink_threshold(&p);
+    assert!(t > 12.0 && t <= 200.0, "{t}");
+}
+
+#[test]
+fn a_one_pixel_stroke_comes_out_with_mnist_like_width() {
+    let (w, h) = (400, 400);
+    let ink = ring(w, h, (200.0, 200.0), (70.0, 110.0), 1.2);
+    let img = on_paper(w, h, &ink, |_, _| 250.0);
+    let got = width_of(&preprocess(&img).unwrap());
+    assert!(
+        (0.75 * MNIST_STROKE_WIDTH..1.35 * MNIST_STROKE_WIDTH).contains(&got),
+        "width {got} vs MNIST's {MNIST_STROKE_WIDTH}"
+    );
+    let old = width_of(&preprocess::preprocess_basic(&img).unwrap());
+    assert!(
+        old < 0.6 * MNIST_STROKE_WIDTH,
+        "the first preprocessing leaves it thin: {old}"
+    );
+}
+
+/// mu11 / mu02 of a plane's values.
+fn skew_of(p: &filters::Plane) -> f64 {
+    let (mut m, mut mx, mut my) = (0.0, 0.0, 0.0);
+    for y in 0..p.h {
+        for x in 0..p.w {
+            let v = p.at(x, y) as f64;
+            (m, mx, my) = (m + v, mx + v * x as f64, my + v * y as f64);
+        }
+    }
+    let (cx, cy) = (mx / m, my / m);
+    let (mut a, mut b) = (0.0, 0.0);
+    for y in 0..p.h {
+        for x in 0..p.w {
+            let v = p.at(x, y) as f64;
+            a += v * (x as f64 - cx) * (y as f64 - cy);
+            b += v * (y as f64 - cy).powi(2);
+        }
+    }
+    a / b
+}
+
+#[test]
+fn deskew_reduces_a_sheared_strokes_skew() {
+    // A bar leaning right: x = 30 - 0.5 y.
+    let p = filters::Plane {
+        w: 40,
+        h: 40,
+        px: (0..1600)
+            .map(|i| {
+                let (x, y) = ((i % 40) as f32, (i / 40) as f32);
+                if (x - (30.0 - 0.5 * y)).abs() < 2.0 && (4.0..36.0).contains(&y) {
+                    255.0
+                } else {
+                    0.0
+                }
+            })
+            .collect(),
+    };
+    let before = skew_of(&p);
+    let after = skew_of(&preprocess::deskew(&p));
+    assert!(before < -0.4, "sheared: {before}");
+    assert!(after.abs() < 0.05, "upright: {after}");
+    // Through the whole pipeline: the slanted bar comes out upright only with deskewing.
+    let img = GrayImage::from_fn(40, 40, |x, y| Luma([255 - p.at(x as usize, y as usize) as u8]));
+    let slanted = preprocess_with(
+        &image::DynamicImage::ImageLuma8(img.clone()).to_rgb8(),
+        PreprocessConfig::default(),
+    );
+    let upright = preprocess_with(
+        &image::DynamicImage::ImageLuma8(img).to_rgb8(),
+        PreprocessConfig { deskew: true },
+    );
+    let s = |g: &GrayImage| skew_of(&preprocess::gray_plane(g)).abs();
+    assert!(s(&upright.unwrap()) < 0.5 * s(&slanted.unwrap()));
+}
+
+#[test]
+fn polarity_is_found_for_thin_dark_ink_and_for_mnist() {
+    let (w, h) = (500, 500);
+    let thin = on_paper(w, h, &ring(w, h, (250.0, 250.0), (60.0, 90.0), 1.0), |_, _| 240.0);
+    assert!(preprocess::dark_ink(&preprocess::gray_plane(&thin)));
+    let train = mnist_train();
+    let mnist = GrayImage::from_raw(28, 28, train.get(0).0.to_vec()).unwrap();
+    assert!(!preprocess::dark_ink(&preprocess::gray_plane(&mnist)));
+}
+
+#[test]
+fn frame_edges_and_specks_are_not_the_digit() {
+    let (w, h) = (200, 160);
+    let ink = ring(w, h, (110.0, 80.0), (20.0, 32.0), 7.0);
+    let clean = preprocess(&on_paper(w, h, &ink, |_, _| 235.0)).unwrap();
+    // A dark table along the left and bottom edges, and specks of dirt.
+    let messy = on_paper(w, h, &ink, |x, y| {
+        if x < 25 || y > 145 {
+            60.0
+        } else if (x * 7 + y * 13) % 997 == 0 {
+            40.0
+        } else {
+            235.0
+        }
+    });
+    let got = preprocess(&messy).unwrap();
+    assert!(mean_abs_diff(&got, &clean) < 6.0, "{}", mean_abs_diff(&got, &clean));
+}
+
+#[test]
+fn salt_and_pepper_and_noise_leave_the_digit() {
+    let (w, h) = (120, 120);
+    let ink = ring(w, h, (60.0, 60.0), (18.0, 30.0), 7.0);
+    let clean_img = on_paper(w, h, &ink, |_, _| 235.0);
+    let clean = preprocess(&clean_img).unwrap();
+    let mut rng = crate::rng::Rng::new(3);
+    let salted = GrayImage::from_fn(w, h, |x, y| {
+        let r = rng.next_f32();
+        Luma([if r < 0.03 {
+            0
+        } else if r > 0.97 {
+            255
+        } else {
+            clean_img.get_pixel(x, y)[0]
+        }])
+    });
+    let got = preprocess(&salted).unwrap();
+    assert!(mean_abs_diff(&got, &clean) < 8.0, "{}", mean_abs_diff(&got, &clean));
+}
+
+#[test]
+fn mnist_images_come_through_nearly_unchanged() {
+    let train = mnist_train();
+    let n = 200;
+    let mut total = 0.0;
+    for i in 0..n {
+        let img = GrayImage::from_raw(28, 28, train.get(i).0.to_vec()).unwrap();
+        let g = preprocess(&img).unwrap();
+        total += mean_abs_diff(&g, &img);
+    }
+    let mean = total / n as f32;
+    assert!(mean < 6.0, "mean absolute change per pixel {mean}");
+}
+
+#[test]
+fn low_confidence_is_a_small_top_probability() {
+    assert!(is_low_confidence(&[0.4, 0.3, 0.3], 0.5));
+    assert!(!is_low_confidence(&[0.1, 0.9], 0.5));
+    assert!(!is_low_confidence(&[0.4, 0.3, 0.3], 0.0));
+}
