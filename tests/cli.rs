@@ -56,14 +56,26 @@ fn help_lists_every_flag_with_its_default() {
         assert!(text.contains(default), "--help lacks the default {default}:\n{text}");
     }
     // Every registered model is listed with its description.
-    assert!(text.contains("cnn:") && text.contains("logistic:") && text.contains("bncnn:"), "{text}");
+    assert!(
+        text.contains("cnn:") && text.contains("logistic:") && text.contains("bncnn:"),
+        "{text}"
+    );
 }
 
 #[test]
 fn train_on_all_uses_the_validation_images_too_and_reports_the_test_split_each_epoch() {
     let out = bin()
         .current_dir(root())
-        .args(["train", "--train-on-all", "--epochs", "1", "--limit", "800", "--threads", "1"])
+        .args([
+            "train",
+            "--train-on-all",
+            "--epochs",
+            "1",
+            "--limit",
+            "800",
+            "--threads",
+            "1",
+        ])
         .args(["--no-save", "--json"])
         .output()
         .unwrap();

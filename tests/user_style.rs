@@ -15,9 +15,9 @@ use mnist_cnn::predict::{PreprocessConfig, load_gray, load_rgb, preprocess_with}
 use mnist_cnn::tensor::{Tensor, no_grad};
 
 /// The floor on the bundled model's accuracy on the set with the new preprocessing. Measured:
-/// 228 of 250 (91.2%) with assets/models/tutorial_cnn_seed0.safetensors (the simple
-/// preprocessing: 154 of 250, 61.6%). Raise it when the bundled model is replaced.
-const USER_STYLE_FLOOR: f64 = 0.89;
+/// 250 of 250 with assets/models/bncnn_seed0.safetensors (the simple preprocessing: 201 of 250,
+/// 80.4%); the tutorial CNN bundled before it: 228 of 250 (91.2%), and 154 (61.6%).
+const USER_STYLE_FLOOR: f64 = 0.98;
 /// How much better than the simple preprocessing the new one must be (accuracy points).
 const GAIN_OVER_BASIC: f64 = 0.15;
 

@@ -16,7 +16,9 @@ pub use decode::{
     MAX_DECODE_BYTES, MAX_IMAGE_FILE_BYTES, MAX_IMAGE_SIDE, STDIN_PATH, decode_gray, decode_rgb, load_gray, load_rgb,
     read_image_bytes,
 };
-pub use preprocess::{MNIST_STROKE_WIDTH, PreprocessConfig, SIDE, preprocess, preprocess_with};
+pub use preprocess::{
+    MNIST_STROKE_WIDTH, PreprocessConfig, SIDE, is_mnist_shaped, preprocess, preprocess_steps, preprocess_with,
+};
 
 /// The default of `predict --min-confidence`: a prediction whose top probability is below this
 /// is flagged "low confidence".

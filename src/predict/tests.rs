@@ -325,11 +325,32 @@ fn mnist_images_come_through_nearly_unchanged() {
     let mut total = 0.0;
     for i in 0..n {
         let img = GrayImage::from_raw(28, 28, train.get(i).0.to_vec()).unwrap();
-        let g = preprocess(&img).unwrap();
+        // Through every step, ...
+        let g = preprocess_steps(&img).unwrap();
         total += mean_abs_diff(&g, &img);
+        // ... but an image already in MNIST's form is used as it is.
+        assert!(is_mnist_shaped(&img), "training image {i}");
+        assert_eq!(preprocess(&img).unwrap(), img);
     }
     let mean = total / n as f32;
     assert!(mean < 6.0, "mean absolute change per pixel {mean}");
+}
+
+#[test]
+fn only_a_light_centred_digit_on_black_28x28_counts_as_mnist_shaped() {
+    let img = GrayImage::from_raw(28, 28, mnist_train().get(0).0.to_vec()).unwrap();
+    let mut inverted = img.clone();
+    inverted.pixels_mut().for_each(|p| p[0] = 255 - p[0]);
+    assert!(!is_mnist_shaped(&inverted), "dark on light");
+    // The digit moved 4 pixels right: off-centre, so it is re-centred by the steps.
+    let shifted = GrayImage::from_fn(28, 28, |x, y| if x >= 4 { *img.get_pixel(x - 4, y) } else { Luma([0]) });
+    assert!(!is_mnist_shaped(&shifted));
+    let out = preprocess(&shifted).unwrap();
+    assert_ne!(out, shifted);
+    assert!(is_mnist_shaped(&out), "the steps give MNIST's form");
+    let big = GrayImage::from_fn(56, 56, |x, y| *img.get_pixel(x / 2, y / 2));
+    assert!(!is_mnist_shaped(&big), "another size");
+    assert!(!is_mnist_shaped(&GrayImage::new(28, 28)), "blank");
 }
 
 #[test]
