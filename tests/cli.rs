@@ -142,7 +142,8 @@ fn bad_data_dir_is_a_clear_error_not_a_panic() {
     let out = bin().args(["train", "--model", "mlp"]).output().unwrap();
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(
-        err.contains("invalid value 'mlp'") && err.contains("[possible values: cnn, logistic, cnn-norelu, lenet5, bncnn]"),
+        err.contains("invalid value 'mlp'")
+            && err.contains("[possible values: cnn, logistic, cnn-norelu, lenet5, bncnn]"),
         "{err}"
     );
 }
