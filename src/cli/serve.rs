@@ -21,8 +21,9 @@ pub struct ServeArgs {
     /// The most images in one forward pass: requests that arrive together are predicted together.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4096))]
     pub max_batch: u64,
-    /// How long (microseconds) the inference thread waits for more requests to join a batch.
-    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+    /// How long (microseconds, at most 10 s) the inference thread waits for more requests to
+    /// join a batch.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
     pub max_wait_us: u64,
     /// Requests that can wait for the inference thread; past that the server answers 503.
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]

@@ -227,6 +227,30 @@ pub fn prediction(p: &[f32], top: usize) -> Value {
     })
 }
 
+/// How much of a body over the limit is still read (and dropped) before the 413, so the
+/// client, still sending, reads the answer instead of a reset connection.
+const DRAIN_BYTES: usize = 16 << 20;
+
+/// The body if it holds at most `limit` bytes; `None` when it is larger (what follows the limit
+/// is read and dropped, up to [`DRAIN_BYTES`]).
+async fn read_body(mut body: axum::body::Body, limit: usize) -> Result<Option<Vec<u8>>, ApiError> {
+    use http_body_util::BodyExt;
+    let mut buf = Vec::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ApiError::bad(format!("cannot read the body: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            seen = seen.saturating_add(data.len());
+            if seen <= limit {
+                buf.extend_from_slice(&data);
+            } else if seen > limit.saturating_add(DRAIN_BYTES) {
+                break;
+            }
+        }
+    }
+    Ok((seen <= limit).then_some(buf))
+}
+
 /// `POST /api/predict`.
 pub async fn predict(State(app): State<Arc<App>>, req: Request) -> Result<Json<Value>, ApiError> {
     let t0 = Instant::now();
@@ -246,17 +270,10 @@ pub async fn predict(State(app): State<Arc<App>>, req: Request) -> Result<Json<V
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
+    if declared.is_some_and(|n| n > (limit + DRAIN_BYTES) as u64) {
         return Err(too_large());
     }
-    let body = axum::body::to_bytes(req.into_body(), limit).await.map_err(|e| {
-        let over = std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-        if over {
-            too_large()
-        } else {
-            ApiError::bad(format!("cannot read the body: {e}"))
-        }
-    })?;
+    let body = read_body(req.into_body(), limit).await?.ok_or_else(too_large)?;
     if body.is_empty() {
         return Err(ApiError::bad("empty body: send an image or JSON pixels"));
     }
