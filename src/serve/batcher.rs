@@ -116,7 +116,15 @@ pub fn run_loop(
     mut forward: impl FnMut(&[f32], usize) -> Vec<Vec<f32>>,
 ) {
     let max_batch = cfg.max_batch.max(1);
+    /// Says "not running" when the loop ends, by return or by panic.
+    struct Running<'a>(&'a AtomicBool);
+    impl Drop for Running<'_> {
+        fn drop(&mut self) {
+            self.0.store(false, Ordering::SeqCst);
+        }
+    }
     stats.running.store(true, Ordering::SeqCst);
+    let _running = Running(&stats.running);
     let take = |job: Job| {
         stats.depth.fetch_sub(1, Ordering::SeqCst);
         job
@@ -154,7 +162,6 @@ pub fn run_loop(
             let _ = job.reply.send(Ok(mine));
         }
     }
-    stats.running.store(false, Ordering::SeqCst);
 }
 
 #[cfg(test)]

@@ -141,8 +141,11 @@ pub fn run(cfg: ServeConfig, listening: impl FnOnce(SocketAddr, &ModelInfo)) -> 
         metrics: metrics::Metrics::default(),
         max_body_bytes: cfg.max_body_bytes,
     });
+    // Decoding and preprocessing run on the blocking pool: one thread a core, not tokio's 512.
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .max_blocking_threads(cores)
         .thread_name("serve")
         .build()
         .map_err(|e| Error::settings(format!("cannot start the server's runtime: {e}")))?;
