@@ -63,8 +63,11 @@ fn agent() -> ureq::Agent {
         .into()
 }
 
-/// The status, the body as JSON (Null when it is not JSON), and the Retry-After header.
-fn post(url: &str, content_type: &str, body: &[u8]) -> (u16, Value, Option<String>) {
+/// An answer: the status, the body as JSON (Null when it is not JSON), and the Retry-After
+/// header.
+type Answer = (u16, Value, Option<String>);
+
+fn post(url: &str, content_type: &str, body: &[u8]) -> Answer {
     let mut r = agent()
         .post(url)
         .header("Content-Type", content_type)
@@ -79,7 +82,7 @@ fn post(url: &str, content_type: &str, body: &[u8]) -> (u16, Value, Option<Strin
     )
 }
 
-fn post_json(url: &str, v: &Value) -> (u16, Value, Option<String>) {
+fn post_json(url: &str, v: &Value) -> Answer {
     post(url, "application/json", &serde_json::to_vec(v).unwrap())
 }
 
@@ -271,7 +274,7 @@ fn errors_are_json_with_their_status_codes() {
     let s = Server::start(&["--max-body-bytes", "200000"]);
     let url = s.at("/api/predict");
     let digits = root().join("tests/fixtures/digits");
-    let cases: Vec<(&str, u16, (u16, Value, Option<String>))> = vec![
+    let cases: Vec<(&str, u16, Answer)> = vec![
         ("bad JSON", 400, post(&url, "application/json", b"{\"pixels\": [0.1,")),
         (
             "wrong pixel count",
