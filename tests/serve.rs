@@ -164,12 +164,16 @@ fn health_page_model_and_metrics_endpoints() {
     assert!(model["metrics"]["test_accuracy"].as_f64().unwrap() > 0.99, "{model}");
     assert_eq!(model["dataset"], "mnist");
     assert_eq!(model["classes"].as_array().unwrap().len(), 10);
-    let (code, _, _) = get(&s.at("/no/such/page"));
+    let (code, _, body) = get(&s.at("/no/such/page"));
     assert_eq!(code, 404);
+    assert!(body.contains("\"error\""), "{body}");
+    let (code, _, body) = get(&s.at("/api/predict"));
+    assert_eq!(code, 405);
+    assert!(body.contains("POST"), "{body}");
     let (code, ct, metrics) = get(&s.at("/metrics"));
     assert_eq!(code, 200);
     assert!(ct.starts_with("text/plain"), "{ct}");
-    // The requests above: five answered 200 and one 404 before this one.
+    // The requests above: four answered 200, one 404 and one 405 before this one.
     assert!(
         metrics.contains("mnist_cnn_requests_total{code=\"200\"} 4\n"),
         "{metrics}"
@@ -179,11 +183,15 @@ fn health_page_model_and_metrics_endpoints() {
         "{metrics}"
     );
     assert!(
-        metrics.contains("mnist_cnn_request_duration_seconds_count 5\n"),
+        metrics.contains("mnist_cnn_request_duration_seconds_count 6\n"),
         "{metrics}"
     );
     assert!(
-        metrics.contains("mnist_cnn_request_duration_seconds_bucket{le=\"+Inf\"} 5\n"),
+        metrics.contains("mnist_cnn_request_duration_seconds_bucket{le=\"+Inf\"} 6\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("mnist_cnn_requests_total{code=\"405\"} 1\n"),
         "{metrics}"
     );
     assert!(metrics.contains("mnist_cnn_queue_depth 0\n"), "{metrics}");

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
@@ -188,10 +188,23 @@ pub fn router(app: Arc<App>) -> Router {
         .with_state(app)
 }
 
-/// Counts each answer by status, with its latency.
+/// Counts each answer by status, with its latency; a 405 gets a JSON error too.
 async fn track(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
     let t0 = Instant::now();
-    let resp = next.run(req).await;
+    let method = req.method().clone();
+    // Every route takes one method: POST for /api/predict, GET for the others.
+    let allowed = if req.uri().path() == "/api/predict" {
+        "POST"
+    } else {
+        "GET"
+    };
+    let mut resp = next.run(req).await;
+    if resp.status() == StatusCode::METHOD_NOT_ALLOWED {
+        let msg = format!("{method} is not allowed here: use {allowed}");
+        resp = api::ApiError::new(StatusCode::METHOD_NOT_ALLOWED, msg).into_response();
+        resp.headers_mut()
+            .insert(header::ALLOW, header::HeaderValue::from_static(allowed));
+    }
     app.metrics.record(resp.status().as_u16(), t0.elapsed().as_secs_f64());
     resp
 }
