@@ -46,6 +46,7 @@ pub mod predict;
 pub mod profile;
 pub mod rng;
 pub mod runs;
+pub mod serve;
 pub mod tensor;
 pub mod train;
 

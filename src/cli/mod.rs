@@ -1,4 +1,4 @@
-//! The command line: `mnist-cnn train | eval | predict | plot | download | bench | models`, one file per
+//! The command line: `mnist-cnn train | eval | predict | plot | download | bench | models | serve`, one file per
 //! command, and what they share (the thread pool, where the data is).
 
 use std::path::{Path, PathBuf};
@@ -22,12 +22,14 @@ mod download;
 mod eval;
 mod eval_images;
 mod predict;
+mod serve;
 mod train;
 
 pub use bench::BenchArgs;
 pub use download::{DownloadArgs, PlotArgs};
 pub use eval::EvalArgs;
 pub use predict::PredictArgs;
+pub use serve::ServeArgs;
 pub use train::TrainArgs;
 
 #[derive(Parser, Debug)]
@@ -57,6 +59,8 @@ pub enum Command {
     Bench(BenchArgs),
     /// List the models `train --model` builds, with their default recipes and sizes.
     Models,
+    /// Serve predictions over HTTP (a JSON API and a page to draw digits on).
+    Serve(ServeArgs),
 }
 
 /// `--model`'s values: the registry's names, each with its one-line description.
@@ -177,6 +181,7 @@ pub fn run(cli: Cli) -> crate::Result<()> {
         Command::Bench(args) => bench::bench(args),
         Command::Predict(args) => predict::predict(args),
         Command::Download(args) => download::download(args),
+        Command::Serve(args) => serve::serve(args),
         Command::Models => {
             list_models();
             Ok(())

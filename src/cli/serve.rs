@@ -1,0 +1,57 @@
+//! `mnist-cnn serve`: the prediction API and the drawing page (see [`crate::serve`]).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// The weights to use (safetensors) [default: the newest run's model.safetensors under
+    /// runs/ (or $MNIST_CNN_RUNS_DIR), else the model built into the program].
+    #[arg(long, value_name = "FILE")]
+    pub model: Option<PathBuf>,
+    /// The address to listen on; port 0 picks a free port (the URL printed says which).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub addr: SocketAddr,
+    /// Threads of the inference kernels [default: one per core].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub threads: Option<u64>,
+    /// The most images in one forward pass: requests that arrive together are predicted together.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub max_batch: u64,
+    /// How long (microseconds, at most 10 s) the inference thread waits for more requests to
+    /// join a batch.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
+    pub max_wait_us: u64,
+    /// Requests that can wait for the inference thread; past that the server answers 503.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub queue: u64,
+    /// The largest request body in bytes (413 past it) [default: 8 MiB].
+    #[arg(long, default_value_t = 8 << 20, value_parser = clap::value_parser!(u64).range(1..=1 << 30))]
+    pub max_body_bytes: u64,
+}
+
+pub(crate) fn serve(a: ServeArgs) -> crate::Result<()> {
+    let cfg = crate::serve::ServeConfig {
+        model: a.model,
+        addr: a.addr,
+        threads: a.threads.map(|t| t as usize),
+        batch: crate::serve::batcher::BatchConfig {
+            max_batch: a.max_batch as usize,
+            max_wait: Duration::from_micros(a.max_wait_us),
+            queue: a.queue as usize,
+        },
+        max_body_bytes: a.max_body_bytes as usize,
+    };
+    let (max_batch, queue) = (cfg.batch.max_batch, cfg.batch.queue);
+    crate::serve::run(cfg, |addr, model| {
+        out!("serving on http://{addr}");
+        eprintln!(
+            "model {} ({} parameters, {}); batches of up to {max_batch} images, queue of {queue}; \
+             SIGTERM or Ctrl-C stops",
+            model.architecture, model.parameters, model.source
+        );
+    })
+}

@@ -1,0 +1,421 @@
+//! The JSON API of `mnist-cnn serve`: `POST /api/predict` (an image body, prepared as
+//! `predict` prepares it, or JSON pixels already in MNIST's form) and `GET /api/model`, and
+//! the JSON errors (`{"error": "..."}`) with their status codes.
+//!
+//! Shapes: `pixels` is one image (784 values, row by row, 0..1, light digit on black);
+//! `batch` is N of them (N, 784).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Json;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use image::GrayImage;
+use serde_json::{Value, json};
+
+use crate::predict::{DEFAULT_MIN_CONFIDENCE, SIDE};
+use crate::serve::App;
+use crate::serve::batcher::{PIXELS, Submit};
+
+/// An error answer: a status and a message, sent as `{"error": message}` (a 503 also says
+/// `Retry-After: 1`).
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+    fn bad(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut r = (self.status, Json(json!({"error": self.message}))).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        r
+    }
+}
+
+/// What a request body holds.
+#[derive(Debug, PartialEq, Eq)]
+pub enum BodyKind {
+    Json,
+    Image,
+}
+
+/// The image types decoded (Content-Type `image/<one of these>`).
+const IMAGE_TYPES: [&str; 12] = [
+    "png",
+    "jpeg",
+    "jpg",
+    "pjpeg",
+    "bmp",
+    "x-bmp",
+    "x-ms-bmp",
+    "gif",
+    "x-portable-graymap",
+    "x-portable-anymap",
+    "x-portable-pixmap",
+    "x-portable-bitmap",
+];
+
+/// The body's kind from its Content-Type; without one (or with
+/// `application/octet-stream`) from its first bytes. Another type is a 415.
+pub fn body_kind(content_type: Option<&str>, body: &[u8]) -> Result<BodyKind, ApiError> {
+    let unsupported = |what: &str| {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!(
+                "unsupported Content-Type {what}: send an image (image/png, image/jpeg, image/bmp, image/gif, \
+                 image/x-portable-graymap) or application/json"
+            ),
+        )
+    };
+    let essence = content_type
+        .map(|c| c.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .filter(|c| !c.is_empty());
+    match essence.as_deref() {
+        None | Some("application/octet-stream") => {
+            if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
+                Ok(BodyKind::Json)
+            } else if image::guess_format(body).is_ok() {
+                Ok(BodyKind::Image)
+            } else {
+                Err(unsupported(&format!(
+                    "{:?} (the body is neither JSON nor a known image format)",
+                    essence.as_deref().unwrap_or("(none)")
+                )))
+            }
+        }
+        Some(c) if c == "application/json" || c.ends_with("+json") => Ok(BodyKind::Json),
+        Some(c) => match c.strip_prefix("image/") {
+            Some(sub) if IMAGE_TYPES.contains(&sub) => Ok(BodyKind::Image),
+            _ => Err(unsupported(&format!("{c:?}"))),
+        },
+    }
+}
+
+/// `?top=K&preprocessed=1`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct PredictQuery {
+    pub top: usize,
+    pub preprocessed: bool,
+}
+
+/// Parses the query string; a bad `top` is a 400.
+pub fn parse_query(q: Option<&str>) -> Result<PredictQuery, ApiError> {
+    let mut out = PredictQuery {
+        top: 3,
+        preprocessed: false,
+    };
+    for pair in q.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        match k {
+            "top" => {
+                out.top = v
+                    .parse()
+                    .ok()
+                    .filter(|k| (1..=10).contains(k))
+                    .ok_or_else(|| ApiError::bad(format!("top must be 1 to 10, got {v:?}")))?
+            }
+            "preprocessed" => out.preprocessed = !matches!(v, "0" | "false" | "no"),
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// The JSON body: one image or a batch.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PixelsBody {
+    pixels: Option<Vec<f64>>,
+    batch: Option<Vec<Vec<f64>>>,
+}
+
+/// Images ready for the network (N, 784), and whether they came as a batch.
+#[derive(Debug)]
+pub struct Prepared {
+    pub pixels: Vec<f32>,
+    pub rows: usize,
+    pub batch: bool,
+}
+
+/// The images of a JSON body (`{"pixels": [784]}` or `{"batch": [[784], ...]}`): each of 784
+/// finite values in 0..1. Anything else is a 400.
+pub fn parse_pixels(body: &[u8]) -> Result<Prepared, ApiError> {
+    let b: PixelsBody = serde_json::from_slice(body).map_err(|e| ApiError::bad(format!("bad JSON: {e}")))?;
+    let (images, batch) = match (b.pixels, b.batch) {
+        (Some(p), None) => (vec![p], false),
+        (None, Some(b)) if !b.is_empty() => (b, true),
+        (None, Some(_)) => return Err(ApiError::bad("bad JSON: \"batch\" is empty")),
+        _ => {
+            return Err(ApiError::bad(
+                "bad JSON: give either \"pixels\" (784 values) or \"batch\" (a list of them)",
+            ));
+        }
+    };
+    let mut pixels = Vec::with_capacity(images.len() * PIXELS);
+    for (i, img) in images.iter().enumerate() {
+        let at = if batch { format!("batch[{i}]") } else { "pixels".into() };
+        if img.len() != PIXELS {
+            return Err(ApiError::bad(format!(
+                "{at} has {} values, not {PIXELS} (28x28, row by row)",
+                img.len()
+            )));
+        }
+        if let Some(j) = img.iter().position(|v| !v.is_finite() || !(0.0..=1.0).contains(v)) {
+            return Err(ApiError::bad(format!(
+                "{at}[{j}] is {}: values must be finite, from 0 to 1",
+                img[j]
+            )));
+        }
+        pixels.extend(img.iter().map(|&v| v as f32));
+    }
+    Ok(Prepared {
+        pixels,
+        rows: images.len(),
+        batch,
+    })
+}
+
+/// What the network sees of an image file's bytes (as `predict` prepares it). An unreadable
+/// image is a 400; one where no digit is found (blank) a 422.
+pub fn prepare_image(bytes: &[u8]) -> Result<GrayImage, ApiError> {
+    let rgb = crate::predict::decode_rgb(bytes).map_err(|e| ApiError::bad(e.to_string()))?;
+    crate::predict::preprocess_with(&rgb, crate::predict::PreprocessConfig::default())
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))
+}
+
+/// The gray image of 784 values in 0..1 (the inverse of `pixel_to_f32`, rounded).
+fn to_gray(px: &[f32]) -> GrayImage {
+    GrayImage::from_fn(SIDE as u32, SIDE as u32, |x, y| {
+        let v = px[y as usize * SIDE + x as usize];
+        image::Luma([(v * 256.0).round().clamp(0.0, 255.0) as u8])
+    })
+}
+
+/// One prediction's JSON: digit, probabilities, the top K, the low-confidence flag.
+pub fn prediction(p: &[f32], top: usize) -> Value {
+    let mut order: Vec<usize> = (0..p.len()).collect();
+    order.sort_by(|&i, &j| p[j].total_cmp(&p[i]));
+    let tops: Vec<Value> = order
+        .iter()
+        .take(top)
+        .map(|&d| json!({"digit": d, "probability": p[d]}))
+        .collect();
+    json!({
+        "digit": order[0],
+        "probabilities": p,
+        "top": tops,
+        "low_confidence": crate::predict::is_low_confidence(p, DEFAULT_MIN_CONFIDENCE),
+    })
+}
+
+/// How much of a body over the limit is still read (and dropped) before the 413, so the
+/// client, still sending, reads the answer instead of a reset connection.
+const DRAIN_BYTES: usize = 16 << 20;
+
+/// The body if it holds at most `limit` bytes; `None` when it is larger (what follows the limit
+/// is read and dropped, up to [`DRAIN_BYTES`]).
+async fn read_body(mut body: axum::body::Body, limit: usize) -> Result<Option<Vec<u8>>, ApiError> {
+    use http_body_util::BodyExt;
+    let mut buf = Vec::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ApiError::bad(format!("cannot read the body: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            seen = seen.saturating_add(data.len());
+            if seen <= limit {
+                buf.extend_from_slice(&data);
+            } else if seen > limit.saturating_add(DRAIN_BYTES) {
+                break;
+            }
+        }
+    }
+    Ok((seen <= limit).then_some(buf))
+}
+
+/// `POST /api/predict`.
+pub async fn predict(State(app): State<Arc<App>>, req: Request) -> Result<Json<Value>, ApiError> {
+    let t0 = Instant::now();
+    let query = parse_query(req.uri().query())?;
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap_or("(not text)").to_string());
+    let limit = app.max_body_bytes;
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body is larger than {limit} bytes (--max-body-bytes)"),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > (limit + DRAIN_BYTES) as u64) {
+        return Err(too_large());
+    }
+    let body = read_body(req.into_body(), limit).await?.ok_or_else(too_large)?;
+    if body.is_empty() {
+        return Err(ApiError::bad("empty body: send an image or JSON pixels"));
+    }
+    let kind = body_kind(content_type.as_deref(), &body)?;
+    let want_image = query.preprocessed;
+    // Parsing and preprocessing touch no tensor: tokio's blocking pool.
+    let (prepared, seen) = tokio::task::spawn_blocking(move || match kind {
+        BodyKind::Json => {
+            let p = parse_pixels(&body)?;
+            let seen = (want_image && !p.batch).then(|| to_gray(&p.pixels));
+            Ok((p, seen))
+        }
+        BodyKind::Image => {
+            let img = prepare_image(&body)?;
+            let pixels = img.as_raw().iter().map(|&v| crate::data::pixel_to_f32(v)).collect();
+            let p = Prepared {
+                pixels,
+                rows: 1,
+                batch: false,
+            };
+            Ok((p, want_image.then_some(img)))
+        }
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("preprocessing failed: {e}")))??;
+    let rx = match app.batcher.submit(prepared.pixels, prepared.rows) {
+        Submit::Queued(rx) => rx,
+        Submit::Full => {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the server is busy (its queue is full): try again shortly",
+            ));
+        }
+        Submit::Stopped => {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the inference thread has stopped",
+            ));
+        }
+    };
+    let probs = rx
+        .await
+        .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the inference thread has stopped"))?
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    let elapsed_ms = (t0.elapsed().as_secs_f64() * 1e6).round() / 1e3;
+    let model = app.model.architecture.clone();
+    if prepared.batch {
+        let predictions: Vec<Value> = probs.iter().map(|p| prediction(p, query.top)).collect();
+        return Ok(Json(
+            json!({"predictions": predictions, "model": model, "elapsed_ms": elapsed_ms}),
+        ));
+    }
+    let mut v = prediction(&probs[0], query.top);
+    v["model"] = json!(model);
+    v["elapsed_ms"] = json!(elapsed_ms);
+    if let Some(img) = seen {
+        let png = base64::engine::general_purpose::STANDARD.encode(crate::predict::png_bytes(&img));
+        v["preprocessed"] = json!(format!("data:image/png;base64,{png}"));
+    }
+    Ok(Json(v))
+}
+
+/// `GET /api/model`.
+pub async fn model(State(app): State<Arc<App>>) -> Json<Value> {
+    Json(serde_json::to_value(&app.model).expect("model information is JSON"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_kinds_by_type_and_by_sniffing() {
+        let png = crate::predict::png_bytes(&GrayImage::new(2, 2));
+        assert_eq!(body_kind(Some("image/png"), &png).unwrap(), BodyKind::Image);
+        assert_eq!(
+            body_kind(Some("Application/JSON; charset=utf-8"), b"{}").unwrap(),
+            BodyKind::Json
+        );
+        assert_eq!(body_kind(None, b"  {\"pixels\": []}").unwrap(), BodyKind::Json);
+        assert_eq!(
+            body_kind(Some("application/octet-stream"), &png).unwrap(),
+            BodyKind::Image
+        );
+        for bad in ["text/plain", "image/webp", "multipart/form-data; boundary=x"] {
+            let e = body_kind(Some(bad), &png).unwrap_err();
+            assert_eq!(e.status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{bad}");
+        }
+        assert_eq!(
+            body_kind(None, b"hello").unwrap_err().status,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE
+        );
+    }
+
+    #[test]
+    fn query_top_and_preprocessed() {
+        assert_eq!(
+            parse_query(Some("top=5&preprocessed=1")).unwrap(),
+            PredictQuery {
+                top: 5,
+                preprocessed: true
+            }
+        );
+        assert_eq!(parse_query(None).unwrap().top, 3);
+        for bad in ["top=0", "top=11", "top=x"] {
+            assert_eq!(parse_query(Some(bad)).unwrap_err().status, StatusCode::BAD_REQUEST);
+        }
+    }
+
+    #[test]
+    fn pixels_are_checked() {
+        let one = serde_json::to_vec(&json!({"pixels": vec![0.5; 784]})).unwrap();
+        let p = parse_pixels(&one).unwrap();
+        assert_eq!((p.rows, p.batch, p.pixels.len()), (1, false, 784));
+        let two = serde_json::to_vec(&json!({"batch": [vec![0.0; 784], vec![1.0; 784]]})).unwrap();
+        let p = parse_pixels(&two).unwrap();
+        assert_eq!((p.rows, p.batch, p.pixels[784]), (2, true, 1.0));
+        for bad in [
+            json!({"pixels": vec![0.5; 783]}),
+            json!({"pixels": vec![1.5; 784]}),
+            json!({"batch": []}),
+            json!({"batch": [vec![0.0; 784], vec![0.0; 10]]}),
+            json!({"pixels": vec![0.0; 784], "batch": [vec![0.0; 784]]}),
+            json!({"image": 1}),
+        ] {
+            let e = parse_pixels(&serde_json::to_vec(&bad).unwrap()).unwrap_err();
+            assert_eq!(e.status, StatusCode::BAD_REQUEST, "{bad}");
+        }
+        assert!(parse_pixels(b"{\"pixels\": [1e999]}").is_err());
+    }
+
+    #[test]
+    fn prediction_orders_the_top_classes() {
+        let mut p = vec![0.01f32; 10];
+        p[7] = 0.6;
+        p[1] = 0.31;
+        let v = prediction(&p, 2);
+        assert_eq!(v["digit"], 7);
+        assert_eq!(v["top"][1]["digit"], 1);
+        assert_eq!(v["top"].as_array().unwrap().len(), 2);
+        assert_eq!(v["low_confidence"], false);
+        p[7] = 0.4;
+        assert_eq!(prediction(&p, 3)["low_confidence"], true);
+    }
+}
