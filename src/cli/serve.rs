@@ -22,8 +22,10 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4096))]
     pub max_batch: u64,
     /// How long (microseconds, at most 10 s) the inference thread waits for more requests to
-    /// join a batch.
-    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
+    /// join a batch. With 0, a pass takes the requests that queued while the previous one ran:
+    /// under load batches form anyway, and a lone request does not wait (1 connection: 2,856
+    /// JSON requests/s against 901 with 500 us; 64 connections: 6,607 against 5,136).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
     pub max_wait_us: u64,
     /// Requests that can wait for the inference thread; past that the server answers 503.
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
