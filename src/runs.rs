@@ -87,12 +87,14 @@ pub struct LoadedModel {
     pub source: String,
 }
 
-/// "bncnn, seed 0, 99.60% test accuracy": the bundled model's architecture, seed and test
+/// "bncnn, seed 0, 99.47% test accuracy": the bundled model's architecture, seed and test
 /// accuracy, from its metadata.
 pub fn bundled_description() -> String {
-    let Ok(file) = TensorFile::parse(BUNDLED_MODEL) else {
-        return "unreadable".into();
-    };
+    TensorFile::parse(BUNDLED_MODEL).map_or_else(|_| "unreadable".into(), |f| describe(&f))
+}
+
+/// A weights file's architecture, seed and test accuracy, from its metadata.
+fn describe(file: &TensorFile) -> String {
     let get = |k: &str| file.metadata.get(k).cloned().unwrap_or_else(|| "?".into());
     let acc = file
         .metadata
@@ -105,50 +107,43 @@ pub fn bundled_description() -> String {
 /// The model of `--model FILE`; without it the newest run's model, else the bundled one. Says
 /// which on standard error when it was not given.
 pub fn resolve_model(given: Option<&Path>) -> crate::Result<LoadedModel> {
-    let (path, note) = match given {
-        Some(p) => (Some(p.to_path_buf()), None),
+    let path = match given {
+        Some(p) => p.to_path_buf(),
         None => match newest_run_model() {
             Some(p) => {
-                let note = format!("using the newest run's model {} (choose with --model)", p.display());
-                (Some(p), Some(note))
+                eprintln!("using the newest run's model {} (choose with --model)", p.display());
+                p
             }
-            None => (
-                None,
-                Some(format!(
-                    "using the bundled model ({}): no run in {} has saved one",
-                    bundled_description(),
-                    runs_root().display()
-                )),
-            ),
+            None => return load_bundled(),
         },
     };
-    if let Some(n) = note {
-        eprintln!("{n}");
-    }
-    match path {
-        Some(p) => {
-            let (arch, model, file) = crate::checkpoint::load_model(&p)?;
-            Ok(LoadedModel {
-                arch,
-                model,
-                file,
-                source: p.display().to_string(),
-            })
-        }
-        None => {
-            let here = Path::new("<bundled model>");
-            let file = TensorFile::parse(BUNDLED_MODEL).map_err(|e| e.at(here))?;
-            let arch = file.architecture().map_err(|e| e.at(here))?;
-            let model = arch.build(&mut crate::rng::Rng::new(0));
-            load_state_dict(model.as_ref(), &file).map_err(|e| e.at(here))?;
-            Ok(LoadedModel {
-                arch,
-                model,
-                file,
-                source: "the bundled model".into(),
-            })
-        }
-    }
+    let (arch, model, file) = crate::checkpoint::load_model(&path)?;
+    Ok(LoadedModel {
+        arch,
+        model,
+        file,
+        source: path.display().to_string(),
+    })
+}
+
+/// The model built into the binary, parsed once; says so on standard error.
+fn load_bundled() -> crate::Result<LoadedModel> {
+    let here = Path::new("<bundled model>");
+    let file = TensorFile::parse(BUNDLED_MODEL).map_err(|e| e.at(here))?;
+    eprintln!(
+        "using the bundled model ({}): no run in {} has saved one",
+        describe(&file),
+        runs_root().display()
+    );
+    let arch = file.architecture().map_err(|e| e.at(here))?;
+    let model = arch.build(&mut crate::rng::Rng::new(0));
+    load_state_dict(model.as_ref(), &file).map_err(|e| e.at(here))?;
+    Ok(LoadedModel {
+        arch,
+        model,
+        file,
+        source: "the bundled model".into(),
+    })
 }
 
 /// How to call this program again from the same working directory: `cargo run --release --`

@@ -446,7 +446,8 @@ pub fn preprocess_with(img: &RgbImage, cfg: PreprocessConfig) -> crate::Result<G
         return Err(Error::format_problem("empty image (0 pixels)"));
     }
     if !cfg.deskew && img.pixels().all(|p| p[0] == p[1] && p[1] == p[2]) {
-        let gray = GrayImage::from_fn(img.width(), img.height(), |x, y| Luma([img.get_pixel(x, y)[0]]));
+        // Equal channels: luma is each channel's value exactly.
+        let gray = super::decode::rgb_to_gray(img);
         if is_mnist_shaped(&gray) {
             return Ok(gray);
         }

@@ -8,9 +8,9 @@ use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 
 /// Bytes a thread keeps pooled at most; beyond that, the oldest pooled buffers are freed.
-/// It holds one training step of `bncnn` at batch 128 (its activations are about 60 MB): with
-/// 24 MB, every step took fresh pages from the kernel, and zeroing them cost about a fifth of the
-/// step. A smaller network pools only what it uses (the tutorial CNN: a few MB).
+/// It holds one training step of `bncnn` at batch 128 (its forward activations alone are about
+/// 28 MB, their gradients as much again): with 24 MB, every step took fresh pages from the
+/// kernel, and zeroing them cost about a fifth of the step. A smaller network pools only what it uses (the tutorial CNN: a few MB).
 const MAX_POOLED_BYTES: usize = 128 << 20;
 /// Buffers smaller than this are not worth pooling.
 const MIN_LEN: usize = 1024;
