@@ -361,9 +361,9 @@ fn assert_prediction_shown(s: &Session, digit: usize) {
 /// Asserts that the page is reset: no answer, every bar "–" and none best, no image.
 fn assert_reset(s: &Session) {
     assert_eq!(s.text("#answer"), "", "answer after reset");
-    // The bar marked best keeps its class (the page resets only the fills and the texts).
-    let (texts, _) = s.bars();
+    let (texts, best) = s.bars();
     assert!(texts.iter().all(|t| t == "–"), "bars after reset: {texts:?}");
+    assert_eq!(best, None, "a bar is still marked best after a reset");
     let fills = s.js("return [...document.querySelectorAll('#bars .fill')].map(f => f.style.width);");
     assert!(
         fills

@@ -10,17 +10,72 @@ use std::collections::{HashMap, VecDeque};
 /// Bytes a thread keeps pooled at most; beyond that, the oldest pooled buffers are freed.
 /// It holds one training step of `bncnn` at batch 128 (its forward activations alone are about
 /// 28 MB, their gradients as much again): with 24 MB, every step took fresh pages from the
-/// kernel, and zeroing them cost about a fifth of the step. A smaller network pools only what it uses (the tutorial CNN: a few MB).
+/// kernel, and zeroing them cost about a fifth of the step. It is a ceiling, not what a thread
+/// keeps: a size is pooled only up to the number of its buffers the thread had out at once
+/// (see [`Class`]), so a smaller network pools only what one step uses (the tutorial CNN: a
+/// few MB).
 const MAX_POOLED_BYTES: usize = 128 << 20;
 /// Buffers smaller than this are not worth pooling.
 const MIN_LEN: usize = 1024;
+/// Takes per window of the demand count (see [`Class`]).
+const WINDOW: u64 = 1024;
+/// A length this thread has not asked for in this many takes is freed (a finished phase's
+/// batch size, or the validation batches' during training): many steps of any model here.
+const STALE_TAKES: u64 = 8 * WINDOW;
+
+/// One buffer length's state on one thread.
+#[derive(Default)]
+struct Class {
+    free: Vec<Vec<f32>>,
+    /// Takes of this length on this thread in the current window of [`WINDOW`] takes, and in
+    /// the one before. The free list never holds more than the larger of the two: a length
+    /// that only arrives from elsewhere (a gradient allocated outside the pool, or on another
+    /// thread) is freed, not hoarded, and a thread keeps at most what it recently asked for.
+    cur: usize,
+    prev: usize,
+    /// The pool's take counter when this length was last taken.
+    last_take: u64,
+}
+
+impl Class {
+    fn wanted(&self) -> usize {
+        self.cur.max(self.prev)
+    }
+}
 
 #[derive(Default)]
 struct Pool {
-    free: HashMap<usize, Vec<Vec<f32>>>,
+    classes: HashMap<usize, Class>,
     /// Lengths of the pooled buffers, oldest first (for eviction).
     order: VecDeque<usize>,
     bytes: usize,
+    /// Takes on this thread (of poolable lengths).
+    takes: u64,
+}
+
+impl Pool {
+    /// At the end of each window: rolls the take counts over, and frees the pooled buffers of
+    /// lengths not taken in the last [`STALE_TAKES`] takes.
+    fn end_window(&mut self) {
+        let now = self.takes;
+        let mut freed = false;
+        for (&len, c) in self.classes.iter_mut() {
+            c.prev = c.cur;
+            c.cur = 0;
+            if now - c.last_take > STALE_TAKES && !c.free.is_empty() {
+                self.bytes -= c.free.len() * len * 4;
+                c.free.clear();
+                freed = true;
+            }
+        }
+        self.classes
+            .retain(|_, c| !c.free.is_empty() || now - c.last_take <= STALE_TAKES);
+        if freed {
+            let classes = &self.classes;
+            self.order
+                .retain(|len| classes.get(len).is_some_and(|c| !c.free.is_empty()));
+        }
+    }
 }
 
 thread_local! {
@@ -30,9 +85,18 @@ thread_local! {
 /// A buffer of `len` values with arbitrary contents.
 pub fn take(len: usize) -> Vec<f32> {
     if len >= MIN_LEN {
-        let reused = POOL.with(|p| {
+        // `try_with`: during thread shutdown the pool may already be gone; then allocate.
+        let reused = POOL.try_with(|p| {
             let mut p = p.borrow_mut();
-            let v = p.free.get_mut(&len).and_then(Vec::pop);
+            p.takes += 1;
+            if p.takes % WINDOW == 0 {
+                p.end_window();
+            }
+            let now = p.takes;
+            let c = p.classes.entry(len).or_default();
+            c.cur += 1;
+            c.last_take = now;
+            let v = c.free.pop();
             if v.is_some() {
                 p.bytes -= len * 4;
                 if let Some(i) = p.order.iter().rposition(|&l| l == len) {
@@ -41,7 +105,7 @@ pub fn take(len: usize) -> Vec<f32> {
             }
             v
         });
-        if let Some(v) = reused {
+        if let Ok(Some(v)) = reused {
             return v;
         }
     }
@@ -83,16 +147,20 @@ pub fn recycle(v: Vec<f32>) {
         if len * 4 > MAX_POOLED_BYTES {
             return;
         }
+        match p.classes.get(&len) {
+            Some(c) if c.free.len() < c.wanted() => {}
+            _ => return, // not wanted here: freed
+        }
         // Evict the oldest buffers until this one fits (a new batch size replaces the old).
         while p.bytes + len * 4 > MAX_POOLED_BYTES {
             let Some(old) = p.order.pop_front() else { break };
-            if p.free.get_mut(&old).and_then(Vec::pop).is_some() {
+            if p.classes.get_mut(&old).and_then(|c| c.free.pop()).is_some() {
                 p.bytes -= old * 4;
             }
         }
         p.bytes += len * 4;
         p.order.push_back(len);
-        p.free.entry(len).or_default().push(v);
+        p.classes.get_mut(&len).expect("checked above").free.push(v);
     });
 }
 
@@ -100,22 +168,65 @@ pub fn recycle(v: Vec<f32>) {
 mod tests {
     use super::*;
 
+    fn pooled(len: usize) -> usize {
+        POOL.with(|p| p.borrow().classes.get(&len).map_or(0, |c| c.free.len()))
+    }
+
     #[test]
     fn pooled_bytes_stay_under_the_cap_by_evicting_the_oldest() {
         let big = MAX_POOLED_BYTES / 4 / 4; // four fill the pool
-        for _ in 0..4 {
-            recycle(vec![1.0; big]);
-        }
-        recycle(vec![2.0; big + 1]); // needs two of the first four evicted
+        let a: Vec<_> = (0..4).map(|_| take(big)).collect();
+        a.into_iter().for_each(recycle);
+        let b = take(big + 1);
+        assert_eq!(pooled(big), 4);
+        recycle(b); // needs two of the first four evicted
         POOL.with(|p| {
             let p = p.borrow();
             assert!(p.bytes <= MAX_POOLED_BYTES);
-            assert_eq!(p.free[&big].len(), 2);
-            assert_eq!(p.free[&(big + 1)].len(), 1);
             assert_eq!(p.order.len(), 3);
         });
+        assert_eq!((pooled(big), pooled(big + 1)), (2, 1));
         let _ = take(big);
         POOL.with(|p| assert_eq!(p.borrow().order.len(), 2));
+    }
+
+    #[test]
+    fn a_length_is_pooled_only_as_often_as_this_thread_takes_it() {
+        // Never taken here (allocated outside the pool, or on another thread): freed.
+        recycle(vec![1.0; 3000]);
+        assert_eq!(pooled(3000), 0);
+        // Taken twice: at most two are kept, however many arrive.
+        let (a, b) = (take(3001), take(3001));
+        for v in [a, b, vec![0.0; 3001], vec![0.0; 3001]] {
+            recycle(v);
+        }
+        assert_eq!(pooled(3001), 2);
+        // From another thread, which never took it: freed there.
+        std::thread::spawn(|| {
+            recycle(vec![0.0; 3001]);
+            assert_eq!(pooled(3001), 0);
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn lengths_no_longer_taken_are_freed() {
+        recycle(take(5001));
+        assert_eq!(pooled(5001), 1);
+        for _ in 0..STALE_TAKES + 2 * WINDOW {
+            recycle(take(2048));
+        }
+        assert_eq!(pooled(5001), 0, "a length not taken for STALE_TAKES takes is freed");
+        assert_eq!(pooled(2048), 1);
+        POOL.with(|p| {
+            let p = p.borrow();
+            assert_eq!(
+                p.bytes,
+                p.classes.iter().map(|(l, c)| l * 4 * c.free.len()).sum::<usize>()
+            );
+            assert_eq!(p.order.len(), p.classes.values().map(|c| c.free.len()).sum::<usize>());
+        });
     }
 
     #[test]

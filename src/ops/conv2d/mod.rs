@@ -128,7 +128,7 @@ fn conv2d_op(
             let xd = inp[0].data();
             let patches = saved_for_backward(&g, patches.as_deref(), &xd, x_nchw);
             let mut dx = inp[0].requires_grad().then(|| pool::take(inp[0].numel()));
-            let mut dw = vec![0.0f32; inp[1].numel()];
+            let mut dw = pool::take(inp[1].numel());
             let mut db = vec![0.0f32; g.oc];
             let (wd, yd) = (inp[1].data(), out.data());
             let y = relu.then_some(&yd[..]);
