@@ -82,17 +82,10 @@ fn parse_args() -> Args {
     if !(3..=4).contains(&pos.len()) {
         usage();
     }
-    let rest = pos[0].strip_prefix("http://").unwrap_or_else(|| {
-        eprintln!("serve_load: the URL must start with http:// (got {:?})", pos[0]);
+    let (addr, host, path) = parse_target(&pos[0]).unwrap_or_else(|e| {
+        eprintln!("serve_load: {e}");
         std::process::exit(2)
     });
-    let (hostport, base) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    let (host, port) = hostport.rsplit_once(':').unwrap_or((hostport, "80"));
-    if host != "127.0.0.1" && host != "localhost" {
-        eprintln!("serve_load: refusing to load {host:?}: only 127.0.0.1 (or localhost) is a valid target");
-        std::process::exit(2);
-    }
-    let port: u16 = port.parse().unwrap_or_else(|_| usage());
     let conns: usize = pos[1].parse().ok().filter(|&c| c > 0).unwrap_or_else(|| usage());
     let secs: f64 = pos[2]
         .parse()
@@ -100,14 +93,35 @@ fn parse_args() -> Args {
         .filter(|s: &f64| *s > 0.0)
         .unwrap_or_else(|| usage());
     Args {
-        addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
-        host: hostport.to_string(),
-        path: format!("{}/api/predict", base.trim_end_matches('/')),
+        addr,
+        host,
+        path,
         conns,
         secs,
         image: pos.get(3).cloned(),
         max_requests,
     }
+}
+
+/// The address, the `Host` header and the request path of `http://127.0.0.1:PORT[/base]`
+/// (`localhost` too); any other host is refused.
+fn parse_target(url: &str) -> Result<(SocketAddr, String, String), String> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("the URL must start with http:// (got {url:?})"))?;
+    let (hostport, base) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let (host, port) = hostport.rsplit_once(':').unwrap_or((hostport, "80"));
+    if host != "127.0.0.1" && host != "localhost" {
+        return Err(format!(
+            "refusing to load {host:?}: only 127.0.0.1 (or localhost) is a valid target"
+        ));
+    }
+    let port: u16 = port.parse().map_err(|_| format!("bad port in {url:?}"))?;
+    Ok((
+        SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+        hostport.to_string(),
+        format!("{}/api/predict", base.trim_end_matches('/')),
+    ))
 }
 
 fn main() {
@@ -396,4 +410,123 @@ fn mnist_pixels_json() -> Vec<u8> {
         .map(|&p| mnist_cnn::data::pixel_to_f32(p))
         .collect();
     serde_json::to_vec(&serde_json::json!({ "pixels": px })).expect("JSON")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    /// Reads one request (head and Content-Length body) from a test server's connection;
+    /// false at the end of the stream.
+    fn read_request(s: &mut std::net::TcpStream) -> bool {
+        let mut buf = Vec::new();
+        let mut b = [0u8; 1024];
+        loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..i]).to_ascii_lowercase();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .map_or(0, |v| v.trim().parse().unwrap());
+                if buf.len() >= i + 4 + len {
+                    return true;
+                }
+            }
+            match s.read(&mut b) {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => buf.extend_from_slice(&b[..n]),
+            }
+        }
+    }
+
+    #[test]
+    fn only_loopback_targets() {
+        let (addr, host, path) = parse_target("http://127.0.0.1:8080").unwrap();
+        assert_eq!(
+            (addr.port(), host.as_str(), path.as_str()),
+            (8080, "127.0.0.1:8080", "/api/predict")
+        );
+        assert_eq!(parse_target("http://localhost:9/x/").unwrap().2, "/x/api/predict");
+        assert!(parse_target("http://10.0.0.1:8080").is_err());
+        assert!(parse_target("http://example.com").is_err());
+        assert!(parse_target("http://127.0.0.1.example.com:80").is_err());
+        assert!(parse_target("https://127.0.0.1:443").is_err());
+    }
+
+    /// Content-Length, chunked (split across writes, with a trailer) and `Connection: close`
+    /// responses on one connection: each is read whole, and nothing is left over.
+    #[test]
+    fn reads_length_chunked_and_close_responses() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            assert!(read_request(&mut s));
+            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+                .unwrap();
+            assert!(read_request(&mut s));
+            s.write_all(b"HTTP/1.1 503 Service Unavailable\r\ntransfer-encoding: chunked\r\n\r\n4\r\nbu")
+                .unwrap();
+            s.flush().unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+            s.write_all(b"sy\r\na;ext=1\r\n0123456789\r\n0\r\nX-Trailer: 1\r\n\r\n")
+                .unwrap();
+            assert!(read_request(&mut s));
+            s.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\nConnection: close\r\n\r\nno")
+                .unwrap();
+        });
+        runtime().block_on(async {
+            let mut c = Conn {
+                s: TcpStream::connect(addr).await.unwrap(),
+                buf: Vec::new(),
+            };
+            let req = b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc";
+            assert_eq!(c.exchange(req).await.unwrap(), (200, true));
+            assert!(c.buf.is_empty());
+            assert_eq!(c.exchange(req).await.unwrap(), (503, true));
+            assert!(c.buf.is_empty(), "left over: {:?}", String::from_utf8_lossy(&c.buf));
+            assert_eq!(c.exchange(req).await.unwrap(), (404, false));
+            assert!(c.buf.is_empty());
+        });
+        server.join().unwrap();
+    }
+
+    /// A server that answers one request per connection and closes it, 200 and 503 in turn:
+    /// the loop reconnects, counts the 503s apart, stops at the request budget, and a server
+    /// closing without an answer is a connection failure.
+    #[test]
+    fn connection_loop_reconnects_and_counts() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            for i in 0..5 {
+                let (mut s, _) = listener.accept().unwrap();
+                if !read_request(&mut s) {
+                    continue;
+                }
+                let r: &[u8] = match i {
+                    0 | 2 => b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+                    1 | 3 => b"HTTP/1.1 503 Busy\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+                    _ => b"",
+                };
+                s.write_all(r).unwrap();
+            }
+        });
+        let req: Arc<[u8]> = b"POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n".to_vec().into();
+        let budget = Arc::new(AtomicU64::new(5));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let st = runtime().block_on(connection(addr, req, deadline, Some(budget.clone())));
+        server.join().unwrap();
+        assert_eq!(st.lat.len(), 2);
+        assert_eq!((st.shed, st.other_status, st.conn_fail, st.timed_out), (2, 0, 1, 0));
+        assert_eq!(budget.load(Ordering::Relaxed), 0);
+    }
 }
