@@ -45,8 +45,9 @@ impl Class {
 
 #[derive(Default)]
 struct Pool {
+    /// By capacity ([`size_class`]).
     classes: HashMap<usize, Class>,
-    /// Lengths of the pooled buffers, oldest first (for eviction).
+    /// Capacities of the pooled buffers, oldest first (for eviction).
     order: VecDeque<usize>,
     bytes: usize,
     /// Takes on this thread (of poolable lengths).
@@ -82,8 +83,20 @@ thread_local! {
     static POOL: RefCell<Pool> = RefCell::new(Pool::default());
 }
 
+/// The capacity a buffer of `len` values gets: `len` rounded up to one of 8 steps per power
+/// of two (at most 12.5% more), so that nearby lengths (the batches of a server, of every
+/// size from 1 to its maximum) share buffers instead of each keeping its own.
+fn size_class(len: usize) -> usize {
+    if len < MIN_LEN {
+        return len;
+    }
+    let step = 1usize << (usize::BITS - 1 - len.leading_zeros() - 3);
+    len.div_ceil(step) * step
+}
+
 /// A buffer of `len` values with arbitrary contents.
 pub fn take(len: usize) -> Vec<f32> {
+    let cap = size_class(len);
     if len >= MIN_LEN {
         // `try_with`: during thread shutdown the pool may already be gone; then allocate.
         let reused = POOL.try_with(|p| {
@@ -93,23 +106,27 @@ pub fn take(len: usize) -> Vec<f32> {
                 p.end_window();
             }
             let now = p.takes;
-            let c = p.classes.entry(len).or_default();
+            let c = p.classes.entry(cap).or_default();
             c.cur += 1;
             c.last_take = now;
             let v = c.free.pop();
             if v.is_some() {
-                p.bytes -= len * 4;
-                if let Some(i) = p.order.iter().rposition(|&l| l == len) {
+                p.bytes -= cap * 4;
+                if let Some(i) = p.order.iter().rposition(|&l| l == cap) {
                     p.order.remove(i);
                 }
             }
             v
         });
-        if let Ok(Some(v)) = reused {
+        if let Ok(Some(mut v)) = reused {
+            // The capacity is `cap`: neither call reallocates (growing writes zeros).
+            v.resize(len, 0.0);
             return v;
         }
     }
-    vec![0.0; len]
+    let mut v = Vec::with_capacity(cap);
+    v.resize(len, 0.0);
+    v
 }
 
 /// A buffer of `len` zeros.
@@ -137,30 +154,30 @@ impl std::ops::Deref for Pooled {
 
 /// Gives a buffer back for reuse.
 pub fn recycle(v: Vec<f32>) {
-    let len = v.len();
-    if len < MIN_LEN || len != v.capacity() {
+    let cap = v.capacity();
+    if cap < MIN_LEN || size_class(cap) != cap {
         return;
     }
     // `try_with`: during thread shutdown the pool may already be gone; then just free.
     let _ = POOL.try_with(|p| {
         let Ok(mut p) = p.try_borrow_mut() else { return };
-        if len * 4 > MAX_POOLED_BYTES {
+        if cap * 4 > MAX_POOLED_BYTES {
             return;
         }
-        match p.classes.get(&len) {
+        match p.classes.get(&cap) {
             Some(c) if c.free.len() < c.wanted() => {}
             _ => return, // not wanted here: freed
         }
         // Evict the oldest buffers until this one fits (a new batch size replaces the old).
-        while p.bytes + len * 4 > MAX_POOLED_BYTES {
+        while p.bytes + cap * 4 > MAX_POOLED_BYTES {
             let Some(old) = p.order.pop_front() else { break };
             if p.classes.get_mut(&old).and_then(|c| c.free.pop()).is_some() {
                 p.bytes -= old * 4;
             }
         }
-        p.bytes += len * 4;
-        p.order.push_back(len);
-        p.classes.get_mut(&len).expect("checked above").free.push(v);
+        p.bytes += cap * 4;
+        p.order.push_back(cap);
+        p.classes.get_mut(&cap).expect("checked above").free.push(v);
     });
 }
 
@@ -169,7 +186,36 @@ mod tests {
     use super::*;
 
     fn pooled(len: usize) -> usize {
-        POOL.with(|p| p.borrow().classes.get(&len).map_or(0, |c| c.free.len()))
+        POOL.with(|p| p.borrow().classes.get(&size_class(len)).map_or(0, |c| c.free.len()))
+    }
+
+    #[test]
+    fn nearby_lengths_share_a_size_class() {
+        assert_eq!(size_class(100), 100, "too small to pool: as it is");
+        assert_eq!(
+            (size_class(1024), size_class(1025), size_class(1152)),
+            (1024, 1152, 1152)
+        );
+        assert_eq!(
+            (size_class(3000), size_class(3072), size_class(3073)),
+            (3072, 3072, 3328)
+        );
+        for len in 1024..20_000 {
+            let c = size_class(len);
+            assert!(c >= len && c * 8 <= len * 9, "{len} -> {c}");
+            assert_eq!(size_class(c), c);
+        }
+        let mut a = take(3000);
+        assert_eq!((a.len(), a.capacity()), (3000, 3072));
+        a[2999] = 7.0;
+        let ptr = a.as_ptr();
+        recycle(a);
+        let b = take(3050);
+        assert_eq!((b.as_ptr(), b.len()), (ptr, 3050), "3050 reuses 3000's buffer");
+        recycle(b);
+        let c = take(2900);
+        assert_eq!((c.as_ptr(), c.len()), (ptr, 2900));
+        recycle(c);
     }
 
     #[test]
@@ -193,18 +239,20 @@ mod tests {
     #[test]
     fn a_length_is_pooled_only_as_often_as_this_thread_takes_it() {
         // Never taken here (allocated outside the pool, or on another thread): freed.
-        recycle(vec![1.0; 3000]);
-        assert_eq!(pooled(3000), 0);
-        // Taken twice: at most two are kept, however many arrive.
-        let (a, b) = (take(3001), take(3001));
-        for v in [a, b, vec![0.0; 3001], vec![0.0; 3001]] {
-            recycle(v);
-        }
-        assert_eq!(pooled(3001), 2);
+        recycle(vec![1.0; 4096]);
+        assert_eq!(pooled(4096), 0);
+        let a = take(3001);
+        // A capacity that is not a size class: freed.
+        recycle(Vec::with_capacity(3001));
+        assert_eq!(pooled(3001), 0);
+        // Taken once in this window: one is kept, however many arrive.
+        recycle(a);
+        recycle(vec![0.0; 3072]);
+        assert_eq!(pooled(3001), 1);
         // From another thread, which never took it: freed there.
         std::thread::spawn(|| {
-            recycle(vec![0.0; 3001]);
-            assert_eq!(pooled(3001), 0);
+            recycle(vec![0.0; 3072]);
+            assert_eq!(pooled(3072), 0);
         })
         .join()
         .unwrap();
