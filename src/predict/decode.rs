@@ -96,7 +96,15 @@ fn decode(bytes: &[u8]) -> crate::Result<DynamicImage> {
 /// Decodes image bytes as 8-bit RGB (transparency over white); see [`decode_gray`] for the
 /// limits.
 pub fn decode_rgb(bytes: &[u8]) -> crate::Result<RgbImage> {
-    let rgba = decode(bytes)?.to_rgba8();
+    let rgba = match decode(bytes)? {
+        // Opaque: nothing to put over white (the general path gives the same bytes).
+        DynamicImage::ImageRgb8(rgb) => return Ok(rgb),
+        DynamicImage::ImageLuma8(g) => {
+            let px = g.as_raw().iter().flat_map(|&v| [v, v, v]).collect();
+            return Ok(RgbImage::from_raw(g.width(), g.height(), px).expect("three bytes a pixel"));
+        }
+        img => img.to_rgba8(),
+    };
     Ok(RgbImage::from_fn(rgba.width(), rgba.height(), |x, y| {
         let p = rgba.get_pixel(x, y);
         let a = p[3] as u32;

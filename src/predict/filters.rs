@@ -3,8 +3,6 @@
 //! pixel with a monotone deque), box blur, 3x3 median, grey dilation/erosion by a disk,
 //! chamfer distance transforms, 8-connected components, quantiles and Otsu's threshold.
 
-use std::collections::VecDeque;
-
 use image::{ImageBuffer, Luma, imageops};
 
 /// A gray image as a flat f32 buffer: `px[y * w + x]`, values 0 to 255.
@@ -81,45 +79,97 @@ pub fn shrink_to(p: &Plane, side: usize) -> Plane {
     resize(p, w, h)
 }
 
-/// The max (or min) over a window of `2r + 1` values around each element of a line, in O(1)
-/// per element with a monotone deque (indices whose values decrease, or increase, from the
-/// front). `get(i)` reads element i of the line of length `n`; `set(i, v)` writes the result.
-fn sliding_extreme(n: usize, r: usize, max: bool, get: impl Fn(usize) -> f32, mut set: impl FnMut(usize, f32)) {
-    let better = |a: f32, b: f32| if max { a >= b } else { a <= b };
-    let mut q: VecDeque<usize> = VecDeque::new();
-    let mut next = 0; // the next index to enter the window
-    for i in 0..n {
-        let hi = (i + r).min(n - 1);
-        while next <= hi {
-            let v = get(next);
-            while q.back().is_some_and(|&j| better(v, get(j))) {
-                q.pop_back();
+/// The max (or min, by `op`) over the window of `2r + 1` rows around each row of the `n` x
+/// `w` values `src` (row by row; the window clipped at the top and bottom), for every column,
+/// in three `op`s per value whatever `r` is (van Herk / Gil-Werman): the rows, padded with `r`
+/// rows of `id` at each end, are cut into blocks of `2r + 1`; the running extreme from each
+/// block's first row (`g`) and from its last (`h`) give any window's as `op(h[i], g[i + 2r])`.
+/// Strips of [`STRIP`] columns at a time, so `g` and `h` stay in cache, and each step is an
+/// elementwise `op` of two rows, which vectorises.
+fn sliding_extreme_columns(
+    src: &[f32],
+    n: usize,
+    w: usize,
+    r: usize,
+    id: f32,
+    op: impl Fn(f32, f32) -> f32,
+) -> Vec<f32> {
+    const STRIP: usize = 64;
+    let k = 2 * r + 1;
+    let len = (n + 2 * r).div_ceil(k) * k;
+    let mut out = vec![0.0f32; n * w];
+    let (mut g, mut h) = (vec![id; len * STRIP], vec![id; len * STRIP]);
+    for c0 in (0..w).step_by(STRIP) {
+        let sw = STRIP.min(w - c0);
+        // Padded row j of the strip: src's row j - r, or the identity in the padding.
+        let row = |j: usize| (j >= r && j < n + r).then(|| &src[(j - r) * w + c0..(j - r) * w + c0 + sw]);
+        let apply = |cur: &mut [f32], j: usize| {
+            if let Some(v) = row(j) {
+                cur.iter_mut().zip(v).for_each(|(c, &v)| *c = op(*c, v));
             }
-            q.push_back(next);
-            next += 1;
+        };
+        for start in (0..len).step_by(k) {
+            g[start * sw..(start + 1) * sw].fill(id);
+            apply(&mut g[start * sw..(start + 1) * sw], start);
+            for j in start + 1..start + k {
+                let (done, rest) = g.split_at_mut(j * sw);
+                let cur = &mut rest[..sw];
+                cur.copy_from_slice(&done[(j - 1) * sw..]);
+                apply(cur, j);
+            }
+            let last = start + k - 1;
+            h[last * sw..(last + 1) * sw].fill(id);
+            apply(&mut h[last * sw..(last + 1) * sw], last);
+            for j in (start..last).rev() {
+                let (cur, after) = h.split_at_mut((j + 1) * sw);
+                let cur = &mut cur[j * sw..];
+                cur.copy_from_slice(&after[..sw]);
+                apply(cur, j);
+            }
         }
-        while q.front().is_some_and(|&j| j + r < i) {
-            q.pop_front();
+        for i in 0..n {
+            let (hi, gi) = (&h[i * sw..(i + 1) * sw], &g[(i + 2 * r) * sw..(i + 2 * r + 1) * sw]);
+            let o = &mut out[i * w + c0..i * w + c0 + sw];
+            o.iter_mut()
+                .zip(hi.iter().zip(gi))
+                .for_each(|(o, (&a, &b))| *o = op(a, b));
         }
-        set(i, get(*q.front().expect("the window holds element i")));
     }
+    out
+}
+
+/// The `w` x `h` values (row by row) transposed to `h` x `w`, in tiles that stay in cache.
+fn transpose(src: &[f32], w: usize, h: usize) -> Vec<f32> {
+    const T: usize = 32;
+    let mut out = vec![0.0f32; w * h];
+    for y0 in (0..h).step_by(T) {
+        for x0 in (0..w).step_by(T) {
+            for y in y0..(y0 + T).min(h) {
+                for x in x0..(x0 + T).min(w) {
+                    out[x * h + y] = src[y * w + x];
+                }
+            }
+        }
+    }
+    out
 }
 
 /// The max (`max = true`) or min over the (2r+1) x (2r+1) square around each pixel (the
-/// window clipped at the edges): grey dilation or erosion by a square.
+/// window clipped at the edges): grey dilation or erosion by a square. Columns, then rows (as
+/// the columns of the transposed image).
 pub fn square_extreme(p: &Plane, r: usize, max: bool) -> Plane {
     let (w, h) = (p.w, p.h);
-    let mut rows = vec![0.0f32; w * h];
-    for y in 0..h {
-        let line = &p.px[y * w..(y + 1) * w];
-        let out = &mut rows[y * w..(y + 1) * w];
-        sliding_extreme(w, r, max, |i| line[i], |i, v| out[i] = v);
+    fn run(p: &Plane, r: usize, id: f32, op: impl Fn(f32, f32) -> f32 + Copy) -> Vec<f32> {
+        let cols = sliding_extreme_columns(&p.px, p.h, p.w, r, id, op);
+        let t = transpose(&cols, p.w, p.h);
+        transpose(&sliding_extreme_columns(&t, p.w, p.h, r, id, op), p.h, p.w)
     }
-    let mut out = vec![0.0f32; w * h];
-    for x in 0..w {
-        sliding_extreme(h, r, max, |i| rows[i * w + x], |i, v| out[i * w + x] = v);
-    }
-    Plane { w, h, px: out }
+    let px = if max {
+        run(p, r, f32::NEG_INFINITY, |a, b| a.max(b))
+    } else {
+        run(p, r, f32::INFINITY, |a, b| a.min(b))
+    };
+    Plane { w, h, px }
 }
 
 /// The mean over the (2r+1) x (2r+1) square around each pixel (the window clipped at the
@@ -295,22 +345,47 @@ pub fn components(mask: &[bool], w: usize, h: usize) -> (Vec<usize>, Vec<Compone
 
 /// The q-quantile (0 to 1) of the values (nearest rank); 0 for none.
 pub fn quantile(values: &[f32], q: f64) -> f32 {
+    quantiles(values, [q])[0]
+}
+
+/// Several quantiles of the same values ([`quantile`] of each), with one copy of them: each
+/// selection after the first searches only the part above the one before.
+pub fn quantiles<const K: usize>(values: &[f32], qs: [f64; K]) -> [f32; K] {
     if values.is_empty() {
-        return 0.0;
+        return [0.0; K];
     }
     let mut v = values.to_vec();
-    let k = ((v.len() - 1) as f64 * q.clamp(0.0, 1.0)).round() as usize;
-    *v.select_nth_unstable_by(k, f32::total_cmp).1
+    let last = v.len() - 1;
+    let rank = |q: f64| (last as f64 * q.clamp(0.0, 1.0)).round() as usize;
+    let mut order: [usize; K] = std::array::from_fn(|i| i);
+    order.sort_by_key(|&i| rank(qs[i]));
+    let mut out = [0.0; K];
+    let mut from = 0;
+    for i in order {
+        let k = rank(qs[i]);
+        // Everything before `from` is at most the value there: rank k is in v[from..].
+        out[i] = *v[from..].select_nth_unstable_by(k - from, f32::total_cmp).1;
+        from = k;
+    }
+    out
 }
 
 /// Otsu's threshold of values in 0..=255 (256 bins): the level that maximises the between-class
 /// variance, with that variance's share of the total (0 to 1, the separability). A pixel is
 /// above the threshold when its value is `>= threshold`.
 pub fn otsu(values: &[f32]) -> (f32, f32) {
-    let mut hist = [0f64; 256];
-    for &v in values {
-        hist[v.clamp(0.0, 255.0) as usize] += 1.0;
+    // Four histograms, so that runs of equal values (paper) do not wait on one counter.
+    let mut hists = [[0u32; 256]; 4];
+    let mut quads = values.chunks_exact(4);
+    for q in &mut quads {
+        for (hist, &v) in hists.iter_mut().zip(q) {
+            hist[v.clamp(0.0, 255.0) as usize] += 1;
+        }
     }
+    for &v in quads.remainder() {
+        hists[0][v.clamp(0.0, 255.0) as usize] += 1;
+    }
+    let hist: [f64; 256] = std::array::from_fn(|i| hists.iter().map(|h| h[i] as f64).sum());
     let n: f64 = hist.iter().sum();
     if n == 0.0 {
         return (128.0, 0.0);
@@ -356,8 +431,12 @@ mod tests {
 
     #[test]
     fn square_extremes_match_a_brute_force_window() {
-        let p = plane(13, 9, |x, y| ((x * 7 + y * 13) % 11) as f32);
-        for r in [0, 1, 3, 20] {
+        // Small, and wider than a strip of columns (with windows wider than the image).
+        for (p, r) in [0, 1, 3, 20]
+            .map(|r| (plane(13, 9, |x, y| ((x * 7 + y * 13) % 11) as f32), r))
+            .into_iter()
+            .chain([2, 9, 80].map(|r| (plane(150, 70, |x, y| ((x * 31 + y * 17) % 97) as f32), r)))
+        {
             for max in [true, false] {
                 let got = square_extreme(&p, r, max);
                 for y in 0..p.h {
@@ -412,6 +491,10 @@ mod tests {
         assert_eq!((comps[0].edge_px, comps[1].edge_px), (1, 0));
         assert_eq!((comps[0].area, comps[0].x1, comps[0].y1), (2, 1, 1));
         assert_eq!(quantile(&[3.0, 1.0, 2.0], 0.5), 2.0);
+        let v: Vec<f32> = (0..1001).map(|i| ((i * 7919) % 1001) as f32).collect();
+        let qs = [0.999, 0.001, 0.5, 0.5, 1.0];
+        assert_eq!(quantiles(&v, qs), qs.map(|q| quantile(&v, q)));
+        assert_eq!(quantiles(&v, qs), [999.0, 1.0, 500.0, 500.0, 1000.0]);
         let grown = disk_extreme(&plane(5, 5, |x, y| if (x, y) == (2, 2) { 9.0 } else { 0.0 }), 1.0, true);
         assert_eq!(
             grown.px.iter().filter(|&&v| v == 9.0).count(),

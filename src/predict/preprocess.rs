@@ -23,7 +23,8 @@
 use image::{GrayImage, Luma, RgbImage};
 
 use super::filters::{
-    Plane, box_blur, components, disk_extreme, distance_to, median3, otsu, quantile, resize, shrink_to, square_extreme,
+    Plane, box_blur, components, disk_extreme, distance_to, median3, otsu, quantile, quantiles, resize, shrink_to,
+    square_extreme,
 };
 use crate::Error;
 
@@ -61,6 +62,19 @@ pub fn gray_plane(img: &GrayImage) -> Plane {
         h: img.height() as usize,
         px: img.as_raw().iter().map(|&v| v as f32).collect(),
     }
+}
+
+/// The luma plane of an image, as [`work_planes`] computes it (before shrinking).
+fn luma_plane(img: &RgbImage) -> Plane {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let px = img
+        .pixels()
+        .map(|p| {
+            let [r, g, b] = p.0.map(|c| c as f32);
+            0.2126 * r + 0.7152 * g + 0.0722 * b
+        })
+        .collect();
+    Plane { w, h, px }
 }
 
 /// Step 1: luma, R, G and B of the image shrunk to [`WORK`] pixels a side.
@@ -124,9 +138,7 @@ pub fn denoise(p: &Plane) -> Plane {
 /// Step 3: whether the ink is darker than the paper. The paper is the median; the side whose
 /// extreme (the 0.1% quantile) lies further from it holds the ink.
 pub fn dark_ink(p: &Plane) -> bool {
-    let paper = quantile(&p.px, 0.5);
-    let darkest = quantile(&p.px, 0.001);
-    let lightest = quantile(&p.px, 0.999);
+    let [darkest, paper, lightest] = quantiles(&p.px, [0.001, 0.5, 0.999]);
     paper - darkest >= lightest - paper
 }
 
@@ -445,12 +457,15 @@ pub fn preprocess_with(img: &RgbImage, cfg: PreprocessConfig) -> crate::Result<G
     if img.width() == 0 || img.height() == 0 {
         return Err(Error::format_problem("empty image (0 pixels)"));
     }
-    if !cfg.deskew && img.pixels().all(|p| p[0] == p[1] && p[1] == p[2]) {
+    if img.pixels().all(|p| p[0] == p[1] && p[1] == p[2]) {
         // Equal channels: luma is each channel's value exactly.
         let gray = super::decode::rgb_to_gray(img);
-        if is_mnist_shaped(&gray) {
+        if !cfg.deskew && is_mnist_shaped(&gray) {
             return Ok(gray);
         }
+        // No colour channel can separate ink from paper better than luma (they are luma):
+        // step 1 would choose it, so only luma is made.
+        return prepare(shrink_to(&luma_plane(img), WORK), cfg);
     }
     prepare(pick_channel(work_planes(img)), cfg)
 }
