@@ -8,11 +8,14 @@
 //! `chromedriver` on PATH, or the CHROME_BIN and CHROMEDRIVER env vars). Without them the test
 //! fails; `MNIST_CNN_SKIP_BROWSER=1` skips it, loudly.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+mod common;
+use common::Server;
 
 use base64::Engine;
 use serde_json::{Value, json};
@@ -32,30 +35,6 @@ impl Drop for Killed {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-/// `mnist-cnn serve` on a free port, the way tests/serve.rs starts it.
-fn start_server() -> (Killed, String) {
-    // An empty runs directory: the bundled model is used, whatever runs/ holds.
-    let runs = std::env::temp_dir().join(format!("mnist-cnn-browser-test-no-runs-{}", std::process::id()));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mnist-cnn"))
-        .args(["serve", "--addr", "127.0.0.1:0"])
-        .env("MNIST_CNN_RUNS_DIR", &runs)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the binary starts");
-    let stdout = child.stdout.take().unwrap();
-    let guard = Killed(child);
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("serving on ")
-        .unwrap_or_else(|| panic!("first line {line:?}"))
-        .to_string();
-    assert!(url.starts_with("http://127.0.0.1:") && !url.ends_with(":0"), "{url}");
-    (guard, url)
 }
 
 /// `name` in a directory of PATH.
@@ -422,7 +401,8 @@ fn drawing_page_predicts_digits_drawn_in_headless_chromium() {
         .join("browser");
 
     // Dropped in reverse order: the session (and browser), chromedriver, the server.
-    let (_server, url) = start_server();
+    let server = Server::start(&[]);
+    let url = server.url.clone();
     let driver = Driver::start(&chromedriver);
     let s = Session::new(&driver, &chrome);
     s.post("/url", &json!({"url": url}));

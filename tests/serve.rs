@@ -3,57 +3,16 @@
 //! predictions equal to the library's own forward pass, a full queue's 503, and a graceful
 //! shutdown on SIGTERM. Each test kills its servers when it ends.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use base64::Engine;
 use mnist_cnn::Tensor;
 use serde_json::{Value, json};
 
-/// A running server, killed when dropped.
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Server {
-    fn start(extra: &[&str]) -> Server {
-        // An empty runs directory: the bundled model is used, whatever runs/ holds.
-        let runs = std::env::temp_dir().join(format!("mnist-cnn-serve-test-no-runs-{}", std::process::id()));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mnist-cnn"))
-            .args(["serve", "--addr", "127.0.0.1:0"])
-            .args(extra)
-            .env("MNIST_CNN_RUNS_DIR", &runs)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the binary starts");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let url = line
-            .trim()
-            .strip_prefix("serving on ")
-            .unwrap_or_else(|| panic!("first line {line:?}"))
-            .to_string();
-        assert!(url.starts_with("http://127.0.0.1:") && !url.ends_with(":0"), "{url}");
-        Server { child, url }
-    }
-
-    fn at(&self, path: &str) -> String {
-        format!("{}{path}", self.url)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+mod common;
+use common::Server;
 
 fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
