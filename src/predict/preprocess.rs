@@ -109,18 +109,33 @@ pub fn denoise(p: &Plane) -> Plane {
     }
     // An impulse is a pixel over 64 levels above (or below) all 8 of its neighbours: a speck,
     // not a stroke (a stroke's pixels have neighbours along it).
-    let impulses = (1..p.h - 1)
-        .flat_map(|y| (1..p.w - 1).map(move |x| (x, y)))
-        .filter(|&(x, y)| {
-            let v = p.at(x, y);
-            let (mut lo, mut hi) = (f32::MAX, f32::MIN);
-            for (dx, dy) in [(0, 0), (1, 0), (2, 0), (0, 1), (2, 1), (0, 2), (1, 2), (2, 2)] {
-                let n = p.at(x + dx - 1, y + dy - 1);
-                (lo, hi) = (lo.min(n), hi.max(n));
-            }
-            v - hi > 64.0 || lo - v > 64.0
+    let w = p.w;
+    let rows: Vec<&[f32]> = p.px.chunks_exact(w).collect();
+    let impulses: usize = rows
+        .windows(3)
+        .map(|r| {
+            let (up, mid, down) = (r[0], r[1], r[2]);
+            (1..w - 1)
+                .filter(|&x| {
+                    let v = mid[x];
+                    let around = [
+                        up[x - 1],
+                        up[x],
+                        up[x + 1],
+                        mid[x - 1],
+                        mid[x + 1],
+                        down[x - 1],
+                        down[x],
+                        down[x + 1],
+                    ];
+                    let (lo, hi) = around
+                        .iter()
+                        .fold((f32::MAX, f32::MIN), |(lo, hi), &n| (lo.min(n), hi.max(n)));
+                    v - hi > 64.0 || lo - v > 64.0
+                })
+                .count()
         })
-        .count();
+        .sum();
     let p = if impulses as f64 > 0.01 * p.px.len() as f64 {
         median3(p)
     } else {
