@@ -21,6 +21,57 @@ pub(super) const MR: usize = 16;
 /// Register rows of the backends whose vector takes several registers (see [`Simd::ROWS`]).
 const GROUP: usize = 4;
 
+/// Runs `$body` once per group of register rows covering rows `0..$rows` of a block of
+/// [`MR`] = 16, with `$r0` the group's first row and `$g` (a `const`) its size: one group of 16
+/// where the backend holds 16 rows ([`Simd::ROWS`]); 6 + 6 + 4 where it holds 6 (AVX2: 12 of the
+/// 16 registers for accumulators); else groups of [`GROUP`] = 4. Groups past `$rows` are skipped.
+/// Each row's sum is the same in any grouping, so the bits are too.
+macro_rules! for_each_group {
+    ($s:ty, $rows:expr, |$r0:ident, $g:ident| $body:block) => {{
+        let rows: usize = $rows;
+        if <$s as Simd>::ROWS >= MR {
+            const $g: usize = MR;
+            let $r0 = 0usize;
+            $body
+        } else if <$s as Simd>::ROWS >= 6 {
+            {
+                const $g: usize = 6;
+                let $r0 = 0usize;
+                $body
+            }
+            if rows > 6 {
+                const $g: usize = 6;
+                let $r0 = 6usize;
+                $body
+            }
+            if rows > 12 {
+                const $g: usize = 4;
+                let $r0 = 12usize;
+                $body
+            }
+        } else {
+            for $r0 in (0..rows).step_by(GROUP) {
+                const $g: usize = GROUP;
+                $body
+            }
+        }
+    }};
+}
+
+/// Calls `$f(w)` with `w` = `$w`, as the constant [`LANES`] when it is (a whole vector: the
+/// loads and stores inside then compile without their partial-vector branches).
+macro_rules! with_width {
+    ($w:expr, |$v:ident| $body:expr) => {{
+        if $w == LANES {
+            let $v = LANES;
+            $body
+        } else {
+            let $v = $w;
+            $body
+        }
+    }};
+}
+
 /// Rows per block of the reductions over pixels (weight and bias gradients): each block is
 /// summed in registers from zero, and the block sums are added in order into the result in
 /// memory. Shorter running sums than one over all of a chunk's pixels (1,568 for the first
@@ -69,8 +120,15 @@ pub(super) fn rows_times_matrix<S: Simd, const AS: usize, const R: usize>(
     if S::ROWS >= R {
         return rows_times_matrix_block::<S, AS, R>(s, a, st, (k, n), b, ldb, bias, c, ldc, (rows, relu));
     }
-    assert!(R.is_multiple_of(GROUP));
     let stride = if AS > 0 { AS } else { st };
+    if R == MR {
+        for_each_group!(S, rows, |r0, G| {
+            let (ag, cg, rg) = (&a[r0 * stride..], &mut c[r0 * ldc..], G.min(rows - r0));
+            rows_times_matrix_block::<S, AS, G>(s, ag, st, (k, n), b, ldb, bias, cg, ldc, (rg, relu));
+        });
+        return;
+    }
+    assert!(R.is_multiple_of(GROUP));
     for r0 in (0..rows).step_by(GROUP) {
         let (ag, cg, rg) = (&a[r0 * stride..], &mut c[r0 * ldc..], GROUP.min(rows - r0));
         rows_times_matrix_block::<S, AS, GROUP>(s, ag, st, (k, n), b, ldb, bias, cg, ldc, (rg, relu));
@@ -116,8 +174,8 @@ fn rows_times_matrix_block<S: Simd, const AS: usize, const R: usize>(
 
 /// C (16 x N; rows < `rows` stored) = sum over m < M of A[m, k0..k0+16]^T D[m, ..N] (summed in
 /// blocks of [`SUM_BLOCK`] rows, see [`fold_block`]): the
-/// transposed product, 16 columns of A in registers (or [`GROUP`] at a time, see
-/// [`Simd::ROWS`]: the same sums), reduced over the rows of A and D.
+/// transposed product, 16 columns of A in registers (or fewer at a time, see
+/// [`for_each_group`]: the same sums), reduced over the rows of A and D.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 pub(super) fn columns_times_matrix<S: Simd>(
@@ -131,45 +189,52 @@ pub(super) fn columns_times_matrix<S: Simd>(
     ldc: usize,
     rows: usize,
 ) {
-    if S::ROWS >= MR {
-        return columns_times_matrix_block::<S, MR>(s, a, lda, (m, k0, n), d, ldd, c, ldc, rows);
-    }
-    for c0 in (0..rows).step_by(GROUP) {
-        let (cg, rg) = (&mut c[c0 * ldc..], GROUP.min(rows - c0));
-        columns_times_matrix_block::<S, GROUP>(s, a, lda, (m, k0 + c0, n), d, ldd, cg, ldc, rg);
+    assert!(
+        m == 0 || (a.len() >= (m - 1) * lda + k0 + MR && d.len() >= (m - 1) * ldd + n),
+        "columns_times_matrix: A or D too short"
+    );
+    for n0 in (0..n).step_by(LANES) {
+        for_each_group!(S, rows, |c0, G| {
+            let cg = &mut c[c0 * ldc..];
+            let rg = G.min(rows - c0);
+            with_width!(LANES.min(n - n0), |w| sum_columns::<S, G>(
+                s,
+                m,
+                (d, ldd, n0, w),
+                |mm| {
+                    // SAFETY: mm < m, so mm * lda + k0 + c0 + G <= (m - 1) * lda + k0 + MR
+                    // <= a.len() (asserted above; c0 + G <= MR).
+                    unsafe { &*a.as_ptr().add(mm * lda + k0 + c0).cast::<[f32; G]>() }
+                },
+                (cg, ldc, rg)
+            ));
+        });
     }
 }
 
-/// [`columns_times_matrix`] for the G columns k0.. of A.
-#[allow(clippy::too_many_arguments)]
+/// The reduction of the column kernels, for G columns and the output columns n0..n0+w: per
+/// block of [`SUM_BLOCK`] rows, acc[j] = sum over the block's rows mm, in order, of
+/// `col(mm)[j]` * D[mm, n0..n0+w], folded into C (rows < `rows` of stride ldc) with
+/// [`fold_block`]. One block (of zeros) when m = 0.
 #[inline(always)]
-fn columns_times_matrix_block<S: Simd, const G: usize>(
+fn sum_columns<'a, S: Simd, const G: usize>(
     s: S,
-    a: &[f32],
-    lda: usize,
-    (m, k0, n): (usize, usize, usize),
-    d: &[f32],
-    ldd: usize,
-    c: &mut [f32],
-    ldc: usize,
-    rows: usize,
+    m: usize,
+    (d, ldd, n0, w): (&[f32], usize, usize, usize),
+    col: impl Fn(usize) -> &'a [f32; G],
+    (c, ldc, rows): (&mut [f32], usize, usize),
 ) {
-    for n0 in (0..n).step_by(LANES) {
-        let w = LANES.min(n - n0);
-        let mut acc = [s.splat(0.0); G];
-        for mm in 0..m {
-            let dv = s.load(&d[mm * ldd + n0..], w);
-            let ar: &[f32; G] = a[mm * lda + k0..][..G].try_into().expect("G values");
-            for (v, &x) in acc.iter_mut().zip(ar) {
+    assert!(m == 0 || d.len() >= (m - 1) * ldd + n0 + w, "sum_columns: D too short");
+    for b0 in (0..m.max(1)).step_by(SUM_BLOCK) {
+        let mut acc = [s.zero(); G];
+        for mm in b0..m.min(b0 + SUM_BLOCK) {
+            // SAFETY: mm * ldd + n0 <= (m - 1) * ldd + n0 <= d.len() - w (asserted above).
+            let dv = s.load(unsafe { d.get_unchecked(mm * ldd + n0..) }, w);
+            for (v, &x) in acc.iter_mut().zip(col(mm)) {
                 *v = s.mul_add(s.splat(x), dv, *v);
             }
-            if (mm + 1) % SUM_BLOCK == 0 || mm + 1 == m {
-                fold_block(s, &mut acc, c, (ldc, n0, w), rows, mm < SUM_BLOCK);
-            }
         }
-        if m == 0 {
-            fold_block(s, &mut acc, c, (ldc, n0, w), rows, true);
-        }
+        fold_block(s, &mut acc, c, (ldc, n0, w), rows, b0 == 0);
     }
 }
 
@@ -200,7 +265,8 @@ pub(super) fn block_times_matrix<S: Simd, const AS: usize>(
 /// A[m, k0..k0+16] = the 16 channels from cb of the pixel that output pixel m reads through
 /// tap t (offsets `pix`, from [`pixel_taps`](super::layout::pixel_taps)), zeros in the padding.
 /// The same multiply-adds in the same order, so the same bits.
-/// On backends with fewer register rows ([`Simd::ROWS`]), [`GROUP`] channels at a time.
+/// On backends with fewer register rows ([`Simd::ROWS`]), fewer channels at a time (see
+/// [`for_each_group`]).
 #[inline(always)]
 pub(super) fn tap_columns_times_matrix<S: Simd>(
     s: S,
@@ -210,52 +276,38 @@ pub(super) fn tap_columns_times_matrix<S: Simd>(
     d: &[f32],
     c: &mut [f32],
 ) {
-    if S::ROWS >= MR {
-        return tap_columns_times_matrix_block::<S, MR>(s, g, (x, pix), (m, t, cb), d, c);
-    }
-    for c0 in (0..MR).step_by(GROUP) {
-        tap_columns_times_matrix_block::<S, GROUP>(s, g, (x, pix), (m, t, cb + c0), d, &mut c[c0 * g.oc..]);
-    }
-}
-
-/// [`tap_columns_times_matrix`] for the G channels from cb.
-#[inline(always)]
-fn tap_columns_times_matrix_block<S: Simd, const G: usize>(
-    s: S,
-    g: &ConvGeom,
-    (x, pix): (&[f32], &[usize]),
-    (m, t, cb): (usize, usize, usize),
-    d: &[f32],
-    c: &mut [f32],
-) {
-    let (n, kk) = (g.oc, g.kh * g.kw);
-    let zeros = [0.0f32; G];
+    let (n, kk, ohw) = (g.oc, g.kh * g.kw, g.ohw());
+    assert!(
+        cb + MR <= g.c && d.len() >= m * n && c.len() >= MR * n,
+        "tap_columns_times_matrix: dy or dW too short"
+    );
+    // Per output pixel of the chunk: where its 16 channels sit in x, or usize::MAX (padding).
+    let rowoff: Vec<usize> = (0..m)
+        .map(|mm| match pix[(mm % ohw) * kk + t] {
+            usize::MAX => usize::MAX,
+            off => (mm / ohw) * g.in_size() + off + cb,
+        })
+        .collect();
+    assert!(
+        rowoff.iter().all(|&o| o == usize::MAX || o + MR <= x.len()),
+        "tap_columns_times_matrix: x too short"
+    );
+    let zeros = [0.0f32; MR];
     for n0 in (0..n).step_by(LANES) {
-        let w = LANES.min(n - n0);
-        let mut acc = [s.splat(0.0); G];
-        let (mut base, mut o) = (0, 0);
-        for (mm, drow) in d.chunks(n).take(m).enumerate() {
-            let dv = s.load(&drow[n0..], w);
-            let off = pix[o * kk + t];
-            let ar: &[f32; G] = if off == usize::MAX {
-                &zeros
-            } else {
-                x[base + off + cb..][..G].try_into().expect("G values")
-            };
-            for (v, &xv) in acc.iter_mut().zip(ar) {
-                *v = s.mul_add(s.splat(xv), dv, *v);
-            }
-            o += 1;
-            if o == g.ohw() {
-                (o, base) = (0, base + g.in_size());
-            }
-            if (mm + 1) % SUM_BLOCK == 0 || mm + 1 == m {
-                fold_block(s, &mut acc, c, (n, n0, w), G, mm < SUM_BLOCK);
-            }
-        }
-        if m == 0 {
-            fold_block(s, &mut acc, c, (n, n0, w), G, true);
-        }
+        for_each_group!(S, MR, |c0, G| {
+            let zg: &[f32; G] = zeros[..G].try_into().expect("G zeros");
+            with_width!(LANES.min(n - n0), |w| sum_columns::<S, G>(
+                s,
+                m,
+                (d, n, n0, w),
+                |mm| match rowoff[mm] {
+                    usize::MAX => zg,
+                    // SAFETY: o + MR <= x.len() (asserted above) and c0 + G <= MR.
+                    o => unsafe { &*x.as_ptr().add(o + c0).cast::<[f32; G]>() },
+                },
+                (&mut c[c0 * n..], n, G)
+            ));
+        });
     }
 }
 
@@ -323,8 +375,9 @@ fn taps_times_matrix_block<S: Simd, const G: usize>(
 /// A[m, k0..k0+16]^T D[m, ..N], `A[m, k] = planes[base[m] + koff[k]]`. With `y`, D is first
 /// masked to where y > 0 (a fused ReLU's backward); with `db`, the column sums of D go there.
 /// The same operations in the same order as the separate passes, so the same bits.
-/// On backends with fewer register rows ([`Simd::ROWS`]), [`GROUP`] columns at a time (the
-/// first group also sums dbias).
+/// On backends with fewer register rows ([`Simd::ROWS`]), fewer columns at a time: on those
+/// with 6 (AVX2), 4 (the first group, which also sums dbias and so needs two more registers),
+/// then 5, 5 and 2 (the mask takes two registers); on the others [`GROUP`] at a time.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 pub(super) fn taps_columns_times_matrix<S: Simd>(
@@ -340,10 +393,30 @@ pub(super) fn taps_columns_times_matrix<S: Simd>(
     if S::ROWS >= MR {
         return taps_columns_times_matrix_block::<S, MR>(s, planes, (base, koff), n, (d, y), c, rows, db);
     }
+    macro_rules! group {
+        ($c0:expr, $g:expr) => {{
+            const G: usize = $g;
+            let c0: usize = $c0;
+            let kg: &[usize; G] = koff[c0..][..G].try_into().expect("G columns");
+            let (cg, rg) = (&mut c[c0 * n..], G.min(rows - c0));
+            taps_columns_times_matrix_block::<S, G>(s, planes, (base, kg), n, (d, y), cg, rg, db.take());
+        }};
+    }
+    if S::ROWS >= 6 {
+        group!(0, 4);
+        if rows > 4 {
+            group!(4, 5);
+        }
+        if rows > 9 {
+            group!(9, 5);
+        }
+        if rows > 14 {
+            group!(14, 2);
+        }
+        return;
+    }
     for c0 in (0..rows).step_by(GROUP) {
-        let kg: &[usize; GROUP] = koff[c0..][..GROUP].try_into().expect("GROUP columns");
-        let (cg, rg) = (&mut c[c0 * n..], GROUP.min(rows - c0));
-        taps_columns_times_matrix_block::<S, GROUP>(s, planes, (base, kg), n, (d, y), cg, rg, db.take());
+        group!(c0, GROUP);
     }
 }
 
@@ -360,40 +433,99 @@ fn taps_columns_times_matrix_block<S: Simd, const G: usize>(
     rows: usize,
     mut db: Option<&mut [f32]>,
 ) {
+    let m = base.len();
     let reach = base.iter().max().unwrap_or(&0) + koff.iter().max().unwrap_or(&0);
     assert!(
-        reach < planes.len() && d.len() >= base.len() * n,
-        "taps_columns_times_matrix: planes or dy too short"
+        reach < planes.len() && d.len() >= m * n && y.is_none_or(|y| y.len() >= m * n),
+        "taps_columns_times_matrix: planes, dy or y too short"
     );
     for n0 in (0..n).step_by(LANES) {
         let w = LANES.min(n - n0);
-        let mut acc = [s.splat(0.0); G];
-        let mut sum = [s.splat(0.0)];
-        let m = base.len();
-        for (mm, &b) in base.iter().enumerate() {
-            let mut dv = s.load(&d[mm * n + n0..], w);
-            if let Some(y) = y {
-                dv = s.pass_where_positive(s.load(&y[mm * n + n0..], w), dv);
+        // The loop compiled once per case, with the mask, the bias sum and the width known.
+        match (y, db.as_deref_mut()) {
+            (Some(y), Some(db)) => with_width!(w, |w| taps_columns_block_sums::<S, G, true, true>(
+                s,
+                planes,
+                (base, koff),
+                (n, n0, w),
+                (d, y),
+                (c, rows),
+                db
+            )),
+            (None, Some(db)) => with_width!(w, |w| taps_columns_block_sums::<S, G, false, true>(
+                s,
+                planes,
+                (base, koff),
+                (n, n0, w),
+                (d, d),
+                (c, rows),
+                db
+            )),
+            (Some(y), None) => taps_columns_block_sums::<S, G, true, false>(
+                s,
+                planes,
+                (base, koff),
+                (n, n0, w),
+                (d, y),
+                (c, rows),
+                &mut [],
+            ),
+            (None, None) => with_width!(w, |w| taps_columns_block_sums::<S, G, false, false>(
+                s,
+                planes,
+                (base, koff),
+                (n, n0, w),
+                (d, d),
+                (c, rows),
+                &mut []
+            )),
+        }
+    }
+}
+
+/// The loop of [`taps_columns_times_matrix_block`] for the output columns n0..n0+w: with MASK,
+/// dy masked to where y > 0; with DB, its column sums folded into `db`. Sums in blocks of
+/// [`SUM_BLOCK`] rows (see [`fold_block`]). The caller checked the lengths of the planes
+/// (`reach`), dy and y.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn taps_columns_block_sums<S: Simd, const G: usize, const MASK: bool, const DB: bool>(
+    s: S,
+    planes: &[f32],
+    (base, koff): (&[usize], &[usize; G]),
+    (n, n0, w): (usize, usize, usize),
+    (d, y): (&[f32], &[f32]),
+    (c, rows): (&mut [f32], usize),
+    db: &mut [f32],
+) {
+    let m = base.len();
+    let reach = base.iter().max().unwrap_or(&0) + koff.iter().max().unwrap_or(&0);
+    assert!(
+        reach < planes.len() && n0 + w <= n && d.len() >= m * n && (!MASK || y.len() >= m * n),
+        "taps_columns_block_sums: planes, dy or y too short"
+    );
+    for b0 in (0..m.max(1)).step_by(SUM_BLOCK) {
+        let mut acc = [s.zero(); G];
+        let mut sum = [s.zero()];
+        for (mm, &b) in base.iter().enumerate().take(m.min(b0 + SUM_BLOCK)).skip(b0) {
+            // SAFETY: mm * n + n0 + w <= m * n <= d.len() (and y.len() with MASK), asserted.
+            let mut dv = s.load(unsafe { d.get_unchecked(mm * n + n0..) }, w);
+            if MASK {
+                // SAFETY: as above.
+                dv = s.pass_where_positive(s.load(unsafe { y.get_unchecked(mm * n + n0..) }, w), dv);
             }
-            sum[0] = s.add(sum[0], dv);
+            if DB {
+                sum[0] = s.add(sum[0], dv);
+            }
             for (v, &o) in acc.iter_mut().zip(koff) {
                 // SAFETY: b + o <= max(base) + max(koff) < planes.len(), asserted above.
                 let x = unsafe { *planes.get_unchecked(b + o) };
                 *v = s.mul_add(s.splat(x), dv, *v);
             }
-            if (mm + 1) % SUM_BLOCK == 0 || mm + 1 == m {
-                let first = mm < SUM_BLOCK;
-                fold_block(s, &mut acc, c, (n, n0, w), rows, first);
-                if let Some(db) = db.as_deref_mut() {
-                    fold_block(s, &mut sum, db, (0, n0, w), 1, first);
-                }
-            }
         }
-        if m == 0 {
-            fold_block(s, &mut acc, c, (n, n0, w), rows, true);
-            if let Some(db) = db.as_deref_mut() {
-                fold_block(s, &mut sum, db, (0, n0, w), 1, true);
-            }
+        fold_block(s, &mut acc, c, (n, n0, w), rows, b0 == 0);
+        if DB {
+            fold_block(s, &mut sum, db, (0, n0, w), 1, b0 == 0);
         }
     }
 }
@@ -427,14 +559,10 @@ pub(super) fn rows_times_matrix_into_image<S: Simd, const BS: usize>(
     for t in (0..kk).rev() {
         for cb in (0..c).step_by(LANES) {
             let n0 = t * c + cb;
-            if S::ROWS >= MR {
-                into_image_rows::<S, BS, MR>(s, (blk, wr), (oc, ckk, n0), (&at, 0, rows), (pix, t, cb), dx);
-            } else {
-                // GROUP rows at a time, in order: each dx value gets its terms in the same order.
-                for r0 in (0..rows).step_by(GROUP) {
-                    into_image_rows::<S, BS, GROUP>(s, (blk, wr), (oc, ckk, n0), (&at, r0, rows), (pix, t, cb), dx);
-                }
-            }
+            // Groups of rows in order: each dx value gets its terms in the same order.
+            for_each_group!(S, rows, |r0, G| {
+                into_image_rows::<S, BS, G>(s, (blk, wr), (oc, ckk, n0), (&at, r0, rows), (pix, t, cb), dx);
+            });
         }
     }
 }
