@@ -157,18 +157,25 @@ fn rows_times_matrix_block<S: Simd, const AS: usize, const R: usize>(
     );
     for n0 in (0..n).step_by(LANES) {
         let w = LANES.min(n - n0);
-        let mut acc = [bias.map_or(s.splat(0.0), |b| s.load(&b[n0..], w)); R];
-        for p in 0..k {
-            let bv = s.load(&b[p * ldb + n0..], w);
-            for (r, acc) in acc.iter_mut().enumerate() {
-                // SAFETY: r * st + p <= (R - 1) * st + k - 1 < a.len(), asserted above.
-                let av = unsafe { *a.get_unchecked(r * st + p) };
-                *acc = s.mul_add(s.splat(av), bv, *acc);
+        assert!(
+            k == 0 || b.len() >= (k - 1) * ldb + n0 + w,
+            "rows_times_matrix: B too short"
+        );
+        with_width!(w, |w| {
+            let mut acc = [bias.map_or(s.splat(0.0), |b| s.load(&b[n0..], w)); R];
+            for p in 0..k {
+                // SAFETY: p * ldb + n0 <= (k - 1) * ldb + n0 <= b.len() - w, asserted above.
+                let bv = s.load(unsafe { b.get_unchecked(p * ldb + n0..) }, w);
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    // SAFETY: r * st + p <= (R - 1) * st + k - 1 < a.len(), asserted above.
+                    let av = unsafe { *a.get_unchecked(r * st + p) };
+                    *acc = s.mul_add(s.splat(av), bv, *acc);
+                }
             }
-        }
-        for (r, v) in acc.iter().enumerate().take(rows) {
-            s.store(&mut c[r * ldc + n0..], w, if relu { s.relu(*v) } else { *v });
-        }
+            for (r, v) in acc.iter().enumerate().take(rows) {
+                s.store(&mut c[r * ldc + n0..], w, if relu { s.relu(*v) } else { *v });
+            }
+        });
     }
 }
 
@@ -230,8 +237,10 @@ fn sum_columns<'a, S: Simd, const G: usize>(
         for mm in b0..m.min(b0 + SUM_BLOCK) {
             // SAFETY: mm * ldd + n0 <= (m - 1) * ldd + n0 <= d.len() - w (asserted above).
             let dv = s.load(unsafe { d.get_unchecked(mm * ldd + n0..) }, w);
-            for (v, &x) in acc.iter_mut().zip(col(mm)) {
-                *v = s.mul_add(s.splat(x), dv, *v);
+            // Indexed, not zipped: the row's address is then computed once, not per column.
+            let ar = col(mm);
+            for (j, v) in acc.iter_mut().enumerate() {
+                *v = s.mul_add(s.splat(ar[j]), dv, *v);
             }
         }
         fold_block(s, &mut acc, c, (ldc, n0, w), rows, b0 == 0);
@@ -300,10 +309,16 @@ pub(super) fn tap_columns_times_matrix<S: Simd>(
                 s,
                 m,
                 (d, n, n0, w),
-                |mm| match rowoff[mm] {
-                    usize::MAX => zg,
-                    // SAFETY: o + MR <= x.len() (asserted above) and c0 + G <= MR.
-                    o => unsafe { &*x.as_ptr().add(o + c0).cast::<[f32; G]>() },
+                |mm| {
+                    let o = rowoff[mm];
+                    let p = if o == usize::MAX {
+                        zg.as_ptr()
+                    } else {
+                        x.as_ptr().wrapping_add(o + c0)
+                    };
+                    // SAFETY: p is either the G zeros or x[o + c0..][..G], in bounds as
+                    // o + MR <= x.len() (asserted above) and c0 + G <= MR.
+                    unsafe { &*p.cast::<[f32; G]>() }
                 },
                 (&mut c[c0 * n..], n, G)
             ));
