@@ -200,51 +200,57 @@ pub(super) fn columns_times_matrix<S: Simd>(
         m == 0 || (a.len() >= (m - 1) * lda + k0 + MR && d.len() >= (m - 1) * ldd + n),
         "columns_times_matrix: A or D too short"
     );
-    for n0 in (0..n).step_by(LANES) {
-        for_each_group!(S, rows, |c0, G| {
-            let cg = &mut c[c0 * ldc..];
-            let rg = G.min(rows - c0);
-            with_width!(LANES.min(n - n0), |w| sum_columns::<S, G>(
-                s,
-                m,
-                (d, ldd, n0, w),
-                |mm| {
-                    // SAFETY: mm < m, so mm * lda + k0 + c0 + G <= (m - 1) * lda + k0 + MR
-                    // <= a.len() (asserted above; c0 + G <= MR).
-                    unsafe { &*a.as_ptr().add(mm * lda + k0 + c0).cast::<[f32; G]>() }
-                },
-                (cg, ldc, rg)
-            ));
-        });
+    for b0 in (0..m.max(1)).step_by(SUM_BLOCK) {
+        for n0 in (0..n).step_by(LANES) {
+            for_each_group!(S, rows, |c0, G| {
+                let cg = &mut c[c0 * ldc..];
+                let rg = G.min(rows - c0);
+                with_width!(LANES.min(n - n0), |w| sum_columns::<S, G>(
+                    s,
+                    (b0, m.min(b0 + SUM_BLOCK)),
+                    (d, ldd, n0, w),
+                    |mm| {
+                        // SAFETY: mm < m, so mm * lda + k0 + c0 + G <= (m - 1) * lda + k0 + MR
+                        // <= a.len() (asserted above; c0 + G <= MR).
+                        unsafe { &*a.as_ptr().add(mm * lda + k0 + c0).cast::<[f32; G]>() }
+                    },
+                    (cg, ldc, rg)
+                ));
+            });
+        }
     }
 }
 
-/// The reduction of the column kernels, for G columns and the output columns n0..n0+w: per
-/// block of [`SUM_BLOCK`] rows, acc[j] = sum over the block's rows mm, in order, of
+/// One block of the reduction of the column kernels, for G columns and the output columns
+/// n0..n0+w: acc[j] = sum over the rows mm in b0..end (at most [`SUM_BLOCK`]), in order, of
 /// `col(mm)[j]` * D[mm, n0..n0+w], folded into C (rows < `rows` of stride ldc) with
-/// [`fold_block`]. One block (of zeros) when m = 0.
+/// [`fold_block`] (stored for the first block, b0 = 0). The callers run the blocks outermost,
+/// so that a block of D stays in the L1 cache for all the column groups and output columns;
+/// each value still gets its block sums in block order, so the bits do not depend on it.
 #[inline(always)]
 fn sum_columns<'a, S: Simd, const G: usize>(
     s: S,
-    m: usize,
+    (b0, end): (usize, usize),
     (d, ldd, n0, w): (&[f32], usize, usize, usize),
     col: impl Fn(usize) -> &'a [f32; G],
     (c, ldc, rows): (&mut [f32], usize, usize),
 ) {
-    assert!(m == 0 || d.len() >= (m - 1) * ldd + n0 + w, "sum_columns: D too short");
-    for b0 in (0..m.max(1)).step_by(SUM_BLOCK) {
-        let mut acc = [s.zero(); G];
-        for mm in b0..m.min(b0 + SUM_BLOCK) {
-            // SAFETY: mm * ldd + n0 <= (m - 1) * ldd + n0 <= d.len() - w (asserted above).
-            let dv = s.load(unsafe { d.get_unchecked(mm * ldd + n0..) }, w);
-            // Indexed, not zipped: the row's address is then computed once, not per column.
-            let ar = col(mm);
-            for (j, v) in acc.iter_mut().enumerate() {
-                *v = s.mul_add(s.splat(ar[j]), dv, *v);
-            }
+    assert!(end <= b0 + SUM_BLOCK, "sum_columns: block too long");
+    assert!(
+        end <= b0 || d.len() >= (end - 1) * ldd + n0 + w,
+        "sum_columns: D too short"
+    );
+    let mut acc = [s.zero(); G];
+    for mm in b0..end {
+        // SAFETY: mm * ldd + n0 <= (end - 1) * ldd + n0 <= d.len() - w (asserted above).
+        let dv = s.load(unsafe { d.get_unchecked(mm * ldd + n0..) }, w);
+        // Indexed, not zipped: the row's address is then computed once, not per column.
+        let ar = col(mm);
+        for (j, v) in acc.iter_mut().enumerate() {
+            *v = s.mul_add(s.splat(ar[j]), dv, *v);
         }
-        fold_block(s, &mut acc, c, (ldc, n0, w), rows, b0 == 0);
     }
+    fold_block(s, &mut acc, c, (ldc, n0, w), rows, b0 == 0);
 }
 
 /// The forward's product for one block of up to 16 output pixels, y (rows x OC) = A Wt + bias:
@@ -302,27 +308,29 @@ pub(super) fn tap_columns_times_matrix<S: Simd>(
         "tap_columns_times_matrix: x too short"
     );
     let zeros = [0.0f32; MR];
-    for n0 in (0..n).step_by(LANES) {
-        for_each_group!(S, MR, |c0, G| {
-            let zg: &[f32; G] = zeros[..G].try_into().expect("G zeros");
-            with_width!(LANES.min(n - n0), |w| sum_columns::<S, G>(
-                s,
-                m,
-                (d, n, n0, w),
-                |mm| {
-                    let o = rowoff[mm];
-                    let p = if o == usize::MAX {
-                        zg.as_ptr()
-                    } else {
-                        x.as_ptr().wrapping_add(o + c0)
-                    };
-                    // SAFETY: p is either the G zeros or x[o + c0..][..G], in bounds as
-                    // o + MR <= x.len() (asserted above) and c0 + G <= MR.
-                    unsafe { &*p.cast::<[f32; G]>() }
-                },
-                (&mut c[c0 * n..], n, G)
-            ));
-        });
+    for b0 in (0..m.max(1)).step_by(SUM_BLOCK) {
+        for n0 in (0..n).step_by(LANES) {
+            for_each_group!(S, MR, |c0, G| {
+                let zg: &[f32; G] = zeros[..G].try_into().expect("G zeros");
+                with_width!(LANES.min(n - n0), |w| sum_columns::<S, G>(
+                    s,
+                    (b0, m.min(b0 + SUM_BLOCK)),
+                    (d, n, n0, w),
+                    |mm| {
+                        let o = rowoff[mm];
+                        let p = if o == usize::MAX {
+                            zg.as_ptr()
+                        } else {
+                            x.as_ptr().wrapping_add(o + c0)
+                        };
+                        // SAFETY: p is either the G zeros or x[o + c0..][..G], in bounds as
+                        // o + MR <= x.len() (asserted above) and c0 + G <= MR.
+                        unsafe { &*p.cast::<[f32; G]>() }
+                    },
+                    (&mut c[c0 * n..], n, G)
+                ));
+            });
+        }
     }
 }
 
@@ -405,55 +413,61 @@ pub(super) fn taps_columns_times_matrix<S: Simd>(
     rows: usize,
     mut db: Option<&mut [f32]>,
 ) {
-    if S::ROWS >= MR {
-        return taps_columns_times_matrix_block::<S, MR>(s, planes, (base, koff), n, (d, y), c, rows, db);
-    }
-    macro_rules! group {
-        ($c0:expr, $g:expr) => {{
-            const G: usize = $g;
-            let c0: usize = $c0;
-            let kg: &[usize; G] = koff[c0..][..G].try_into().expect("G columns");
-            let (cg, rg) = (&mut c[c0 * n..], G.min(rows - c0));
-            taps_columns_times_matrix_block::<S, G>(s, planes, (base, kg), n, (d, y), cg, rg, db.take());
-        }};
-    }
-    if S::ROWS >= 6 {
-        group!(0, 4);
-        if rows > 4 {
-            group!(4, 5);
-        }
-        if rows > 9 {
-            group!(9, 5);
-        }
-        if rows > 14 {
-            group!(14, 2);
-        }
-        return;
-    }
-    for c0 in (0..rows).step_by(GROUP) {
-        group!(c0, GROUP);
-    }
-}
-
-/// [`taps_columns_times_matrix`] for G columns.
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-fn taps_columns_times_matrix_block<S: Simd, const G: usize>(
-    s: S,
-    planes: &[f32],
-    (base, koff): (&[usize], &[usize; G]),
-    n: usize,
-    (d, y): (&[f32], Option<&[f32]>),
-    c: &mut [f32],
-    rows: usize,
-    mut db: Option<&mut [f32]>,
-) {
     let m = base.len();
     let reach = base.iter().max().unwrap_or(&0) + koff.iter().max().unwrap_or(&0);
     assert!(
         reach < planes.len() && d.len() >= m * n && y.is_none_or(|y| y.len() >= m * n),
         "taps_columns_times_matrix: planes, dy or y too short"
     );
+    // Blocks of rows outermost, so that a block of dy (and y) stays in the L1 cache for all the
+    // column groups; each value gets its block sums in block order either way.
+    for b0 in (0..m.max(1)).step_by(SUM_BLOCK) {
+        let rs = (b0, m.min(b0 + SUM_BLOCK));
+        macro_rules! group {
+            ($c0:expr, $g:expr) => {{
+                const G: usize = $g;
+                let c0: usize = $c0;
+                let kg: &[usize; G] = koff[c0..][..G].try_into().expect("G columns");
+                let (cg, rg) = (&mut c[c0 * n..], G.min(rows - c0));
+                let dbg = if c0 == 0 { db.as_deref_mut() } else { None };
+                taps_columns_times_matrix_block::<S, G>(s, planes, (base, kg), rs, n, (d, y), (cg, rg), dbg);
+            }};
+        }
+        if S::ROWS >= MR {
+            group!(0, MR);
+        } else if S::ROWS >= 6 {
+            group!(0, 4);
+            if rows > 4 {
+                group!(4, 5);
+            }
+            if rows > 9 {
+                group!(9, 5);
+            }
+            if rows > 14 {
+                group!(14, 2);
+            }
+        } else {
+            for c0 in (0..rows).step_by(GROUP) {
+                group!(c0, GROUP);
+            }
+        }
+    }
+}
+
+/// [`taps_columns_times_matrix`] for G columns and the rows b0..end (one block of at most
+/// [`SUM_BLOCK`]), the first group also summing dbias.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn taps_columns_times_matrix_block<S: Simd, const G: usize>(
+    s: S,
+    planes: &[f32],
+    (base, koff): (&[usize], &[usize; G]),
+    rs: (usize, usize),
+    n: usize,
+    (d, y): (&[f32], Option<&[f32]>),
+    (c, rows): (&mut [f32], usize),
+    mut db: Option<&mut [f32]>,
+) {
     for n0 in (0..n).step_by(LANES) {
         let w = LANES.min(n - n0);
         // The loop compiled once per case, with the mask, the bias sum and the width known.
@@ -462,86 +476,84 @@ fn taps_columns_times_matrix_block<S: Simd, const G: usize>(
                 s,
                 planes,
                 (base, koff),
-                (n, n0, w),
+                (rs, n, n0, w),
                 (d, y),
-                (c, rows),
+                (&mut *c, rows),
                 db
             )),
             (None, Some(db)) => with_width!(w, |w| taps_columns_block_sums::<S, G, false, true>(
                 s,
                 planes,
                 (base, koff),
-                (n, n0, w),
+                (rs, n, n0, w),
                 (d, d),
-                (c, rows),
+                (&mut *c, rows),
                 db
             )),
-            (Some(y), None) => taps_columns_block_sums::<S, G, true, false>(
+            (Some(y), None) => with_width!(w, |w| taps_columns_block_sums::<S, G, true, false>(
                 s,
                 planes,
                 (base, koff),
-                (n, n0, w),
+                (rs, n, n0, w),
                 (d, y),
-                (c, rows),
-                &mut [],
-            ),
+                (&mut *c, rows),
+                &mut []
+            )),
             (None, None) => with_width!(w, |w| taps_columns_block_sums::<S, G, false, false>(
                 s,
                 planes,
                 (base, koff),
-                (n, n0, w),
+                (rs, n, n0, w),
                 (d, d),
-                (c, rows),
+                (&mut *c, rows),
                 &mut []
             )),
         }
     }
 }
 
-/// The loop of [`taps_columns_times_matrix_block`] for the output columns n0..n0+w: with MASK,
-/// dy masked to where y > 0; with DB, its column sums folded into `db`. Sums in blocks of
-/// [`SUM_BLOCK`] rows (see [`fold_block`]). The caller checked the lengths of the planes
-/// (`reach`), dy and y.
+/// The loop of [`taps_columns_times_matrix_block`] for the rows b0..end and the output columns
+/// n0..n0+w: with MASK, dy masked to where y > 0; with DB, its column sums folded into `db`.
+/// The block's sums are folded in with [`fold_block`] (stored for the first block, b0 = 0).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn taps_columns_block_sums<S: Simd, const G: usize, const MASK: bool, const DB: bool>(
     s: S,
     planes: &[f32],
     (base, koff): (&[usize], &[usize; G]),
-    (n, n0, w): (usize, usize, usize),
+    ((b0, end), n, n0, w): ((usize, usize), usize, usize, usize),
     (d, y): (&[f32], &[f32]),
     (c, rows): (&mut [f32], usize),
     db: &mut [f32],
 ) {
-    let m = base.len();
-    let reach = base.iter().max().unwrap_or(&0) + koff.iter().max().unwrap_or(&0);
+    assert!(end <= base.len(), "taps_columns_block_sums: rows past the chunk");
+    let rows_base = &base[b0.min(end)..end];
+    let reach = rows_base.iter().max().unwrap_or(&0) + koff.iter().max().unwrap_or(&0);
     assert!(
-        reach < planes.len() && n0 + w <= n && d.len() >= m * n && (!MASK || y.len() >= m * n),
+        reach < planes.len() && n0 + w <= n && d.len() >= end * n && (!MASK || y.len() >= end * n),
         "taps_columns_block_sums: planes, dy or y too short"
     );
-    for b0 in (0..m.max(1)).step_by(SUM_BLOCK) {
-        let mut acc = [s.zero(); G];
-        let mut sum = [s.zero()];
-        for (mm, &b) in base.iter().enumerate().take(m.min(b0 + SUM_BLOCK)).skip(b0) {
-            // SAFETY: mm * n + n0 + w <= m * n <= d.len() (and y.len() with MASK), asserted.
-            let mut dv = s.load(unsafe { d.get_unchecked(mm * n + n0..) }, w);
-            if MASK {
-                // SAFETY: as above.
-                dv = s.pass_where_positive(s.load(unsafe { y.get_unchecked(mm * n + n0..) }, w), dv);
-            }
-            if DB {
-                sum[0] = s.add(sum[0], dv);
-            }
-            for (v, &o) in acc.iter_mut().zip(koff) {
-                // SAFETY: b + o <= max(base) + max(koff) < planes.len(), asserted above.
-                let x = unsafe { *planes.get_unchecked(b + o) };
-                *v = s.mul_add(s.splat(x), dv, *v);
-            }
+    let mut acc = [s.zero(); G];
+    let mut sum = [s.zero()];
+    for (mm, &b) in (b0..).zip(rows_base) {
+        // SAFETY: mm * n + n0 + w <= end * n <= d.len() (and y.len() with MASK), asserted.
+        let mut dv = s.load(unsafe { d.get_unchecked(mm * n + n0..) }, w);
+        if MASK {
+            // SAFETY: as above.
+            dv = s.pass_where_positive(s.load(unsafe { y.get_unchecked(mm * n + n0..) }, w), dv);
         }
-        fold_block(s, &mut acc, c, (n, n0, w), rows, b0 == 0);
         if DB {
-            fold_block(s, &mut sum, db, (0, n0, w), 1, b0 == 0);
+            sum[0] = s.add(sum[0], dv);
         }
+        for (v, &o) in acc.iter_mut().zip(koff) {
+            // SAFETY: b + o <= max(base[b0..end]) + max(koff) < planes.len(), asserted above.
+            let x = unsafe { *planes.get_unchecked(b + o) };
+            *v = s.mul_add(s.splat(x), dv, *v);
+        }
+    }
+    fold_block(s, &mut acc, c, (n, n0, w), rows, b0 == 0);
+    if DB {
+        fold_block(s, &mut sum, db, (0, n0, w), 1, b0 == 0);
     }
 }
 
