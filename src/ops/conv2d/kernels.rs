@@ -297,12 +297,16 @@ pub(super) fn tap_columns_times_matrix<S: Simd>(
         "tap_columns_times_matrix: dy or dW too short"
     );
     // Per output pixel of the chunk: where its 16 channels sit in x, or usize::MAX (padding).
-    let rowoff: Vec<usize> = (0..m)
-        .map(|mm| match pix[(mm % ohw) * kk + t] {
+    // (Counted sample by sample: a division per pixel would cost as much as a column group.)
+    let taps: Vec<usize> = pix.iter().skip(t).step_by(kk).take(ohw).copied().collect();
+    let mut rowoff = Vec::with_capacity(m);
+    for sample_base in (0..m.div_ceil(ohw)).map(|b| b * g.in_size()) {
+        let left = m - rowoff.len();
+        rowoff.extend(taps.iter().take(left).map(|&off| match off {
             usize::MAX => usize::MAX,
-            off => (mm / ohw) * g.in_size() + off + cb,
-        })
-        .collect();
+            off => sample_base + off + cb,
+        }));
+    }
     assert!(
         rowoff.iter().all(|&o| o == usize::MAX || o + MR <= x.len()),
         "tap_columns_times_matrix: x too short"
@@ -609,9 +613,14 @@ fn into_image_rows<S: Simd, const BS: usize, const G: usize>(
         r0 + G <= MR && blk.len() >= MR * BS && BS >= oc,
         "into_image_rows: block too short"
     );
+    assert!(
+        oc == 0 || wr.len() >= (oc - 1) * ckk + n0 + LANES,
+        "into_image_rows: weights too short"
+    );
     let mut acc = [s.splat(0.0); G];
     for p in 0..oc {
-        let bv = s.load(&wr[p * ckk + n0..], LANES);
+        // SAFETY: p * ckk + n0 <= (oc - 1) * ckk + n0 <= wr.len() - LANES, asserted above.
+        let bv = s.load(unsafe { wr.get_unchecked(p * ckk + n0..) }, LANES);
         for (r, acc) in acc.iter_mut().enumerate() {
             // SAFETY: (r0 + r) * BS + p < MR * BS <= blk.len(), as r0 + G <= MR and p < oc <= BS
             // (asserted above).
