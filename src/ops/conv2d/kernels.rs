@@ -62,11 +62,12 @@ macro_rules! for_each_group {
 /// loads and stores inside then compile without their partial-vector branches).
 macro_rules! with_width {
     ($w:expr, |$v:ident| $body:expr) => {{
-        if $w == LANES {
+        let width: usize = $w;
+        if width == LANES {
             let $v = LANES;
             $body
         } else {
-            let $v = $w;
+            let $v = width;
             $body
         }
     }};
