@@ -5,9 +5,13 @@
 //! Shapes (see the module header): A the patch matrix (M, CKK) or its stand-ins (planes read
 //! at tap offsets, or x read through [`pixel_taps`](super::layout::pixel_taps)), Wt (CKK, OC),
 //! Wr (OC, CKK), dy (M, OC). Each kernel keeps MR = 16 rows (or columns) of 16-lane
-//! accumulators in registers, or [`GROUP`] at a time where a vector takes several registers
-//! ([`Simd::ROWS`]); every value gets the same operations in the same order either way, so the
-//! vector backends give the same bits.
+//! accumulators in registers, or fewer at a time where a vector takes several registers
+//! ([`Simd::ROWS`]: 6 + 6 + 4 on AVX2, 4 at a time on NEON, see `for_each_group`); every value
+//! gets the same operations in the same order either way, so the vector backends give the same
+//! bits. The reductions over pixels (dW, dbias) run blocks of [`SUM_BLOCK`] rows outermost, so
+//! a block of dy is read from the L1 cache by every column group, and their inner loops carry
+//! no per-row bookkeeping (offsets are computed before the loop, whole-vector widths are
+//! compiled apart from partial ones).
 //!
 //! Everything here is `#[inline(always)]`, so that it is compiled inside the `Kernel::run`
 //! that calls it, with the backend's target features enabled.
@@ -18,7 +22,8 @@ use crate::ops::simd::{LANES, Simd};
 /// Rows of results held in registers at once.
 pub(super) const MR: usize = 16;
 
-/// Register rows of the backends whose vector takes several registers (see [`Simd::ROWS`]).
+/// Register rows per group on the backends that hold fewer than 6 rows (NEON, see
+/// [`Simd::ROWS`]), and for the blocks of 4 or 8 rows wherever a vector takes several registers.
 const GROUP: usize = 4;
 
 /// Runs `$body` once per group of register rows covering rows `0..$rows` of a block of
@@ -58,8 +63,8 @@ macro_rules! for_each_group {
     }};
 }
 
-/// Calls `$f(w)` with `w` = `$w`, as the constant [`LANES`] when it is (a whole vector: the
-/// loads and stores inside then compile without their partial-vector branches).
+/// Evaluates `$body` with `$v` bound to `$w`, as the constant [`LANES`] when it is (a whole
+/// vector: the loads and stores inside then compile without their partial-vector branches).
 macro_rules! with_width {
     ($w:expr, |$v:ident| $body:expr) => {{
         let width: usize = $w;
@@ -102,8 +107,9 @@ pub(super) fn fold_block<S: Simd, const G: usize>(
 /// C (R x N; rows < `rows` stored) = A (R x K, row stride AS, or `st` when AS = 0) B (K x N),
 /// plus bias, then max(., 0) with `relu`. With AS fixed, the R rows of A sit at constant
 /// offsets, so each multiply-add reads its broadcast operand straight from memory.
-/// On backends with fewer register rows than R ([`Simd::ROWS`]), the rows are computed
-/// [`GROUP`] at a time: each row's sum is the same, so the bits are too.
+/// On backends with fewer register rows than R ([`Simd::ROWS`]), the rows are computed a group
+/// at a time (16 rows as in [`for_each_group`], 4 or 8 rows [`GROUP`] at a time): each row's
+/// sum is the same, so the bits are too.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 pub(super) fn rows_times_matrix<S: Simd, const AS: usize, const R: usize>(
