@@ -148,7 +148,13 @@ fn input_grads<S: Simd>(s: S, g: &ConvGeom, plan: Plan, (dy, wr): (&[f32], &[f32
             for m0 in (0..m_total).step_by(MR) {
                 let rows = MR.min(m_total - m0);
                 dy_block(s, (dy, oc), (m0, rows), &mut block);
-                rows_times_matrix_into_image::<S, LANES>(s, g, (&block, wr), &pix, (m0, rows), dx);
+                // The block's stride (OC rounded up to 16) as a constant.
+                match ocp {
+                    16 => rows_times_matrix_into_image::<S, 16>(s, g, (&block, wr), &pix, (m0, rows), dx),
+                    32 => rows_times_matrix_into_image::<S, 32>(s, g, (&block, wr), &pix, (m0, rows), dx),
+                    48 => rows_times_matrix_into_image::<S, 48>(s, g, (&block, wr), &pix, (m0, rows), dx),
+                    _ => rows_times_matrix_into_image::<S, 64>(s, g, (&block, wr), &pix, (m0, rows), dx),
+                }
             }
         }
         Plan::Planes { .. } | Plan::WholeTaps { dx_into_image: false } | Plan::PatchMatrix => {
@@ -156,9 +162,17 @@ fn input_grads<S: Simd>(s: S, g: &ConvGeom, plan: Plan, (dy, wr): (&[f32], &[f32
                 let rows = MR.min(m_total - m0);
                 dy_block(s, (dy, oc), (m0, rows), &mut block);
                 let dab = &mut da[m0 * l..];
+                // The block's stride as a constant for the common widths: the 16 rows then sit
+                // at constant offsets (a runtime stride costs a register per row).
                 match ocp {
                     16 => {
                         rows_times_matrix::<S, 16, MR>(s, &block, ocp, (oc, ckk), wr, ckk, None, dab, l, (rows, false))
+                    }
+                    32 => {
+                        rows_times_matrix::<S, 32, MR>(s, &block, ocp, (oc, ckk), wr, ckk, None, dab, l, (rows, false))
+                    }
+                    64 => {
+                        rows_times_matrix::<S, 64, MR>(s, &block, ocp, (oc, ckk), wr, ckk, None, dab, l, (rows, false))
                     }
                     _ => rows_times_matrix::<S, 0, MR>(s, &block, ocp, (oc, ckk), wr, ckk, None, dab, l, (rows, false)),
                 }

@@ -5,9 +5,13 @@
 //! Shapes (see the module header): A the patch matrix (M, CKK) or its stand-ins (planes read
 //! at tap offsets, or x read through [`pixel_taps`](super::layout::pixel_taps)), Wt (CKK, OC),
 //! Wr (OC, CKK), dy (M, OC). Each kernel keeps MR = 16 rows (or columns) of 16-lane
-//! accumulators in registers, or [`GROUP`] at a time where a vector takes several registers
-//! ([`Simd::ROWS`]); every value gets the same operations in the same order either way, so the
-//! vector backends give the same bits.
+//! accumulators in registers, or fewer at a time where a vector takes several registers
+//! ([`Simd::ROWS`]: 6 + 6 + 4 on AVX2, 4 at a time on NEON, see `for_each_group`); every value
+//! gets the same operations in the same order either way, so the vector backends give the same
+//! bits. The reductions over pixels (dW, dbias) run blocks of [`SUM_BLOCK`] rows outermost, so
+//! a block of dy is read from the L1 cache by every column group, and their inner loops carry
+//! no per-row bookkeeping (offsets are computed before the loop, whole-vector widths are
+//! compiled apart from partial ones).
 //!
 //! Everything here is `#[inline(always)]`, so that it is compiled inside the `Kernel::run`
 //! that calls it, with the backend's target features enabled.
@@ -18,8 +22,61 @@ use crate::ops::simd::{LANES, Simd};
 /// Rows of results held in registers at once.
 pub(super) const MR: usize = 16;
 
-/// Register rows of the backends whose vector takes several registers (see [`Simd::ROWS`]).
+/// Register rows per group on the backends that hold fewer than 6 rows (NEON, see
+/// [`Simd::ROWS`]), and for the blocks of 4 or 8 rows wherever a vector takes several registers.
 const GROUP: usize = 4;
+
+/// Runs `$body` once per group of register rows covering rows `0..$rows` of a block of
+/// [`MR`] = 16, with `$r0` the group's first row and `$g` (a `const`) its size: one group of 16
+/// where the backend holds 16 rows ([`Simd::ROWS`]); 6 + 6 + 4 where it holds 6 (AVX2: 12 of the
+/// 16 registers for accumulators); else groups of [`GROUP`] = 4. Groups past `$rows` are skipped.
+/// Each row's sum is the same in any grouping, so the bits are too.
+macro_rules! for_each_group {
+    ($s:ty, $rows:expr, |$r0:ident, $g:ident| $body:block) => {{
+        let rows: usize = $rows;
+        if <$s as Simd>::ROWS >= MR {
+            const $g: usize = MR;
+            let $r0 = 0usize;
+            $body
+        } else if <$s as Simd>::ROWS >= 6 {
+            {
+                const $g: usize = 6;
+                let $r0 = 0usize;
+                $body
+            }
+            if rows > 6 {
+                const $g: usize = 6;
+                let $r0 = 6usize;
+                $body
+            }
+            if rows > 12 {
+                const $g: usize = 4;
+                let $r0 = 12usize;
+                $body
+            }
+        } else {
+            for $r0 in (0..rows).step_by(GROUP) {
+                const $g: usize = GROUP;
+                $body
+            }
+        }
+    }};
+}
+
+/// Evaluates `$body` with `$v` bound to `$w`, as the constant [`LANES`] when it is (a whole
+/// vector: the loads and stores inside then compile without their partial-vector branches).
+macro_rules! with_width {
+    ($w:expr, |$v:ident| $body:expr) => {{
+        let width: usize = $w;
+        if width == LANES {
+            let $v = LANES;
+            $body
+        } else {
+            let $v = width;
+            $body
+        }
+    }};
+}
 
 /// Rows per block of the reductions over pixels (weight and bias gradients): each block is
 /// summed in registers from zero, and the block sums are added in order into the result in
@@ -50,8 +107,9 @@ pub(super) fn fold_block<S: Simd, const G: usize>(
 /// C (R x N; rows < `rows` stored) = A (R x K, row stride AS, or `st` when AS = 0) B (K x N),
 /// plus bias, then max(., 0) with `relu`. With AS fixed, the R rows of A sit at constant
 /// offsets, so each multiply-add reads its broadcast operand straight from memory.
-/// On backends with fewer register rows than R ([`Simd::ROWS`]), the rows are computed
-/// [`GROUP`] at a time: each row's sum is the same, so the bits are too.
+/// On backends with fewer register rows than R ([`Simd::ROWS`]), the rows are computed a group
+/// at a time (16 rows as in [`for_each_group`], 4 or 8 rows [`GROUP`] at a time): each row's
+/// sum is the same, so the bits are too.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 pub(super) fn rows_times_matrix<S: Simd, const AS: usize, const R: usize>(
@@ -69,8 +127,15 @@ pub(super) fn rows_times_matrix<S: Simd, const AS: usize, const R: usize>(
     if S::ROWS >= R {
         return rows_times_matrix_block::<S, AS, R>(s, a, st, (k, n), b, ldb, bias, c, ldc, (rows, relu));
     }
-    assert!(R.is_multiple_of(GROUP));
     let stride = if AS > 0 { AS } else { st };
+    if R == MR {
+        for_each_group!(S, rows, |r0, G| {
+            let (ag, cg, rg) = (&a[r0 * stride..], &mut c[r0 * ldc..], G.min(rows - r0));
+            rows_times_matrix_block::<S, AS, G>(s, ag, st, (k, n), b, ldb, bias, cg, ldc, (rg, relu));
+        });
+        return;
+    }
+    assert!(R.is_multiple_of(GROUP));
     for r0 in (0..rows).step_by(GROUP) {
         let (ag, cg, rg) = (&a[r0 * stride..], &mut c[r0 * ldc..], GROUP.min(rows - r0));
         rows_times_matrix_block::<S, AS, GROUP>(s, ag, st, (k, n), b, ldb, bias, cg, ldc, (rg, relu));
@@ -99,25 +164,32 @@ fn rows_times_matrix_block<S: Simd, const AS: usize, const R: usize>(
     );
     for n0 in (0..n).step_by(LANES) {
         let w = LANES.min(n - n0);
-        let mut acc = [bias.map_or(s.splat(0.0), |b| s.load(&b[n0..], w)); R];
-        for p in 0..k {
-            let bv = s.load(&b[p * ldb + n0..], w);
-            for (r, acc) in acc.iter_mut().enumerate() {
-                // SAFETY: r * st + p <= (R - 1) * st + k - 1 < a.len(), asserted above.
-                let av = unsafe { *a.get_unchecked(r * st + p) };
-                *acc = s.mul_add(s.splat(av), bv, *acc);
+        assert!(
+            k == 0 || b.len() >= (k - 1) * ldb + n0 + w,
+            "rows_times_matrix: B too short"
+        );
+        with_width!(w, |w| {
+            let mut acc = [bias.map_or(s.splat(0.0), |b| s.load(&b[n0..], w)); R];
+            for p in 0..k {
+                // SAFETY: p * ldb + n0 <= (k - 1) * ldb + n0 <= b.len() - w, asserted above.
+                let bv = s.load(unsafe { b.get_unchecked(p * ldb + n0..) }, w);
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    // SAFETY: r * st + p <= (R - 1) * st + k - 1 < a.len(), asserted above.
+                    let av = unsafe { *a.get_unchecked(r * st + p) };
+                    *acc = s.mul_add(s.splat(av), bv, *acc);
+                }
             }
-        }
-        for (r, v) in acc.iter().enumerate().take(rows) {
-            s.store(&mut c[r * ldc + n0..], w, if relu { s.relu(*v) } else { *v });
-        }
+            for (r, v) in acc.iter().enumerate().take(rows) {
+                s.store(&mut c[r * ldc + n0..], w, if relu { s.relu(*v) } else { *v });
+            }
+        });
     }
 }
 
 /// C (16 x N; rows < `rows` stored) = sum over m < M of A[m, k0..k0+16]^T D[m, ..N] (summed in
 /// blocks of [`SUM_BLOCK`] rows, see [`fold_block`]): the
-/// transposed product, 16 columns of A in registers (or [`GROUP`] at a time, see
-/// [`Simd::ROWS`]: the same sums), reduced over the rows of A and D.
+/// transposed product, 16 columns of A in registers (or fewer at a time, see
+/// [`for_each_group`]: the same sums), reduced over the rows of A and D.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 pub(super) fn columns_times_matrix<S: Simd>(
@@ -131,46 +203,61 @@ pub(super) fn columns_times_matrix<S: Simd>(
     ldc: usize,
     rows: usize,
 ) {
-    if S::ROWS >= MR {
-        return columns_times_matrix_block::<S, MR>(s, a, lda, (m, k0, n), d, ldd, c, ldc, rows);
-    }
-    for c0 in (0..rows).step_by(GROUP) {
-        let (cg, rg) = (&mut c[c0 * ldc..], GROUP.min(rows - c0));
-        columns_times_matrix_block::<S, GROUP>(s, a, lda, (m, k0 + c0, n), d, ldd, cg, ldc, rg);
+    assert!(
+        m == 0 || (a.len() >= (m - 1) * lda + k0 + MR && d.len() >= (m - 1) * ldd + n),
+        "columns_times_matrix: A or D too short"
+    );
+    for b0 in (0..m.max(1)).step_by(SUM_BLOCK) {
+        for n0 in (0..n).step_by(LANES) {
+            for_each_group!(S, rows, |c0, G| {
+                let cg = &mut c[c0 * ldc..];
+                let rg = G.min(rows - c0);
+                with_width!(LANES.min(n - n0), |w| sum_columns::<S, G>(
+                    s,
+                    (b0, m.min(b0 + SUM_BLOCK)),
+                    (d, ldd, n0, w),
+                    |mm| {
+                        // SAFETY: mm < m, so mm * lda + k0 + c0 + G <= (m - 1) * lda + k0 + MR
+                        // <= a.len() (asserted above; c0 + G <= MR).
+                        unsafe { &*a.as_ptr().add(mm * lda + k0 + c0).cast::<[f32; G]>() }
+                    },
+                    (cg, ldc, rg)
+                ));
+            });
+        }
     }
 }
 
-/// [`columns_times_matrix`] for the G columns k0.. of A.
-#[allow(clippy::too_many_arguments)]
+/// One block of the reduction of the column kernels, for G columns and the output columns
+/// n0..n0+w: acc[j] = sum over the rows mm in b0..end (at most [`SUM_BLOCK`]), in order, of
+/// `col(mm)[j]` * D[mm, n0..n0+w], folded into C (rows < `rows` of stride ldc) with
+/// [`fold_block`] (stored for the first block, b0 = 0). The callers run the blocks outermost,
+/// so that a block of D stays in the L1 cache for all the column groups and output columns;
+/// each value still gets its block sums in block order, so the bits do not depend on it.
 #[inline(always)]
-fn columns_times_matrix_block<S: Simd, const G: usize>(
+fn sum_columns<'a, S: Simd, const G: usize>(
     s: S,
-    a: &[f32],
-    lda: usize,
-    (m, k0, n): (usize, usize, usize),
-    d: &[f32],
-    ldd: usize,
-    c: &mut [f32],
-    ldc: usize,
-    rows: usize,
+    (b0, end): (usize, usize),
+    (d, ldd, n0, w): (&[f32], usize, usize, usize),
+    col: impl Fn(usize) -> &'a [f32; G],
+    (c, ldc, rows): (&mut [f32], usize, usize),
 ) {
-    for n0 in (0..n).step_by(LANES) {
-        let w = LANES.min(n - n0);
-        let mut acc = [s.splat(0.0); G];
-        for mm in 0..m {
-            let dv = s.load(&d[mm * ldd + n0..], w);
-            let ar: &[f32; G] = a[mm * lda + k0..][..G].try_into().expect("G values");
-            for (v, &x) in acc.iter_mut().zip(ar) {
-                *v = s.mul_add(s.splat(x), dv, *v);
-            }
-            if (mm + 1) % SUM_BLOCK == 0 || mm + 1 == m {
-                fold_block(s, &mut acc, c, (ldc, n0, w), rows, mm < SUM_BLOCK);
-            }
-        }
-        if m == 0 {
-            fold_block(s, &mut acc, c, (ldc, n0, w), rows, true);
+    assert!(end <= b0 + SUM_BLOCK, "sum_columns: block too long");
+    assert!(
+        end <= b0 || d.len() >= (end - 1) * ldd + n0 + w,
+        "sum_columns: D too short"
+    );
+    let mut acc = [s.zero(); G];
+    for mm in b0..end {
+        // SAFETY: mm * ldd + n0 <= (end - 1) * ldd + n0 <= d.len() - w (asserted above).
+        let dv = s.load(unsafe { d.get_unchecked(mm * ldd + n0..) }, w);
+        // Indexed, not zipped: the row's address is then computed once, not per column.
+        let ar = col(mm);
+        for (j, v) in acc.iter_mut().enumerate() {
+            *v = s.mul_add(s.splat(ar[j]), dv, *v);
         }
     }
+    fold_block(s, &mut acc, c, (ldc, n0, w), rows, b0 == 0);
 }
 
 /// The forward's product for one block of up to 16 output pixels, y (rows x OC) = A Wt + bias:
@@ -200,7 +287,8 @@ pub(super) fn block_times_matrix<S: Simd, const AS: usize>(
 /// A[m, k0..k0+16] = the 16 channels from cb of the pixel that output pixel m reads through
 /// tap t (offsets `pix`, from [`pixel_taps`](super::layout::pixel_taps)), zeros in the padding.
 /// The same multiply-adds in the same order, so the same bits.
-/// On backends with fewer register rows ([`Simd::ROWS`]), [`GROUP`] channels at a time.
+/// On backends with fewer register rows ([`Simd::ROWS`]), fewer channels at a time (see
+/// [`for_each_group`]).
 #[inline(always)]
 pub(super) fn tap_columns_times_matrix<S: Simd>(
     s: S,
@@ -210,51 +298,49 @@ pub(super) fn tap_columns_times_matrix<S: Simd>(
     d: &[f32],
     c: &mut [f32],
 ) {
-    if S::ROWS >= MR {
-        return tap_columns_times_matrix_block::<S, MR>(s, g, (x, pix), (m, t, cb), d, c);
+    let (n, kk, ohw) = (g.oc, g.kh * g.kw, g.ohw());
+    assert!(
+        cb + MR <= g.c && d.len() >= m * n && c.len() >= MR * n,
+        "tap_columns_times_matrix: dy or dW too short"
+    );
+    // Per output pixel of the chunk: where its 16 channels sit in x, or usize::MAX (padding).
+    // (Counted sample by sample: a division per pixel would cost as much as a column group.)
+    let taps: Vec<usize> = pix.iter().skip(t).step_by(kk).take(ohw).copied().collect();
+    let mut rowoff = Vec::with_capacity(m);
+    for sample_base in (0..m.div_ceil(ohw)).map(|b| b * g.in_size()) {
+        let left = m - rowoff.len();
+        rowoff.extend(taps.iter().take(left).map(|&off| match off {
+            usize::MAX => usize::MAX,
+            off => sample_base + off + cb,
+        }));
     }
-    for c0 in (0..MR).step_by(GROUP) {
-        tap_columns_times_matrix_block::<S, GROUP>(s, g, (x, pix), (m, t, cb + c0), d, &mut c[c0 * g.oc..]);
-    }
-}
-
-/// [`tap_columns_times_matrix`] for the G channels from cb.
-#[inline(always)]
-fn tap_columns_times_matrix_block<S: Simd, const G: usize>(
-    s: S,
-    g: &ConvGeom,
-    (x, pix): (&[f32], &[usize]),
-    (m, t, cb): (usize, usize, usize),
-    d: &[f32],
-    c: &mut [f32],
-) {
-    let (n, kk) = (g.oc, g.kh * g.kw);
-    let zeros = [0.0f32; G];
-    for n0 in (0..n).step_by(LANES) {
-        let w = LANES.min(n - n0);
-        let mut acc = [s.splat(0.0); G];
-        let (mut base, mut o) = (0, 0);
-        for (mm, drow) in d.chunks(n).take(m).enumerate() {
-            let dv = s.load(&drow[n0..], w);
-            let off = pix[o * kk + t];
-            let ar: &[f32; G] = if off == usize::MAX {
-                &zeros
-            } else {
-                x[base + off + cb..][..G].try_into().expect("G values")
-            };
-            for (v, &xv) in acc.iter_mut().zip(ar) {
-                *v = s.mul_add(s.splat(xv), dv, *v);
-            }
-            o += 1;
-            if o == g.ohw() {
-                (o, base) = (0, base + g.in_size());
-            }
-            if (mm + 1) % SUM_BLOCK == 0 || mm + 1 == m {
-                fold_block(s, &mut acc, c, (n, n0, w), G, mm < SUM_BLOCK);
-            }
-        }
-        if m == 0 {
-            fold_block(s, &mut acc, c, (n, n0, w), G, true);
+    assert!(
+        rowoff.iter().all(|&o| o == usize::MAX || o + MR <= x.len()),
+        "tap_columns_times_matrix: x too short"
+    );
+    let zeros = [0.0f32; MR];
+    for b0 in (0..m.max(1)).step_by(SUM_BLOCK) {
+        for n0 in (0..n).step_by(LANES) {
+            for_each_group!(S, MR, |c0, G| {
+                let zg: &[f32; G] = zeros[..G].try_into().expect("G zeros");
+                with_width!(LANES.min(n - n0), |w| sum_columns::<S, G>(
+                    s,
+                    (b0, m.min(b0 + SUM_BLOCK)),
+                    (d, n, n0, w),
+                    |mm| {
+                        let o = rowoff[mm];
+                        let p = if o == usize::MAX {
+                            zg.as_ptr()
+                        } else {
+                            x.as_ptr().wrapping_add(o + c0)
+                        };
+                        // SAFETY: p is either the G zeros or x[o + c0..][..G], in bounds as
+                        // o + MR <= x.len() (asserted above) and c0 + G <= MR.
+                        unsafe { &*p.cast::<[f32; G]>() }
+                    },
+                    (&mut c[c0 * n..], n, G)
+                ));
+            });
         }
     }
 }
@@ -323,8 +409,9 @@ fn taps_times_matrix_block<S: Simd, const G: usize>(
 /// A[m, k0..k0+16]^T D[m, ..N], `A[m, k] = planes[base[m] + koff[k]]`. With `y`, D is first
 /// masked to where y > 0 (a fused ReLU's backward); with `db`, the column sums of D go there.
 /// The same operations in the same order as the separate passes, so the same bits.
-/// On backends with fewer register rows ([`Simd::ROWS`]), [`GROUP`] columns at a time (the
-/// first group also sums dbias).
+/// On backends with fewer register rows ([`Simd::ROWS`]), fewer columns at a time: on those
+/// with 6 (AVX2), 4 (the first group, which also sums dbias and so needs two more registers),
+/// then 5, 5 and 2 (the mask takes two registers); on the others [`GROUP`] at a time.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 pub(super) fn taps_columns_times_matrix<S: Simd>(
@@ -337,64 +424,147 @@ pub(super) fn taps_columns_times_matrix<S: Simd>(
     rows: usize,
     mut db: Option<&mut [f32]>,
 ) {
-    if S::ROWS >= MR {
-        return taps_columns_times_matrix_block::<S, MR>(s, planes, (base, koff), n, (d, y), c, rows, db);
-    }
-    for c0 in (0..rows).step_by(GROUP) {
-        let kg: &[usize; GROUP] = koff[c0..][..GROUP].try_into().expect("GROUP columns");
-        let (cg, rg) = (&mut c[c0 * n..], GROUP.min(rows - c0));
-        taps_columns_times_matrix_block::<S, GROUP>(s, planes, (base, kg), n, (d, y), cg, rg, db.take());
+    let m = base.len();
+    let reach = base.iter().max().unwrap_or(&0) + koff.iter().max().unwrap_or(&0);
+    assert!(
+        reach < planes.len() && d.len() >= m * n && y.is_none_or(|y| y.len() >= m * n),
+        "taps_columns_times_matrix: planes, dy or y too short"
+    );
+    // Blocks of rows outermost, so that a block of dy (and y) stays in the L1 cache for all the
+    // column groups; each value gets its block sums in block order either way.
+    for b0 in (0..m.max(1)).step_by(SUM_BLOCK) {
+        let rs = (b0, m.min(b0 + SUM_BLOCK));
+        macro_rules! group {
+            ($c0:expr, $g:expr) => {{
+                const G: usize = $g;
+                let c0: usize = $c0;
+                let kg: &[usize; G] = koff[c0..][..G].try_into().expect("G columns");
+                let (cg, rg) = (&mut c[c0 * n..], G.min(rows - c0));
+                let dbg = if c0 == 0 { db.as_deref_mut() } else { None };
+                taps_columns_times_matrix_block::<S, G>(s, planes, (base, kg), rs, n, (d, y), (cg, rg), dbg);
+            }};
+        }
+        if S::ROWS >= MR {
+            group!(0, MR);
+        } else if S::ROWS >= 6 {
+            group!(0, 4);
+            if rows > 4 {
+                group!(4, 5);
+            }
+            if rows > 9 {
+                group!(9, 5);
+            }
+            if rows > 14 {
+                group!(14, 2);
+            }
+        } else {
+            for c0 in (0..rows).step_by(GROUP) {
+                group!(c0, GROUP);
+            }
+        }
     }
 }
 
-/// [`taps_columns_times_matrix`] for G columns.
+/// [`taps_columns_times_matrix`] for G columns and the rows b0..end (one block of at most
+/// [`SUM_BLOCK`]), the first group also summing dbias.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn taps_columns_times_matrix_block<S: Simd, const G: usize>(
     s: S,
     planes: &[f32],
     (base, koff): (&[usize], &[usize; G]),
+    rs: (usize, usize),
     n: usize,
     (d, y): (&[f32], Option<&[f32]>),
-    c: &mut [f32],
-    rows: usize,
+    (c, rows): (&mut [f32], usize),
     mut db: Option<&mut [f32]>,
 ) {
-    let reach = base.iter().max().unwrap_or(&0) + koff.iter().max().unwrap_or(&0);
-    assert!(
-        reach < planes.len() && d.len() >= base.len() * n,
-        "taps_columns_times_matrix: planes or dy too short"
-    );
     for n0 in (0..n).step_by(LANES) {
         let w = LANES.min(n - n0);
-        let mut acc = [s.splat(0.0); G];
-        let mut sum = [s.splat(0.0)];
-        let m = base.len();
-        for (mm, &b) in base.iter().enumerate() {
-            let mut dv = s.load(&d[mm * n + n0..], w);
-            if let Some(y) = y {
-                dv = s.pass_where_positive(s.load(&y[mm * n + n0..], w), dv);
-            }
+        // The loop compiled once per case, with the mask, the bias sum and the width known.
+        match (y, db.as_deref_mut()) {
+            (Some(y), Some(db)) => with_width!(w, |w| taps_columns_block_sums::<S, G, true, true>(
+                s,
+                planes,
+                (base, koff),
+                (rs, n, n0, w),
+                (d, y),
+                (&mut *c, rows),
+                db
+            )),
+            (None, Some(db)) => with_width!(w, |w| taps_columns_block_sums::<S, G, false, true>(
+                s,
+                planes,
+                (base, koff),
+                (rs, n, n0, w),
+                (d, d),
+                (&mut *c, rows),
+                db
+            )),
+            (Some(y), None) => with_width!(w, |w| taps_columns_block_sums::<S, G, true, false>(
+                s,
+                planes,
+                (base, koff),
+                (rs, n, n0, w),
+                (d, y),
+                (&mut *c, rows),
+                &mut []
+            )),
+            (None, None) => with_width!(w, |w| taps_columns_block_sums::<S, G, false, false>(
+                s,
+                planes,
+                (base, koff),
+                (rs, n, n0, w),
+                (d, d),
+                (&mut *c, rows),
+                &mut []
+            )),
+        }
+    }
+}
+
+/// The loop of [`taps_columns_times_matrix_block`] for the rows b0..end and the output columns
+/// n0..n0+w: with MASK, dy masked to where y > 0; with DB, its column sums folded into `db`.
+/// The block's sums are folded in with [`fold_block`] (stored for the first block, b0 = 0).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn taps_columns_block_sums<S: Simd, const G: usize, const MASK: bool, const DB: bool>(
+    s: S,
+    planes: &[f32],
+    (base, koff): (&[usize], &[usize; G]),
+    ((b0, end), n, n0, w): ((usize, usize), usize, usize, usize),
+    (d, y): (&[f32], &[f32]),
+    (c, rows): (&mut [f32], usize),
+    db: &mut [f32],
+) {
+    assert!(end <= base.len(), "taps_columns_block_sums: rows past the chunk");
+    let rows_base = &base[b0.min(end)..end];
+    let reach = rows_base.iter().max().unwrap_or(&0) + koff.iter().max().unwrap_or(&0);
+    assert!(
+        reach < planes.len() && n0 + w <= n && d.len() >= end * n && (!MASK || y.len() >= end * n),
+        "taps_columns_block_sums: planes, dy or y too short"
+    );
+    let mut acc = [s.zero(); G];
+    let mut sum = [s.zero()];
+    for (mm, &b) in (b0..).zip(rows_base) {
+        // SAFETY: mm * n + n0 + w <= end * n <= d.len() (and y.len() with MASK), asserted.
+        let mut dv = s.load(unsafe { d.get_unchecked(mm * n + n0..) }, w);
+        if MASK {
+            // SAFETY: as above.
+            dv = s.pass_where_positive(s.load(unsafe { y.get_unchecked(mm * n + n0..) }, w), dv);
+        }
+        if DB {
             sum[0] = s.add(sum[0], dv);
-            for (v, &o) in acc.iter_mut().zip(koff) {
-                // SAFETY: b + o <= max(base) + max(koff) < planes.len(), asserted above.
-                let x = unsafe { *planes.get_unchecked(b + o) };
-                *v = s.mul_add(s.splat(x), dv, *v);
-            }
-            if (mm + 1) % SUM_BLOCK == 0 || mm + 1 == m {
-                let first = mm < SUM_BLOCK;
-                fold_block(s, &mut acc, c, (n, n0, w), rows, first);
-                if let Some(db) = db.as_deref_mut() {
-                    fold_block(s, &mut sum, db, (0, n0, w), 1, first);
-                }
-            }
         }
-        if m == 0 {
-            fold_block(s, &mut acc, c, (n, n0, w), rows, true);
-            if let Some(db) = db.as_deref_mut() {
-                fold_block(s, &mut sum, db, (0, n0, w), 1, true);
-            }
+        for (v, &o) in acc.iter_mut().zip(koff) {
+            // SAFETY: b + o <= max(base[b0..end]) + max(koff) < planes.len(), asserted above.
+            let x = unsafe { *planes.get_unchecked(b + o) };
+            *v = s.mul_add(s.splat(x), dv, *v);
         }
+    }
+    fold_block(s, &mut acc, c, (n, n0, w), rows, b0 == 0);
+    if DB {
+        fold_block(s, &mut sum, db, (0, n0, w), 1, b0 == 0);
     }
 }
 
@@ -427,14 +597,10 @@ pub(super) fn rows_times_matrix_into_image<S: Simd, const BS: usize>(
     for t in (0..kk).rev() {
         for cb in (0..c).step_by(LANES) {
             let n0 = t * c + cb;
-            if S::ROWS >= MR {
-                into_image_rows::<S, BS, MR>(s, (blk, wr), (oc, ckk, n0), (&at, 0, rows), (pix, t, cb), dx);
-            } else {
-                // GROUP rows at a time, in order: each dx value gets its terms in the same order.
-                for r0 in (0..rows).step_by(GROUP) {
-                    into_image_rows::<S, BS, GROUP>(s, (blk, wr), (oc, ckk, n0), (&at, r0, rows), (pix, t, cb), dx);
-                }
-            }
+            // Groups of rows in order: each dx value gets its terms in the same order.
+            for_each_group!(S, rows, |r0, G| {
+                into_image_rows::<S, BS, G>(s, (blk, wr), (oc, ckk, n0), (&at, r0, rows), (pix, t, cb), dx);
+            });
         }
     }
 }
@@ -454,9 +620,14 @@ fn into_image_rows<S: Simd, const BS: usize, const G: usize>(
         r0 + G <= MR && blk.len() >= MR * BS && BS >= oc,
         "into_image_rows: block too short"
     );
+    assert!(
+        oc == 0 || wr.len() >= (oc - 1) * ckk + n0 + LANES,
+        "into_image_rows: weights too short"
+    );
     let mut acc = [s.splat(0.0); G];
     for p in 0..oc {
-        let bv = s.load(&wr[p * ckk + n0..], LANES);
+        // SAFETY: p * ckk + n0 <= (oc - 1) * ckk + n0 <= wr.len() - LANES, asserted above.
+        let bv = s.load(unsafe { wr.get_unchecked(p * ckk + n0..) }, LANES);
         for (r, acc) in acc.iter_mut().enumerate() {
             // SAFETY: (r0 + r) * BS + p < MR * BS <= blk.len(), as r0 + G <= MR and p < oc <= BS
             // (asserted above).

@@ -82,9 +82,9 @@ pub(super) enum Plan {
     /// channels. The forward builds a patch matrix per chunk but keeps none, only x: the
     /// backward reads dW's patch rows straight from x's pixels (`tap_columns_times_matrix`).
     WholeTaps {
-        /// The output channels fit one vector (the dy block's fixed stride of 16), so dx gets
-        /// each block of dy Wr as soon as it is computed, added straight into the image
-        /// (`rows_times_matrix_into_image`), without a dA matrix; else dA and row2im.
+        /// The output channels fit four vectors (the dy block's fixed stride of 16, 32 or 64),
+        /// so dx gets each block of dy Wr as soon as it is computed, added straight into the
+        /// image (`rows_times_matrix_into_image`), without a dA matrix; else dA and row2im.
         dx_into_image: bool,
     },
     /// Any other layer: the patch matrix (im2row), kept by the forward for the backward; dx
@@ -101,7 +101,7 @@ impl Plan {
             }
         } else if g.c.is_multiple_of(LANES) {
             Plan::WholeTaps {
-                dx_into_image: g.oc <= LANES,
+                dx_into_image: g.oc <= 4 * LANES,
             }
         } else {
             Plan::PatchMatrix

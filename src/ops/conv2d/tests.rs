@@ -218,7 +218,8 @@ fn backward_refuses_an_input_changed_since_the_forward() {
 }
 
 /// dx through dA and row2im, and straight into the image: the same bits, for the
-/// tutorial's two 16-channel geometries and one with an odd size and a partial last block.
+/// tutorial's two 16-channel geometries, one with an odd size and a partial last block, and
+/// the wider ones whose dy blocks have a stride of 32, 48 or 64 (the accuracy model's).
 #[test]
 fn dx_into_image_is_bit_identical_to_row2im() {
     fn both<S: Simd>(s: S, g: &ConvGeom, n: usize) -> (Vec<u32>, Vec<u32>) {
@@ -226,7 +227,8 @@ fn dx_into_image_is_bit_identical_to_row2im() {
         let m_total = n * g.ohw();
         let dy = random(m_total * g.oc, 7);
         let wr = weights_oc_major(g, &random(g.oc * ckk, 8));
-        let mut block = vec![0.0f32; MR * LANES];
+        let ocp = g.oc.next_multiple_of(LANES);
+        let mut block = vec![0.0f32; MR * ocp];
         let mut da = vec![0.0f32; patch_rows(g, n) * l];
         let (mut via_da, mut direct) = (vec![0.0f32; n * g.in_size()], vec![0.0f32; n * g.in_size()]);
         let pix = pixel_taps(g);
@@ -234,11 +236,17 @@ fn dx_into_image_is_bit_identical_to_row2im() {
             let rows = MR.min(m_total - m0);
             block.fill(0.0);
             for r in 0..rows {
-                block[r * LANES..][..g.oc].copy_from_slice(&dy[(m0 + r) * g.oc..][..g.oc]);
+                block[r * ocp..][..g.oc].copy_from_slice(&dy[(m0 + r) * g.oc..][..g.oc]);
             }
             let dab = &mut da[m0 * l..];
-            rows_times_matrix::<S, 0, MR>(s, &block, LANES, (g.oc, ckk), &wr, ckk, None, dab, l, (rows, false));
-            rows_times_matrix_into_image::<S, LANES>(s, g, (&block, &wr), &pix, (m0, rows), &mut direct);
+            rows_times_matrix::<S, 0, MR>(s, &block, ocp, (g.oc, ckk), &wr, ckk, None, dab, l, (rows, false));
+            let (blk, out) = ((&block[..], &wr[..]), &mut direct);
+            match ocp {
+                16 => rows_times_matrix_into_image::<S, 16>(s, g, blk, &pix, (m0, rows), out),
+                32 => rows_times_matrix_into_image::<S, 32>(s, g, blk, &pix, (m0, rows), out),
+                48 => rows_times_matrix_into_image::<S, 48>(s, g, blk, &pix, (m0, rows), out),
+                _ => rows_times_matrix_into_image::<S, 64>(s, g, blk, &pix, (m0, rows), out),
+            }
         }
         row2im(s, g, &da, l, &mut via_da);
         let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect();
@@ -250,6 +258,11 @@ fn dx_into_image_is_bit_identical_to_row2im() {
         (1, (32, 5, 5), (3, 3, 3), 2, 1),
         (2, (16, 6, 9), (5, 3, 2), 1, 0),
         (1, (16, 7, 5), (7, 2, 3), 3, 2),
+        (1, (16, 5, 5), (20, 3, 3), 2, 1),
+        (2, (16, 14, 14), (32, 3, 3), 1, 1),
+        (1, (32, 7, 7), (40, 3, 3), 1, 1),
+        (2, (32, 7, 7), (64, 3, 3), 1, 1),
+        (1, (64, 7, 7), (64, 3, 3), 2, 1),
     ];
     for (n, chw, kernel, stride, pad) in cases {
         let g = ConvGeom::new(chw, kernel, stride, pad);
@@ -273,8 +286,11 @@ fn gradients_match_finite_differences_16_channel_and_plane_paths() {
     // 16 input channels: dW from x and dx straight into the image; stride 1, no padding,
     // a non-square image.
     gradcheck_case(3, (16, 5, 6), (4, 3), 1, 0, true, true);
-    // 16 input channels and 20 outputs: dW from x, dx through dA and row2im.
+    // 16 input channels and 20 outputs: dW from x, dx straight into the image from dy blocks
+    // of stride 32.
     gradcheck_case(2, (16, 5, 5), (20, 3), 2, 1, true, true);
+    // 16 input channels and 66 outputs (more than 4 vectors): dx through dA and row2im.
+    gradcheck_case(1, (16, 3, 3), (66, 1), 1, 0, false, true);
     // One channel and a 5x5 kernel: planes with 25 patch values (two column blocks), dx.
     gradcheck_case(2, (1, 7, 7), (3, 5), 1, 2, true, true);
 }
@@ -372,7 +388,9 @@ fn plans_for_the_tutorial_layers_and_the_other_branches() {
     assert_eq!(plan(16, (16, 3)), Plan::WholeTaps { dx_into_image: true });
     assert_eq!(plan(16, (10, 3)), Plan::WholeTaps { dx_into_image: true });
     assert_eq!(plan(1, (3, 5)), Plan::Planes { single_block: false });
-    assert_eq!(plan(16, (20, 3)), Plan::WholeTaps { dx_into_image: false });
+    assert_eq!(plan(16, (20, 3)), Plan::WholeTaps { dx_into_image: true });
+    assert_eq!(plan(16, (64, 3)), Plan::WholeTaps { dx_into_image: true });
+    assert_eq!(plan(16, (65, 3)), Plan::WholeTaps { dx_into_image: false });
     assert_eq!(plan(20, (20, 3)), Plan::PatchMatrix);
     assert_eq!(plan(3, (5, 4)), Plan::Planes { single_block: false });
     assert_eq!(plan(5, (5, 4)), Plan::PatchMatrix);

@@ -37,9 +37,9 @@ unsafe fn with_avx2<K: Kernel>(s: Avx2, k: K) -> K::Output {
 impl Simd for Avx2 {
     type V = [__m256; 2];
     type M = [__m256; 2];
-    /// 16 registers of 256 bits: 4 rows of two-register accumulators (8 registers) leave room
+    /// 16 registers of 256 bits: 6 rows of two-register accumulators (12 registers) leave room
     /// for the shared row (2) and the broadcast operand; 16 rows would spill.
-    const ROWS: usize = 4;
+    const ROWS: usize = 6;
     #[inline(always)]
     fn vectorize<K: Kernel>(self, k: K) -> K::Output {
         // SAFETY: `self` exists only if the CPU supports AVX2 and FMA (see `detect`).

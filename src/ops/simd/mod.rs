@@ -53,10 +53,10 @@ pub trait Simd: Copy + Send + Sync {
     /// A per-lane condition, from [`Simd::gt`].
     type M: Copy;
     /// How many rows of 16-lane accumulators fit the register file with room for the operands
-    /// (register blocking): 16 on AVX-512 (32 registers of 16 lanes); 4 where a vector takes
-    /// several registers (AVX2, NEON), and the kernels then compute their 16-row blocks 4 rows
-    /// at a time (the same sums, so the same bits). The portable path says 16 (its arrays live
-    /// in memory anyway).
+    /// (register blocking): 16 on AVX-512 (32 registers of 16 lanes); 6 on AVX2 (16 registers
+    /// of 8 lanes, two per vector) and 4 on NEON (32 registers of 4 lanes), where the kernels
+    /// then compute their 16-row blocks 6 + 6 + 4 or 4 rows at a time (the same sums, so the
+    /// same bits). The portable path says 16 (its arrays live in memory anyway).
     const ROWS: usize;
     /// Runs kernel `k` with this backend's target features enabled.
     fn vectorize<K: Kernel>(self, k: K) -> K::Output;
