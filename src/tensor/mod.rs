@@ -359,6 +359,11 @@ impl Tensor {
         Rc::as_ptr(&self.0)
     }
 
+    /// Whether both are the same tensor (not merely equal values), as Python's `a is b`.
+    pub fn is(&self, other: &Tensor) -> bool {
+        Rc::ptr_eq(&self.0, &other.0)
+    }
+
     /// Back-propagates from this scalar: adds d(self)/d(leaf) into every leaf that requires grad.
     pub fn backward(&self) {
         assert_eq!(
