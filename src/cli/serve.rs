@@ -15,7 +15,9 @@ pub struct ServeArgs {
     /// The address to listen on; port 0 picks a free port (the URL printed says which).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub addr: SocketAddr,
-    /// Threads of the inference kernels [default: one per core].
+    /// Threads of the inference kernels [default: half the cores, at least 1: the rest answer
+    /// HTTP and prepare images. On 2 cores, 1 kernel thread gave 11,000-11,900 JSON
+    /// requests/s at 64 connections against 9,000-10,300 with 2].
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub threads: Option<u64>,
     /// The most images in one forward pass: requests that arrive together are predicted together.

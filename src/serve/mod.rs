@@ -40,7 +40,7 @@ pub struct ServeConfig {
     pub model: Option<PathBuf>,
     /// Where to listen; port 0 picks a free port.
     pub addr: SocketAddr,
-    /// Threads of the kernels' pool [default: one per core].
+    /// Threads of the kernels' pool [default: [`default_kernel_threads`]].
     pub threads: Option<usize>,
     /// Batching and queue sizes.
     pub batch: BatchConfig,
@@ -88,6 +88,15 @@ impl ModelInfo {
     }
 }
 
+/// The kernels' threads when `--threads` is not given: half the cores, at least 1. A server's
+/// other threads (tokio's workers, the image preprocessing) need the rest: on 2 cores, 1
+/// kernel thread answered 11,000-11,900 JSON requests/s at 64 connections, 2 threads
+/// 9,000-10,300 (`bncnn`, alternating runs).
+pub fn default_kernel_threads() -> usize {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    (cores / 2).max(1)
+}
+
 /// What the handlers share.
 pub struct App {
     pub batcher: Batcher,
@@ -106,7 +115,8 @@ pub fn run(cfg: ServeConfig, listening: impl FnOnce(SocketAddr, &ModelInfo)) -> 
     let (batcher, rx) = Batcher::new(&cfg.batch);
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<crate::Result<ModelInfo>>();
     let stats = batcher.stats.clone();
-    let (model_path, threads, batch) = (cfg.model.clone(), cfg.threads, cfg.batch);
+    let threads = Some(cfg.threads.unwrap_or_else(default_kernel_threads));
+    let (model_path, batch) = (cfg.model.clone(), cfg.batch);
     let inference = std::thread::Builder::new()
         .name("inference".into())
         .spawn(move || {
@@ -251,5 +261,16 @@ fn shutdown_signal() -> crate::Result<impl std::future::Future<Output = ()>> {
             let _ = tokio::signal::ctrl_c().await;
             eprintln!("shutting down: finishing the requests in flight");
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn kernels_get_half_the_cores_at_least_one() {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let t = super::default_kernel_threads();
+        assert!(t >= 1 && t <= cores.max(1), "{t} of {cores}");
+        assert_eq!(t, (cores / 2).max(1));
     }
 }
