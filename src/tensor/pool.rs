@@ -11,9 +11,9 @@ use std::collections::{HashMap, VecDeque};
 /// It holds one training step of `bncnn` at batch 128 (its forward activations alone are about
 /// 28 MB, their gradients as much again): with 24 MB, every step took fresh pages from the
 /// kernel, and zeroing them cost about a fifth of the step. It is a ceiling, not what a thread
-/// keeps: a size is pooled only up to the number of its buffers the thread had out at once
-/// (see [`Class`]), so a smaller network pools only what one step uses (the tutorial CNN: a
-/// few MB).
+/// keeps: a length is pooled only up to the number of its buffers the thread took in its last
+/// window of takes (see [`Class`]), so a smaller network pools only what a few steps use (the
+/// tutorial CNN: a few MB).
 const MAX_POOLED_BYTES: usize = 128 << 20;
 /// Buffers smaller than this are not worth pooling.
 const MIN_LEN: usize = 1024;
