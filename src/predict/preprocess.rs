@@ -64,16 +64,15 @@ pub fn gray_plane(img: &GrayImage) -> Plane {
     }
 }
 
-/// The luma plane of an image, as [`work_planes`] computes it (before shrinking).
+/// A pixel's luma (Rec. 709 weights), unrounded.
+fn luma([r, g, b]: [f32; 3]) -> f32 {
+    0.2126 * r + 0.7152 * g + 0.0722 * b
+}
+
+/// The luma plane of an image, as [`work_planes`] makes it (before shrinking).
 fn luma_plane(img: &RgbImage) -> Plane {
     let (w, h) = (img.width() as usize, img.height() as usize);
-    let px = img
-        .pixels()
-        .map(|p| {
-            let [r, g, b] = p.0.map(|c| c as f32);
-            0.2126 * r + 0.7152 * g + 0.0722 * b
-        })
-        .collect();
+    let px = img.pixels().map(|p| luma(p.0.map(|c| c as f32))).collect();
     Plane { w, h, px }
 }
 
@@ -82,8 +81,8 @@ pub fn work_planes(img: &RgbImage) -> [Plane; 4] {
     let (w, h) = (img.width() as usize, img.height() as usize);
     let mut planes = [(); 4].map(|_| Plane::filled(w, h, 0.0));
     for (i, p) in img.pixels().enumerate() {
-        let [r, g, b] = p.0.map(|c| c as f32);
-        planes[0].px[i] = 0.2126 * r + 0.7152 * g + 0.0722 * b;
+        let rgb @ [r, g, b] = p.0.map(|c| c as f32);
+        planes[0].px[i] = luma(rgb);
         (planes[1].px[i], planes[2].px[i], planes[3].px[i]) = (r, g, b);
     }
     planes.map(|p| shrink_to(&p, WORK))
@@ -473,10 +472,12 @@ pub fn preprocess_with(img: &RgbImage, cfg: PreprocessConfig) -> crate::Result<G
         return Err(Error::format_problem("empty image (0 pixels)"));
     }
     if img.pixels().all(|p| p[0] == p[1] && p[1] == p[2]) {
-        // Equal channels: luma is each channel's value exactly.
-        let gray = super::decode::rgb_to_gray(img);
-        if !cfg.deskew && is_mnist_shaped(&gray) {
-            return Ok(gray);
+        if !cfg.deskew {
+            // Equal channels: luma is each channel's value exactly.
+            let gray = super::decode::rgb_to_gray(img);
+            if is_mnist_shaped(&gray) {
+                return Ok(gray);
+            }
         }
         // No colour channel can separate ink from paper better than luma (they are luma):
         // step 1 would choose it, so only luma is made.

@@ -93,8 +93,12 @@ impl ModelInfo {
 /// kernel thread answered 11,000-11,900 JSON requests/s at 64 connections, 2 threads
 /// 9,000-10,300 (`bncnn`, alternating runs).
 pub fn default_kernel_threads() -> usize {
-    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    (cores / 2).max(1)
+    (cores() / 2).max(1)
+}
+
+/// The cores this process may use (2 when that cannot be told).
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
 /// What the handlers share.
@@ -152,10 +156,9 @@ pub fn run(cfg: ServeConfig, listening: impl FnOnce(SocketAddr, &ModelInfo)) -> 
         max_body_bytes: cfg.max_body_bytes,
     });
     // Decoding and preprocessing run on the blocking pool: one thread a core, not tokio's 512.
-    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .max_blocking_threads(cores)
+        .max_blocking_threads(cores())
         .thread_name("serve")
         .build()
         .map_err(|e| Error::settings(format!("cannot start the server's runtime: {e}")))?;
@@ -268,7 +271,7 @@ fn shutdown_signal() -> crate::Result<impl std::future::Future<Output = ()>> {
 mod tests {
     #[test]
     fn kernels_get_half_the_cores_at_least_one() {
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let cores = super::cores();
         let t = super::default_kernel_threads();
         assert!(t >= 1 && t <= cores.max(1), "{t} of {cores}");
         assert_eq!(t, (cores / 2).max(1));

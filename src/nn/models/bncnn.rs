@@ -46,9 +46,7 @@ impl ConvBn {
             fold_cache: RefCell::new(None),
         }
     }
-}
 
-impl ConvBn {
     /// In evaluation without gradients, the batch norm folded into the convolution (as
     /// inference engines do): scale = weight / sqrt(running_var + eps) per output channel,
     /// conv weight x scale, bias = bias - running_mean x scale. One pass over the activations
