@@ -237,6 +237,37 @@ fn json_pixels_get_the_librarys_probabilities() {
 }
 
 #[test]
+fn several_workers_share_the_model_and_answer_concurrent_requests() {
+    let s = Server::start(&["--workers", "3", "--max-batch", "2"]);
+    let (_, _, metrics) = get(&s.at("/metrics"));
+    assert!(metrics.contains("mnist_cnn_inference_workers 3\n"), "{metrics}");
+    let (images, _) = mnist_test(64);
+    let want = library_probabilities(&images);
+    // Eight clients send eight single images each at once.
+    let handles: Vec<_> = (0..8)
+        .map(|c| {
+            let (url, images) = (s.at("/api/predict"), images.clone());
+            std::thread::spawn(move || {
+                (c * 8..c * 8 + 8)
+                    .map(|i| (i, post_json(&url, &json!({"pixels": images[i]}))))
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    for (i, (code, v, _)) in handles.into_iter().flat_map(|h| h.join().unwrap()) {
+        assert_eq!(code, 200, "image {i}: {v}");
+        let got = probs_of(&v);
+        assert!(
+            got.iter().zip(&want[i]).all(|(x, y)| (x - y).abs() < 1e-6),
+            "image {i}: {got:?} vs {:?}",
+            want[i]
+        );
+    }
+    let (_, _, metrics) = get(&s.at("/metrics"));
+    assert!(metrics.contains("mnist_cnn_batch_size_sum 64\n"), "{metrics}");
+}
+
+#[test]
 fn errors_are_json_with_their_status_codes() {
     let s = Server::start(&["--max-body-bytes", "200000"]);
     let url = s.at("/api/predict");
@@ -302,8 +333,8 @@ fn errors_are_json_with_their_status_codes() {
 #[test]
 fn a_full_queue_answers_503_with_retry_after() {
     // One job in the queue at most, and one image a pass: 16 concurrent batches of 64 images
-    // keep the inference thread busy while the others arrive.
-    let s = Server::start(&["--queue", "1", "--max-batch", "1", "--threads", "1"]);
+    // keep the inference worker busy while the others arrive.
+    let s = Server::start(&["--queue", "1", "--max-batch", "1", "--workers", "1", "--threads", "1"]);
     let (images, _) = mnist_test(64);
     let body = serde_json::to_vec(&json!({"batch": images})).unwrap();
     let url = s.at("/api/predict");
@@ -346,9 +377,9 @@ fn a_full_queue_answers_503_with_retry_after() {
 
 #[test]
 fn sigterm_finishes_requests_in_flight_then_exits_0() {
-    // The inference thread waits 1.5 s for more requests before it runs the first one's batch:
+    // The inference worker waits 1.5 s for more requests before it runs the first one's batch:
     // a request stays in flight that long, in debug and release builds alike.
-    let mut s = Server::start(&["--max-wait-us", "1500000"]);
+    let mut s = Server::start(&["--max-wait-us", "1500000", "--workers", "1"]);
     let (images, labels) = mnist_test(1);
     let url = s.at("/api/predict");
     let t0 = std::time::Instant::now();

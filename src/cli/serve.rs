@@ -15,9 +15,14 @@ pub struct ServeArgs {
     /// The address to listen on; port 0 picks a free port (the URL printed says which).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub addr: SocketAddr,
-    /// Threads of the inference kernels [default: half the cores, at least 1: the rest answer
-    /// HTTP and prepare images. On 2 cores, 1 kernel thread gave 11,000-11,900 JSON
-    /// requests/s at 64 connections against 9,000-10,300 with 2].
+    /// Inference workers: threads that each run batches with their own instance of the one
+    /// shared copy of the weights [default: half the cores, at least 1: the rest answer HTTP
+    /// and prepare images].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub workers: Option<u64>,
+    /// Kernel threads of each inference worker [default: 1. On 2 cores, 1 worker with 1
+    /// kernel thread gave 11,000-11,900 JSON requests/s at 64 connections against
+    /// 9,000-10,300 with 2].
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub threads: Option<u64>,
     /// The most images in one forward pass: requests that arrive together are predicted together.
@@ -26,13 +31,13 @@ pub struct ServeArgs {
     /// 11,600-13,700 with p99 10.4-15.8 ms.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=4096))]
     pub max_batch: u64,
-    /// How long (microseconds, at most 10 s) the inference thread waits for more requests to
+    /// How long (microseconds, at most 10 s) an inference worker waits for more requests to
     /// join a batch. With 0, a pass takes the requests that queued while the previous one ran:
     /// under load batches form anyway, and a lone request does not wait (1 connection: 2,856
     /// JSON requests/s against 901 with 500 us; 64 connections: 6,607 against 5,136).
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
     pub max_wait_us: u64,
-    /// Requests that can wait for the inference thread; past that the server answers 503.
+    /// Requests that can wait for an inference worker; past that the server answers 503.
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub queue: u64,
     /// The largest request body in bytes (413 past it) [default: 8 MiB].
@@ -44,6 +49,7 @@ pub(crate) fn serve(a: ServeArgs) -> crate::Result<()> {
     let cfg = crate::serve::ServeConfig {
         model: a.model,
         addr: a.addr,
+        workers: a.workers.map(|t| t as usize),
         threads: a.threads.map(|t| t as usize),
         batch: crate::serve::batcher::BatchConfig {
             max_batch: a.max_batch as usize,
@@ -53,11 +59,14 @@ pub(crate) fn serve(a: ServeArgs) -> crate::Result<()> {
         max_body_bytes: a.max_body_bytes as usize,
     };
     let (max_batch, queue) = (cfg.batch.max_batch, cfg.batch.queue);
+    let workers = cfg.workers.unwrap_or_else(crate::serve::default_workers);
+    let threads = cfg.threads.unwrap_or(1);
     crate::serve::run(cfg, |addr, model| {
         out!("serving on http://{addr}");
         eprintln!(
-            "model {} ({} parameters, {}); batches of up to {max_batch} images, queue of {queue}; \
-             SIGTERM or Ctrl-C stops",
+            "model {} ({} parameters, {}); {workers} inference worker(s) of {threads} kernel \
+             thread(s) sharing one copy of the weights; batches of up to {max_batch} images, \
+             queue of {queue}; SIGTERM or Ctrl-C stops",
             model.architecture, model.parameters, model.source
         );
     })

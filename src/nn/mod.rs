@@ -16,6 +16,7 @@ mod layers;
 mod linear;
 pub mod models;
 mod sequential;
+mod shared;
 
 pub use batch_norm::{BatchNorm2d, BatchNorm2dConfig};
 pub use conv::{Conv2d, Conv2dConfig};
@@ -25,6 +26,7 @@ pub use layers::{AdaptiveAvgPool2d, AvgPool2d, Flatten, MaxPool2d, ReLU};
 pub use linear::{Linear, LinearConfig};
 pub use models::{LeNet5, MnistCnn, MnistLogistic, ModelSpec};
 pub use sequential::{Lambda, Sequential};
+pub use shared::SharedModel;
 
 use crate::rng::Rng;
 use crate::tensor::Tensor;

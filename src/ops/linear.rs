@@ -32,15 +32,7 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Tensor {
     let mut y = vec![0.0; n * out];
     {
         let bd = bias.map(|b| b.data());
-        linear_forward(
-            &x.data(),
-            &weight.data(),
-            bd.as_deref().map(|v| &v[..]),
-            n,
-            inp,
-            out,
-            &mut y,
-        );
+        linear_forward(&x.data(), &weight.data(), bd.as_deref(), n, inp, out, &mut y);
     }
     let mut inputs = vec![x.clone(), weight.clone()];
     inputs.extend(bias.cloned());

@@ -321,13 +321,13 @@ pub async fn predict(State(app): State<Arc<App>>, req: Request) -> Result<Json<V
         Submit::Stopped => {
             return Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "the inference thread has stopped",
+                "the inference workers have stopped",
             ));
         }
     };
     let probs = rx
         .await
-        .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the inference thread has stopped"))?
+        .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the inference workers have stopped"))?
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
     let elapsed_ms = (t0.elapsed().as_secs_f64() * 1e6).round() / 1e3;
     let model = app.model.architecture.clone();

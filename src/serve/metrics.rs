@@ -118,11 +118,18 @@ impl Metrics {
             .write(
                 &mut out,
                 "mnist_cnn_batch_size",
-                "Images in each forward pass of the inference thread.",
+                "Images in each forward pass of the inference workers.",
             );
-        out.push_str("# HELP mnist_cnn_queue_depth Requests waiting for the inference thread.\n");
+        out.push_str("# HELP mnist_cnn_queue_depth Requests waiting for an inference worker.\n");
         out.push_str("# TYPE mnist_cnn_queue_depth gauge\n");
         let _ = writeln!(out, "mnist_cnn_queue_depth {}", queue.depth.load(Ordering::SeqCst));
+        out.push_str("# HELP mnist_cnn_inference_workers Inference workers running, each with its instance of the shared weights.\n");
+        out.push_str("# TYPE mnist_cnn_inference_workers gauge\n");
+        let _ = writeln!(
+            out,
+            "mnist_cnn_inference_workers {}",
+            queue.running.load(Ordering::SeqCst)
+        );
         out
     }
 }
@@ -157,5 +164,6 @@ mod tests {
         assert!(text.contains("mnist_cnn_requests_total{code=\"503\"} 1\n"), "{text}");
         assert!(text.contains("mnist_cnn_request_duration_seconds_count 3\n"), "{text}");
         assert!(text.contains("mnist_cnn_queue_depth 0\n"), "{text}");
+        assert!(text.contains("mnist_cnn_inference_workers 0\n"), "{text}");
     }
 }

@@ -1,9 +1,11 @@
 //! `mnist-cnn serve`: an HTTP prediction API and a drawing page (axum on tokio).
 //!
-//! The library's tensors are not `Send`, so the model is never shared: one inference thread
-//! ([`batcher`]) owns it and serves a bounded queue, running one batched forward pass for the
-//! requests that arrive together. Decoding and preprocessing uploaded images ([`api`]) run on
-//! tokio's blocking pool: they touch no tensor. Counters for `/metrics` are in [`metrics`].
+//! The weights are loaded once into a [`SharedModel`] (`Send` and `Sync`); each inference
+//! worker thread makes its own instance of it, which reads the same values, and keeps its own
+//! scratch buffers. The workers serve one bounded queue ([`batcher`]), each running one batched
+//! forward pass for the requests that arrive together. Decoding and preprocessing uploaded
+//! images ([`api`]) run on tokio's blocking pool: they touch no tensor. Counters for
+//! `/metrics` are in [`metrics`].
 //!
 //! Endpoints: `GET /` (the drawing page), `POST /api/predict`, `GET /api/model`, `GET /healthz`,
 //! `GET /readyz`, `GET /metrics`. The server keeps no state between requests besides its
@@ -28,6 +30,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 
 use crate::Error;
+use crate::nn::SharedModel;
 use batcher::{BatchConfig, Batcher};
 
 /// The page of `GET /`.
@@ -40,7 +43,10 @@ pub struct ServeConfig {
     pub model: Option<PathBuf>,
     /// Where to listen; port 0 picks a free port.
     pub addr: SocketAddr,
-    /// Threads of the kernels' pool [default: [`default_kernel_threads`]].
+    /// Inference workers, each with its instance of the shared weights [default:
+    /// [`default_workers`]].
+    pub workers: Option<usize>,
+    /// Kernel threads of each worker [default: 1].
     pub threads: Option<usize>,
     /// Batching and queue sizes.
     pub batch: BatchConfig,
@@ -88,11 +94,11 @@ impl ModelInfo {
     }
 }
 
-/// The kernels' threads when `--threads` is not given: half the cores, at least 1. A server's
-/// other threads (tokio's workers, the image preprocessing) need the rest: on 2 cores, 1
-/// kernel thread answered 11,000-11,900 JSON requests/s at 64 connections, 2 threads
-/// 9,000-10,300 (`bncnn`, alternating runs).
-pub fn default_kernel_threads() -> usize {
+/// The inference workers when `--workers` is not given: half the cores, at least 1. A
+/// server's other threads (tokio's workers, the image preprocessing) need the rest: on 2 cores,
+/// 1 single-threaded worker answered 11,000-11,900 JSON requests/s at 64 connections, 1 worker
+/// with 2 kernel threads 9,000-10,300 (`bncnn`, alternating runs).
+pub fn default_workers() -> usize {
     (cores() / 2).max(1)
 }
 
@@ -109,46 +115,56 @@ pub struct App {
     pub max_body_bytes: usize,
 }
 
-/// Starts the inference thread (which loads the model), binds `cfg.addr`, calls `listening`
+/// Loads the model, starts the inference workers, binds `cfg.addr`, calls `listening`
 /// with the bound address, and serves until SIGTERM or Ctrl-C; in-flight requests finish
 /// first. Errors: a model that cannot be loaded, an address that cannot be bound.
 pub fn run(cfg: ServeConfig, listening: impl FnOnce(SocketAddr, &ModelInfo)) -> crate::Result<()> {
     if cfg.batch.queue == 0 || cfg.batch.max_batch == 0 {
         return Err(Error::settings("--queue and --max-batch must be at least 1"));
     }
+    let workers = cfg.workers.unwrap_or_else(default_workers);
+    if workers == 0 || cfg.threads == Some(0) {
+        return Err(Error::settings("--workers and --threads must be at least 1"));
+    }
+    let loaded = crate::runs::resolve_model(cfg.model.as_deref())?;
+    let model = ModelInfo::of(&loaded);
+    let shared = Arc::new(SharedModel::new(loaded.arch, loaded.model.as_ref()));
+    drop(loaded);
     let (batcher, rx) = Batcher::new(&cfg.batch);
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<crate::Result<ModelInfo>>();
-    let stats = batcher.stats.clone();
-    let threads = Some(cfg.threads.unwrap_or_else(default_kernel_threads));
-    let (model_path, batch) = (cfg.model.clone(), cfg.batch);
-    let inference = std::thread::Builder::new()
-        .name("inference".into())
-        .spawn(move || {
-            let _ = crate::cli::in_pool(threads, move || {
-                let loaded = match crate::runs::resolve_model(model_path.as_deref()) {
-                    Ok(l) => l,
-                    Err(e) => {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<crate::Result<()>>();
+    let handles = (0..workers)
+        .map(|i| {
+            let (shared, rx, stats, ready_tx) = (shared.clone(), rx.clone(), batcher.stats.clone(), ready_tx.clone());
+            let (threads, batch) = (Some(cfg.threads.unwrap_or(1)), cfg.batch);
+            std::thread::Builder::new()
+                .name(format!("inference-{i}"))
+                .spawn(move || {
+                    let tx = ready_tx.clone();
+                    let started = crate::cli::in_pool(threads, move || {
+                        let model = shared.instance();
+                        let started = || drop(tx.send(Ok(())));
+                        batcher::run_loop(&rx, &batch, &stats, started, |x, n| {
+                            let t = crate::tensor::Tensor::from_vec(x.to_vec(), &[n, batcher::PIXELS]);
+                            let logits = crate::tensor::no_grad(|| model.forward(&t));
+                            let c = logits.shape()[1];
+                            crate::predict::softmax_rows(&logits.to_vec(), c)
+                        });
+                    });
+                    if let Err(e) = started {
                         let _ = ready_tx.send(Err(e));
-                        return;
                     }
-                };
-                loaded.model.set_training(false);
-                let _ = ready_tx.send(Ok(ModelInfo::of(&loaded)));
-                let model = loaded.model;
-                batcher::run_loop(rx, &batch, &stats, |x, n| {
-                    let t = crate::tensor::Tensor::from_vec(x.to_vec(), &[n, batcher::PIXELS]);
-                    let logits = crate::tensor::no_grad(|| model.forward(&t));
-                    let c = logits.shape()[1];
-                    crate::predict::softmax_rows(&logits.to_vec(), c)
-                });
-            });
+                })
+                .map_err(|e| Error::settings(format!("cannot start an inference worker: {e}")))
         })
-        .map_err(|e| Error::settings(format!("cannot start the inference thread: {e}")))?;
-    let model = match ready_rx.recv() {
-        Ok(Ok(info)) => info,
-        Ok(Err(e)) => return Err(e),
-        Err(_) => return Err(Error::settings("the inference thread could not start (see --threads)")),
-    };
+        .collect::<crate::Result<Vec<_>>>()?;
+    drop((ready_tx, rx));
+    for _ in 0..workers {
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(Error::settings("an inference worker could not start (see --threads)")),
+        }
+    }
     let app = Arc::new(App {
         batcher,
         model,
@@ -179,8 +195,10 @@ pub fn run(cfg: ServeConfig, listening: impl FnOnce(SocketAddr, &ModelInfo)) -> 
             .map_err(|e| Error::settings(format!("the server failed: {e}")))
     });
     rt.shutdown_timeout(Duration::from_secs(5));
-    // Every queue sender is gone with the router: the inference thread ends.
-    let _ = inference.join();
+    // Every queue sender is gone with the router: the inference workers end.
+    for h in handles {
+        let _ = h.join();
+    }
     served
 }
 
@@ -222,12 +240,12 @@ async fn track(State(app): State<Arc<App>>, req: Request, next: Next) -> Respons
     resp
 }
 
-/// 200 once the model is loaded and the inference thread runs.
+/// 200 once the model is loaded and an inference worker runs.
 async fn readyz(State(app): State<Arc<App>>) -> Response {
-    if app.batcher.stats.running.load(Ordering::SeqCst) {
+    if app.batcher.stats.running.load(Ordering::SeqCst) > 0 {
         axum::Json(serde_json::json!({"status": "ready"})).into_response()
     } else {
-        api::ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the inference thread is not running").into_response()
+        api::ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no inference worker is running").into_response()
     }
 }
 
@@ -270,9 +288,9 @@ fn shutdown_signal() -> crate::Result<impl std::future::Future<Output = ()>> {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn kernels_get_half_the_cores_at_least_one() {
+    fn workers_get_half_the_cores_at_least_one() {
         let cores = super::cores();
-        let t = super::default_kernel_threads();
+        let t = super::default_workers();
         assert!(t >= 1 && t <= cores.max(1), "{t} of {cores}");
         assert_eq!(t, (cores / 2).max(1));
     }

@@ -13,6 +13,7 @@ use std::cell::{Cell, Ref, RefCell, RefMut};
 use std::collections::HashMap;
 use std::fmt;
 use std::rc::Rc;
+use std::sync::Arc;
 
 pub mod pool;
 
@@ -34,8 +35,36 @@ pub struct GradFn {
 /// A derived layout: its name, the version of the values it was made from, and the values.
 type Derived = (&'static str, u64, Rc<Vec<f32>>);
 
+/// Values a tensor owns, or read-only values it shares with tensors on other threads (the
+/// weights of a [`SharedModel`](crate::nn::SharedModel)); writing to shared values copies them
+/// first.
+enum Values {
+    Owned(Vec<f32>),
+    Shared(Arc<[f32]>),
+}
+
+impl Values {
+    fn as_slice(&self) -> &[f32] {
+        match self {
+            Values::Owned(v) => v,
+            Values::Shared(s) => s,
+        }
+    }
+
+    /// The values as an owned vector, copying shared ones first (copy on write).
+    fn make_owned(&mut self) -> &mut Vec<f32> {
+        if let Values::Shared(s) = self {
+            *self = Values::Owned(s.to_vec());
+        }
+        match self {
+            Values::Owned(v) => v,
+            Values::Shared(_) => unreachable!("made owned above"),
+        }
+    }
+}
+
 struct Storage {
-    values: RefCell<Vec<f32>>,
+    values: RefCell<Values>,
     /// Bumped by every `data_mut`, so layouts derived from the values know when they are stale.
     version: Cell<u64>,
     /// Layouts derived from the values (such as a convolution's re-ordered weights), by name,
@@ -46,7 +75,7 @@ struct Storage {
 impl Storage {
     fn new(values: Vec<f32>) -> Rc<Storage> {
         Rc::new(Storage {
-            values: RefCell::new(values),
+            values: RefCell::new(Values::Owned(values)),
             version: Cell::new(0),
             derived: RefCell::new(Vec::new()),
         })
@@ -55,7 +84,9 @@ impl Storage {
 
 impl Drop for Storage {
     fn drop(&mut self) {
-        pool::recycle(std::mem::take(self.values.get_mut()));
+        if let Values::Owned(v) = self.values.get_mut() {
+            pool::recycle(std::mem::take(v));
+        }
     }
 }
 
@@ -247,8 +278,8 @@ impl Tensor {
 
     /// The values as stored (see [`Tensor::is_channels_last`]); [`Tensor::to_vec`] gives them
     /// in logical row-major order.
-    pub fn data(&self) -> Ref<'_, Vec<f32>> {
-        self.0.data.values.borrow()
+    pub fn data(&self) -> Ref<'_, [f32]> {
+        Ref::map(self.0.data.values.borrow(), Values::as_slice)
     }
 
     /// How many times the values were handed out for writing ([`Tensor::data_mut`]): an op that
@@ -258,10 +289,42 @@ impl Tensor {
     }
 
     /// Mutable access to the values, for optimizers and initialisers (like `with no_grad(): p -= ...`).
+    /// Shared values ([`Tensor::share_values`]) are copied first: the other threads' copy
+    /// never changes.
     pub fn data_mut(&self) -> RefMut<'_, Vec<f32>> {
         let st = &self.0.data;
         st.version.set(st.version.get() + 1);
-        st.values.borrow_mut()
+        RefMut::map(st.values.borrow_mut(), Values::make_owned)
+    }
+
+    /// A copy of the values that threads can share (`Send` and `Sync`), for
+    /// [`Tensor::share_values`] on other threads' tensors.
+    pub fn to_shared(&self) -> Arc<[f32]> {
+        Arc::from(&*self.data())
+    }
+
+    /// Makes this tensor (and its views) read `values` without copying them: tensors on several
+    /// threads can read one buffer this way. The values count as changed (the version is
+    /// bumped), and a later [`Tensor::data_mut`] copies them first. Panics if the length is not
+    /// the tensor's (a programming error).
+    pub fn share_values(&self, values: Arc<[f32]>) {
+        assert_eq!(
+            values.len(),
+            self.numel(),
+            "share_values: length vs shape {:?}",
+            self.shape()
+        );
+        let st = &self.0.data;
+        st.version.set(st.version.get() + 1);
+        let old = st.values.replace(Values::Shared(values));
+        if let Values::Owned(v) = old {
+            pool::recycle(v);
+        }
+    }
+
+    /// Whether the values are shared ones ([`Tensor::share_values`]) not copied since.
+    pub fn is_shared(&self) -> bool {
+        matches!(*self.0.data.values.borrow(), Values::Shared(_))
     }
 
     /// A layout derived from the current values by `make` (for example a re-ordered copy of
@@ -275,7 +338,7 @@ impl Tensor {
         {
             return d.clone();
         }
-        let d = Rc::new(make(&st.values.borrow()));
+        let d = Rc::new(make(st.values.borrow().as_slice()));
         cache.retain(|(n, _, _)| *n != name);
         cache.push((name, version, d.clone()));
         d
@@ -289,7 +352,7 @@ impl Tensor {
             nhwc_to_nchw(&self.data(), (s[0], s[1], s[2], s[3]), &mut out);
             out
         } else {
-            self.data().clone()
+            self.data().to_vec()
         }
     }
 
@@ -566,7 +629,7 @@ mod tests {
         let t = Tensor::from_op_in_layout(nhwc, &[2, 3, 2, 2], true, "test", vec![], Box::new(|_, _, _| vec![]));
         assert!(t.is_channels_last());
         assert_eq!(t.to_vec(), nchw);
-        assert_eq!(t.contiguous().data().clone(), nchw);
+        assert_eq!(t.contiguous().data().to_vec(), nchw);
     }
 
     #[test]

@@ -98,7 +98,7 @@ fn conv2d_op(
         Phase::Forward,
         || {
             let bias_data = bias.map(|b| b.data());
-            let b = bias_data.as_deref().map(|v| &v[..]);
+            let b = bias_data.as_deref();
             let wt = weight.derived("conv2d.k_major", |w| weights_k_major(&g, w));
             simd_dispatch!(conv2d_forward(
                 &g,
