@@ -3,8 +3,6 @@
 //! pixel with a monotone deque), box blur, 3x3 median, grey dilation/erosion by a disk,
 //! chamfer distance transforms, 8-connected components, quantiles and Otsu's threshold.
 
-use image::{ImageBuffer, Luma, imageops};
-
 /// A gray image as a flat f32 buffer: `px[y * w + x]`, values 0 to 255.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Plane {
@@ -27,13 +25,6 @@ impl Plane {
         self.px[y * self.w + x]
     }
 
-    /// The `image` crate's view of it, scaled to 0..1 (its float pixels' range: its resize
-    /// clamps to that).
-    fn to_unit_image(&self) -> ImageBuffer<Luma<f32>, Vec<f32>> {
-        let px = self.px.iter().map(|v| v / 255.0).collect();
-        ImageBuffer::from_raw(self.w as u32, self.h as u32, px).expect("w * h values")
-    }
-
     /// The part `x0..x1` x `y0..y1`.
     pub fn crop(&self, x0: usize, y0: usize, x1: usize, y1: usize) -> Plane {
         assert!(
@@ -54,17 +45,66 @@ impl Plane {
 
 /// Resized to `w` x `h` with a triangle filter (its support widened when shrinking, so shrinking
 /// averages: anti-aliased, as MNIST's digits were made). The same size is an exact copy.
+///
+/// The same values, bit for bit, as the `image` crate's `imageops::resize` with
+/// `FilterType::Triangle` on the plane scaled to 0..1 (a test checks it): columns first, then
+/// rows, with the crate's f32 weights, sums in its order and its clamp to 0..1. Without the
+/// crate's generic pixels and its copies, the column pass runs over whole rows.
 pub fn resize(p: &Plane, w: usize, h: usize) -> Plane {
     assert!(w > 0 && h > 0, "resize to a non-empty size");
     if (w, h) == (p.w, p.h) {
         return p.clone();
     }
-    let out = imageops::resize(&p.to_unit_image(), w as u32, h as u32, imageops::FilterType::Triangle);
-    Plane {
-        w,
-        h,
-        px: out.into_raw().into_iter().map(|v| v * 255.0).collect(),
+    // Along the columns, on the values scaled to 0..1 as the crate sees them: each output row
+    // a weighted sum of input rows, whole rows at a time.
+    let mut tall = vec![0.0f32; p.w * h];
+    for (row, (first, ws)) in tall.chunks_exact_mut(p.w).zip(triangle_taps(p.h, h)) {
+        for (i, &wt) in ws.iter().enumerate() {
+            let src = &p.px[(first + i) * p.w..(first + i + 1) * p.w];
+            row.iter_mut().zip(src).for_each(|(t, &v)| *t += v / 255.0 * wt);
+        }
     }
+    // Along the rows, clamped to 0..1 as the crate clamps its float pixels.
+    let taps = triangle_taps(p.w, w);
+    let mut px = vec![0.0f32; w * h];
+    for (out, src) in px.chunks_exact_mut(w).zip(tall.chunks_exact(p.w)) {
+        for (o, (first, ws)) in out.iter_mut().zip(&taps) {
+            let t = ws.iter().zip(&src[*first..]).fold(0.0f32, |t, (&wt, &v)| t + v * wt);
+            *o = if t < 0.0 {
+                0.0
+            } else if t > 1.0 {
+                255.0
+            } else {
+                t * 255.0
+            };
+        }
+    }
+    Plane { w, h, px }
+}
+
+/// One axis of [`resize`]: for each output position, the first input position it reads and the
+/// normalised triangle weights of the inputs from there, computed as the `image` crate does.
+fn triangle_taps(len: usize, new_len: usize) -> Vec<(usize, Vec<f32>)> {
+    let ratio = len as f32 / new_len as f32;
+    let sratio = if ratio < 1.0 { 1.0 } else { ratio };
+    let support = sratio; // the triangle's support (1) in input pixels
+    (0..new_len)
+        .map(|o| {
+            let centre = (o as f32 + 0.5) * ratio;
+            let first = ((centre - support).floor() as i64).clamp(0, len as i64 - 1);
+            let end = ((centre + support).ceil() as i64).clamp(first + 1, len as i64);
+            let centre = centre - 0.5;
+            let mut ws: Vec<f32> = (first..end)
+                .map(|i| {
+                    let x = ((i as f32 - centre) / sratio).abs();
+                    if x < 1.0 { 1.0 - x } else { 0.0 }
+                })
+                .collect();
+            let sum = ws.iter().fold(0.0f32, |s, &w| s + w);
+            ws.iter_mut().for_each(|w| *w /= sum);
+            (first as usize, ws)
+        })
+        .collect()
 }
 
 /// Scaled down (keeping the aspect ratio) so that the long side is at most `side`.
@@ -426,6 +466,47 @@ mod tests {
             w,
             h,
             px: (0..w * h).map(|i| f(i % w, i / w)).collect(),
+        }
+    }
+
+    /// `resize` gives the `image` crate's triangle resize bit for bit: growing, shrinking, both
+    /// at once, one pixel wide, with values outside 0..255 (clamped as the crate clamps).
+    #[test]
+    fn resize_is_the_image_crates_triangle_resize_bit_for_bit() {
+        use image::{ImageBuffer, Luma, imageops};
+        let mut rng = crate::rng::Rng::new(7);
+        let sizes = [
+            (1, 1),
+            (1, 9),
+            (7, 1),
+            (13, 9),
+            (88, 110),
+            (117, 147),
+            (20, 20),
+            (3, 250),
+            (512, 384),
+        ];
+        for &(w, h) in &sizes {
+            let p = Plane {
+                w,
+                h,
+                px: (0..w * h).map(|_| rng.next_f32() * 300.0 - 20.0).collect(),
+            };
+            for &(nw, nh) in &sizes {
+                let unit: Vec<f32> = p.px.iter().map(|v| v / 255.0).collect();
+                let img: ImageBuffer<Luma<f32>, Vec<f32>> = ImageBuffer::from_raw(w as u32, h as u32, unit).unwrap();
+                let want: Vec<u32> = imageops::resize(&img, nw as u32, nh as u32, imageops::FilterType::Triangle)
+                    .into_raw()
+                    .into_iter()
+                    .map(|v| (v * 255.0).to_bits())
+                    .collect();
+                let got = resize(&p, nw, nh);
+                assert_eq!((got.w, got.h), (nw, nh));
+                if (nw, nh) != (w, h) {
+                    let got: Vec<u32> = got.px.iter().map(|v| v.to_bits()).collect();
+                    assert!(got == want, "{w}x{h} -> {nw}x{nh}");
+                }
+            }
         }
     }
 
