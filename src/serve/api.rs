@@ -258,16 +258,14 @@ impl Scan<'_> {
         self.b[self.i..].starts_with(token).then(|| self.i += token.len())
     }
 
-    /// Skips a run of digits; their count, and their value when it fits in 19 digits.
-    fn digits(&mut self) -> (usize, Option<u64>) {
+    /// Skips a run of digits, appending them to `m` (in base 10, wrapping); their count.
+    fn digits(&mut self, m: &mut u64) -> usize {
         let from = self.i;
-        let mut value = 0u64;
         while let Some(d) = self.b.get(self.i).filter(|c| c.is_ascii_digit()) {
-            value = value.wrapping_mul(10).wrapping_add(u64::from(d - b'0'));
+            *m = m.wrapping_mul(10).wrapping_add(u64::from(d - b'0'));
             self.i += 1;
         }
-        let n = self.i - from;
-        (n, (n <= 19).then_some(value))
+        self.i - from
     }
 
     /// A JSON number, `-?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?`, as f64 (correctly
@@ -279,45 +277,49 @@ impl Scan<'_> {
             self.i += 1;
         }
         let lead = self.b.get(self.i).copied();
-        let (int, int_value) = self.digits();
+        // The digits before and after the point, as one integer `m`.
+        let mut m = 0u64;
+        let int = self.digits(&mut m);
         if int == 0 || (int > 1 && lead == Some(b'0')) {
             return None;
         }
-        let (mut frac, mut frac_value) = (0, Some(0));
+        let mut frac = 0;
         if self.b.get(self.i) == Some(&b'.') {
             self.i += 1;
-            (frac, frac_value) = self.digits();
+            frac = self.digits(&mut m);
             if frac == 0 {
                 return None;
             }
         }
-        let mut exp = Some(0i64);
+        let mut exp = 0i64;
         if matches!(self.b.get(self.i), Some(b'e' | b'E')) {
             self.i += 1;
             let minus = self.b.get(self.i) == Some(&b'-');
             if matches!(self.b.get(self.i), Some(b'+' | b'-')) {
                 self.i += 1;
             }
-            let (n, e) = self.digits();
+            let mut e = 0u64;
+            let n = self.digits(&mut e);
             if n == 0 {
                 return None;
             }
-            exp = e
-                .filter(|&e| e <= 1000)
-                .map(|e| if minus { -(e as i64) } else { e as i64 });
+            // Past 4 digits, the exponent is left to the standard parser below.
+            exp = if n > 4 {
+                i64::MAX
+            } else if minus {
+                -(e as i64)
+            } else {
+                e as i64
+            };
         }
-        // Exact when the digits make an integer below 2^53 and the power of ten is exact
-        // (10^22 at most): one correctly rounded multiplication or division (Clinger).
-        let exact = (|| {
-            let m = int_value?
-                .checked_mul(10u64.checked_pow(frac as u32)?)?
-                .checked_add(frac_value?)?;
-            let e = exp? - frac as i64;
-            (m < 1 << 53 && (-22..=22).contains(&e)).then(|| {
-                let p = POW10[e.unsigned_abs() as usize];
-                if e < 0 { m as f64 / p } else { m as f64 * p }
-            })
-        })();
+        // Exact when the digits (19 at most, so `m` did not wrap) make an integer below 2^53
+        // and the power of ten is exact (10^22 at most): one correctly rounded multiplication
+        // or division (Clinger's fast path).
+        let e = exp.saturating_sub(frac as i64);
+        let exact = (int + frac <= 19 && m < 1 << 53 && (-22..=22).contains(&e)).then(|| {
+            let p = POW10[e.unsigned_abs() as usize];
+            if e < 0 { m as f64 / p } else { m as f64 * p }
+        });
         let v = match exact {
             Some(v) if negative => -v,
             Some(v) => v,
