@@ -144,6 +144,7 @@ pub fn score_images(
 }
 
 pub(crate) fn eval_images(dir: &Path, a: &EvalArgs, model: &dyn Module, source: &str) -> crate::Result<()> {
+    crate::tensor::pool::keep_freed_memory();
     let images = labelled_images(dir)?;
     let (scores, failed, _) = score_images(&images, model, |p| a.prep.prepare(p));
     let pct = |r: usize, t: usize| 100.0 * r as f64 / t.max(1) as f64;

@@ -76,6 +76,7 @@ fn probability(s: &str) -> Result<f32, String> {
 }
 
 pub(crate) fn predict(a: PredictArgs) -> crate::Result<()> {
+    crate::tensor::pool::keep_freed_memory();
     let crate::runs::LoadedModel { model, file, .. } = crate::runs::resolve_model(a.model.as_deref())?;
     let names =
         crate::data::download::class_names(&file.metadata.get("dataset").map_or(String::new(), |d| d.to_lowercase()));

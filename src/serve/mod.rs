@@ -122,6 +122,7 @@ pub fn run(cfg: ServeConfig, listening: impl FnOnce(SocketAddr, &ModelInfo)) -> 
     if cfg.batch.queue == 0 || cfg.batch.max_batch == 0 {
         return Err(Error::settings("--queue and --max-batch must be at least 1"));
     }
+    crate::tensor::pool::keep_freed_memory();
     let workers = cfg.workers.unwrap_or_else(default_workers);
     if workers == 0 || cfg.threads == Some(0) {
         return Err(Error::settings("--workers and --threads must be at least 1"));
