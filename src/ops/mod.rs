@@ -77,13 +77,13 @@ pub fn for_each_chunk<T: Send>(items: Vec<T>, f: impl Fn(T) + Sync + Send) {
     // One thread's part: its own chunks in order, then the unstarted chunks of the others, then
     // a short spin until the chunks others are running are done, so that the region ends on
     // both threads at once instead of one of them going to sleep (and being woken for the
-    // next region, tens of microseconds on a VM).
+    // next region, tens of microseconds on a VM): see [`END_SPIN`].
     let lane = || {
         let me = rayon::current_thread_index().unwrap_or(0) % threads;
         slots.iter().skip(me).step_by(threads).for_each(run_slot);
         slots.iter().rev().for_each(run_slot);
         let t0 = Instant::now();
-        while done.load(Ordering::Acquire) < n && t0.elapsed() < SPIN {
+        while done.load(Ordering::Acquire) < n && t0.elapsed() < END_SPIN {
             for _ in 0..16 {
                 std::hint::spin_loop();
             }
@@ -105,9 +105,14 @@ pub fn for_each_chunk<T: Send>(items: Vec<T>, f: impl Fn(T) + Sync + Send) {
 /// Counts parallel regions; a warm-keeping spinner stops when it changes.
 static REGION: AtomicU64 = AtomicU64::new(0);
 
-/// How long idle workers spin waiting for the next parallel region, and the longest a thread
-/// spins at the end of a region for the chunks other threads are finishing.
+/// How long idle workers spin waiting for the next parallel region.
 const SPIN: Duration = Duration::from_micros(300);
+
+/// The longest a thread spins at the end of a region for the chunks other threads are
+/// finishing (about one chunk of the largest layer) before it waits in rayon, which lets it
+/// sleep: on a busy machine the thread it waits for may have been preempted, and a core that
+/// goes idle is where the scheduler can move that thread to.
+const END_SPIN: Duration = Duration::from_micros(100);
 
 /// Keeps the other workers busy-waiting for a short while after a parallel region, so the
 /// next region (usually a few microseconds of serial work away: the next layer) starts at once
