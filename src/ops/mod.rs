@@ -43,15 +43,18 @@ pub use reduce::{argmax, max, mean, sum, var};
 pub use relu::relu;
 
 pub use reshape::reshape;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// Samples per work item in batched kernels. Fixed, so reductions do not depend on threads.
 pub const CHUNK: usize = 8;
 
 /// Runs `f` on every work item (chunk j of a batch), in parallel when there is more than one.
-/// Chunk j always runs on thread j mod T of the pool, in every op and in the batch loader, so
-/// the activations of a chunk's samples stay in the caches of the core that made them.
+/// Chunk j runs on thread j mod T of the pool, in every op and in the batch loader, so the
+/// activations of a chunk's samples stay in the caches of the core that made them; a thread
+/// that has run its own chunks then takes those another thread has not started (last first),
+/// so a late or descheduled thread delays the op by at most the chunk it is running. Which
+/// thread runs a chunk never changes its result.
 /// A single item runs on the calling thread, which keeps batch-1 latency low.
 pub fn for_each_chunk<T: Send>(items: Vec<T>, f: impl Fn(T) + Sync + Send) {
     let threads = rayon::current_num_threads();
@@ -59,15 +62,42 @@ pub fn for_each_chunk<T: Send>(items: Vec<T>, f: impl Fn(T) + Sync + Send) {
         items.into_iter().for_each(f);
         return;
     }
+    let n = items.len();
+    // A slot is claimed by taking its item: each item runs exactly once, on whichever thread
+    // takes it first.
     let slots: Vec<std::sync::Mutex<Option<T>>> = items.into_iter().map(|t| std::sync::Mutex::new(Some(t))).collect();
-    REGION.fetch_add(1, Ordering::Relaxed);
-    rayon::broadcast(|ctx| {
-        for slot in slots.iter().skip(ctx.index()).step_by(ctx.num_threads()) {
-            let item = slot.lock().map(|mut s| s.take()).unwrap_or(None);
-            if let Some(item) = item {
-                f(item);
+    let done = AtomicUsize::new(0);
+    let run_slot = |slot: &std::sync::Mutex<Option<T>>| {
+        let item = slot.lock().map(|mut s| s.take()).unwrap_or(None);
+        if let Some(item) = item {
+            f(item);
+            done.fetch_add(1, Ordering::Release);
+        }
+    };
+    // One thread's part: its own chunks in order, then the unstarted chunks of the others, then
+    // a short spin until the chunks others are running are done, so that the region ends on
+    // both threads at once instead of one of them going to sleep (and being woken for the
+    // next region, tens of microseconds on a VM): see [`END_SPIN`].
+    let lane = || {
+        let me = rayon::current_thread_index().unwrap_or(0) % threads;
+        slots.iter().skip(me).step_by(threads).for_each(run_slot);
+        slots.iter().rev().for_each(run_slot);
+        let t0 = Instant::now();
+        while done.load(Ordering::Acquire) < n && t0.elapsed() < END_SPIN {
+            for _ in 0..16 {
+                std::hint::spin_loop();
             }
         }
+    };
+    REGION.fetch_add(1, Ordering::Relaxed);
+    // The other lanes are spawned onto this thread's deque: an idle (or warm-spinning) worker
+    // steals one at once, and one nobody has stolen when this thread is done is run here,
+    // finding nothing left to do (so no thread waits for a worker that is not running).
+    rayon::scope(|s| {
+        for _ in 1..threads.min(n) {
+            s.spawn(|_| lane());
+        }
+        lane();
     });
     keep_workers_warm(threads);
 }
@@ -77,6 +107,12 @@ static REGION: AtomicU64 = AtomicU64::new(0);
 
 /// How long idle workers spin waiting for the next parallel region.
 const SPIN: Duration = Duration::from_micros(300);
+
+/// The longest a thread spins at the end of a region for the chunks other threads are
+/// finishing (about one chunk of the largest layer) before it waits in rayon, which lets it
+/// sleep: on a busy machine the thread it waits for may have been preempted, and a core that
+/// goes idle is where the scheduler can move that thread to.
+const END_SPIN: Duration = Duration::from_micros(100);
 
 /// Keeps the other workers busy-waiting for a short while after a parallel region, so the
 /// next region (usually a few microseconds of serial work away: the next layer) starts at once
@@ -88,7 +124,7 @@ fn keep_workers_warm(threads: usize) {
         rayon::spawn(move || {
             let t0 = Instant::now();
             while REGION.load(Ordering::Relaxed) == region {
-                for _ in 0..64 {
+                for _ in 0..16 {
                     std::hint::spin_loop();
                 }
                 if t0.elapsed() > SPIN {
@@ -183,6 +219,53 @@ mod tests {
         for (x, y) in c.iter().zip(&want) {
             assert!((x - 2.0 * y).abs() < 1e-5, "beta=1 accumulates");
         }
+    }
+
+    #[test]
+    fn every_chunk_runs_exactly_once_for_any_threads_and_items() {
+        for threads in 1..=4 {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            for n in 1..=17 {
+                let runs: Vec<AtomicUsize> = (0..n).map(|_| AtomicUsize::new(0)).collect();
+                pool.install(|| {
+                    for_each_chunk((0..n).collect(), |i: usize| {
+                        runs[i].fetch_add(1, Ordering::Relaxed);
+                    })
+                });
+                let counts: Vec<usize> = runs.iter().map(|r| r.load(Ordering::Relaxed)).collect();
+                assert_eq!(counts, vec![1; n], "{threads} threads, {n} items");
+            }
+        }
+    }
+
+    #[test]
+    fn a_stalled_thread_does_not_hold_up_the_chunks_it_has_not_started() {
+        // Chunk 1 (thread 1's first) waits until all the others are done: they must be run by
+        // the other thread, including thread 1's own chunks 3, 5 and 7.
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+        let n = 8;
+        let finished = AtomicUsize::new(0);
+        let waited_out = std::sync::atomic::AtomicBool::new(false);
+        pool.install(|| {
+            for_each_chunk((0..n).collect(), |i: usize| {
+                if i == 1 {
+                    let t0 = Instant::now();
+                    while finished.load(Ordering::Acquire) < n - 1 {
+                        if t0.elapsed() > Duration::from_secs(10) {
+                            waited_out.store(true, Ordering::Relaxed);
+                            break;
+                        }
+                        std::thread::yield_now();
+                    }
+                }
+                finished.fetch_add(1, Ordering::Release);
+            })
+        });
+        assert!(
+            !waited_out.load(Ordering::Relaxed),
+            "the other chunks waited for the stalled one"
+        );
+        assert_eq!(finished.load(Ordering::Relaxed), n);
     }
 
     #[test]
