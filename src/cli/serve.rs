@@ -59,8 +59,7 @@ pub(crate) fn serve(a: ServeArgs) -> crate::Result<()> {
         max_body_bytes: a.max_body_bytes as usize,
     };
     let (max_batch, queue) = (cfg.batch.max_batch, cfg.batch.queue);
-    let workers = cfg.workers.unwrap_or_else(crate::serve::default_workers);
-    let threads = cfg.threads.unwrap_or(1);
+    let (workers, threads) = (cfg.workers(), cfg.kernel_threads());
     crate::serve::run(cfg, |addr, model| {
         out!("serving on http://{addr}");
         eprintln!(

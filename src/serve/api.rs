@@ -393,8 +393,8 @@ async fn read_body(
 }
 
 /// The most a body's buffer is sized for before its bytes arrive. Sizing it (instead of growing
-/// it frame by frame) gave 24,800-26,600 JSON requests/s against 23,300-23,700 (`bncnn`, 64
-/// connections, alternating runs).
+/// it frame by frame) gave 24,800-26,600 JSON requests/s against 23,300-23,700 (the tutorial
+/// CNN, 64 connections, alternating runs).
 const RESERVE_BYTES: usize = 64 << 10;
 
 /// JSON bodies up to this size are parsed on the request's task (about 4 images).
@@ -609,7 +609,7 @@ mod tests {
         for body in &others {
             assert_eq!(one_image(body.as_bytes()), None, "{}", &body[..40]);
         }
-        // What serde_json says of those: they are errors but the batch and the blank ones.
+        // What serde_json says of those: all errors but the batch.
         let ok: Vec<bool> = others.iter().map(|b| parse_pixels(b.as_bytes()).is_ok()).collect();
         let mut want = vec![false; others.len()];
         want[others.len() - 1] = true;

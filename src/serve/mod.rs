@@ -54,6 +54,18 @@ pub struct ServeConfig {
     pub max_body_bytes: usize,
 }
 
+impl ServeConfig {
+    /// The inference workers: `workers`, else [`default_workers`].
+    pub fn workers(&self) -> usize {
+        self.workers.unwrap_or_else(default_workers)
+    }
+
+    /// Each worker's kernel threads: `threads`, else 1.
+    pub fn kernel_threads(&self) -> usize {
+        self.threads.unwrap_or(1)
+    }
+}
+
 /// What `GET /api/model` says about the loaded model.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct ModelInfo {
@@ -123,8 +135,8 @@ pub fn run(cfg: ServeConfig, listening: impl FnOnce(SocketAddr, &ModelInfo)) -> 
         return Err(Error::settings("--queue and --max-batch must be at least 1"));
     }
     crate::tensor::pool::keep_freed_memory();
-    let workers = cfg.workers.unwrap_or_else(default_workers);
-    if workers == 0 || cfg.threads == Some(0) {
+    let (workers, threads) = (cfg.workers(), cfg.kernel_threads());
+    if workers == 0 || threads == 0 {
         return Err(Error::settings("--workers and --threads must be at least 1"));
     }
     let loaded = crate::runs::resolve_model(cfg.model.as_deref())?;
@@ -136,14 +148,13 @@ pub fn run(cfg: ServeConfig, listening: impl FnOnce(SocketAddr, &ModelInfo)) -> 
     let handles = (0..workers)
         .map(|i| {
             let (shared, rx, stats, ready_tx) = (shared.clone(), rx.clone(), batcher.stats.clone(), ready_tx.clone());
-            let (threads, batch) = (Some(cfg.threads.unwrap_or(1)), cfg.batch);
+            let batch = cfg.batch;
             std::thread::Builder::new()
                 .name(format!("inference-{i}"))
                 .spawn(move || {
-                    let tx = ready_tx.clone();
-                    let started = crate::cli::in_pool(threads, move || {
+                    let started = crate::cli::in_pool(Some(threads), || {
                         let model = shared.instance();
-                        let started = || drop(tx.send(Ok(())));
+                        let started = || drop(ready_tx.send(Ok(())));
                         batcher::run_loop(&rx, &batch, &stats, started, |x, n| {
                             let t = crate::tensor::Tensor::from_vec(x.to_vec(), &[n, batcher::PIXELS]);
                             let logits = crate::tensor::no_grad(|| model.forward(&t));
