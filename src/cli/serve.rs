@@ -16,8 +16,9 @@ pub struct ServeArgs {
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub addr: SocketAddr,
     /// Inference workers: threads that each run batches with their own instance of the one
-    /// shared copy of the weights [default: half the cores, at least 1: the rest answer HTTP
-    /// and prepare images].
+    /// shared copy of the weights [default: one per core. The first takes every batch; the
+    /// others join only when a backlog of --max-batch requests waits, so that image uploads
+    /// keep the cores for their preprocessing].
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub workers: Option<u64>,
     /// Kernel threads of each inference worker [default: 1. On 2 cores, 1 worker with 1

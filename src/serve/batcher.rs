@@ -5,12 +5,18 @@
 //! worker gathers. A full queue is refused at once ([`Submit::Full`]): the server answers 503
 //! instead of piling up work.
 //!
+//! The first worker takes every batch it can. The others are spares ([`Role::Spare`]): they
+//! sleep until a backlog of at least `max_batch` jobs waits ([`QueueStats::spare_at`]), woken
+//! by the request that makes it, so that they help when inference is what holds the requests
+//! up (many small JSON requests) and leave the cores to the HTTP handlers and the image
+//! preprocessing when that is the bottleneck (image uploads, whose queue stays short).
+//!
 //! Shapes: a job holds `rows` images of 784 values (N, 784), flattened; its answer is `rows`
 //! rows of class probabilities (N, C).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError, sync_channel};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
@@ -50,15 +56,75 @@ pub struct QueueStats {
     pub running: AtomicUsize,
     /// The size (images) of each forward pass, as counts per histogram bucket.
     pub batch_sizes: Mutex<Histogram>,
+    /// The backlog (jobs waiting) at which the spare workers join in.
+    pub spare_at: usize,
+    /// Forward passes run by spare workers.
+    pub spare_passes: AtomicUsize,
+    /// Set when every [`Batcher`] is gone: the spares stop waiting for a backlog.
+    closed: AtomicBool,
+    /// Where the spares sleep until the backlog reaches `spare_at` (or the queue closes).
+    backlog: (Mutex<()>, Condvar),
 }
 
-impl Default for QueueStats {
-    fn default() -> Self {
+impl QueueStats {
+    /// Stats of a queue whose spare workers join at a backlog of `spare_at` jobs.
+    pub fn new(spare_at: usize) -> Self {
         QueueStats {
             depth: AtomicUsize::new(0),
             running: AtomicUsize::new(0),
             batch_sizes: Mutex::new(Histogram::new(&BATCH_BUCKETS)),
+            spare_at: spare_at.max(1),
+            spare_passes: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
+            backlog: (Mutex::new(()), Condvar::new()),
         }
+    }
+
+    /// Wakes the sleeping spares (their condition is checked under the lock, so a wake-up that
+    /// comes between a spare's check and its sleep is not lost).
+    fn wake_spares(&self) {
+        drop(self.backlog.0.lock().unwrap_or_else(|e| e.into_inner()));
+        self.backlog.1.notify_all();
+    }
+
+    /// Sleeps until the backlog reaches `spare_at` or the queue closes.
+    fn wait_for_backlog(&self) {
+        let mut g = self.backlog.0.lock().unwrap_or_else(|e| e.into_inner());
+        while self.depth.load(Ordering::SeqCst) < self.spare_at && !self.closed.load(Ordering::SeqCst) {
+            g = self.backlog.1.wait(g).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+impl Default for QueueStats {
+    fn default() -> Self {
+        QueueStats::new(1)
+    }
+}
+
+/// What a worker of [`run_loop`] does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Takes every batch it can.
+    First,
+    /// Sleeps until a backlog of [`QueueStats::spare_at`] jobs waits, then takes a batch.
+    Spare,
+}
+
+impl Role {
+    /// The first worker, then spares.
+    pub fn of(worker: usize) -> Role {
+        if worker == 0 { Role::First } else { Role::Spare }
+    }
+}
+
+/// Marks the queue closed for the spares when the last [`Batcher`] goes.
+struct CloseOnDrop(Arc<QueueStats>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.closed.store(true, Ordering::SeqCst);
+        self.0.wake_spares();
     }
 }
 
@@ -77,15 +143,25 @@ pub enum Submit {
 pub struct Batcher {
     tx: SyncSender<Job>,
     pub stats: Arc<QueueStats>,
+    _close: Arc<CloseOnDrop>,
 }
 
 impl Batcher {
-    /// A queue of `cfg.queue` jobs, and its receiving end for the workers' [`run_loop`]s.
+    /// A queue of `cfg.queue` jobs, and its receiving end for the workers' [`run_loop`]s. The
+    /// spare workers join at a backlog of `cfg.max_batch` jobs.
     pub fn new(cfg: &BatchConfig) -> (Batcher, Arc<Mutex<Receiver<Job>>>) {
         assert!(cfg.queue >= 1, "the queue holds at least one job");
         let (tx, rx) = sync_channel(cfg.queue);
-        let stats = Arc::new(QueueStats::default());
-        (Batcher { tx, stats }, Arc::new(Mutex::new(rx)))
+        let stats = Arc::new(QueueStats::new(cfg.max_batch));
+        let close = Arc::new(CloseOnDrop(stats.clone()));
+        (
+            Batcher {
+                tx,
+                stats,
+                _close: close,
+            },
+            Arc::new(Mutex::new(rx)),
+        )
     }
 
     /// Queues `rows` images (N, 784) without waiting.
@@ -93,9 +169,15 @@ impl Batcher {
         assert_eq!(pixels.len(), rows * PIXELS, "a job holds rows x 784 values");
         let (reply, rx) = oneshot::channel();
         // Counted before sending, so the thread never takes the depth below zero.
-        self.stats.depth.fetch_add(1, Ordering::SeqCst);
+        let before = self.stats.depth.fetch_add(1, Ordering::SeqCst);
         match self.tx.try_send(Job { pixels, rows, reply }) {
-            Ok(()) => Submit::Queued(rx),
+            Ok(()) => {
+                // Only the request that makes the backlog wakes the spares.
+                if before + 1 == self.stats.spare_at {
+                    self.stats.wake_spares();
+                }
+                Submit::Queued(rx)
+            }
             Err(e) => {
                 self.stats.depth.fetch_sub(1, Ordering::SeqCst);
                 match e {
@@ -111,12 +193,14 @@ impl Batcher {
 /// into batches of at most `cfg.max_batch` images (waiting at most `cfg.max_wait` after the
 /// first) and answers each with `forward`'s rows: `forward(x, n)` gets n images (n, 784) and
 /// returns n rows of probabilities. Jobs larger than `max_batch` are cut into several passes.
-/// Several workers can share `rx`: one gathers while the others compute. `started` is called
-/// once the worker counts as running (`/readyz` says ready).
+/// Several workers can share `rx`: one gathers while the others compute; a [`Role::Spare`]
+/// only once a backlog waits (see the module header). `started` is called once the worker
+/// counts as running (`/readyz` says ready).
 pub fn run_loop(
     rx: &Mutex<Receiver<Job>>,
     cfg: &BatchConfig,
     stats: &QueueStats,
+    role: Role,
     started: impl FnOnce(),
     mut forward: impl FnMut(&[f32], usize) -> Vec<Vec<f32>>,
 ) {
@@ -139,8 +223,20 @@ pub fn run_loop(
         let (jobs, rows) = {
             // A worker that panicked while holding the queue left it whole: the jobs it took
             // are its own, so the others can go on.
+            if role == Role::Spare {
+                stats.wait_for_backlog();
+            }
             let rx = rx.lock().unwrap_or_else(|e| e.into_inner());
-            let Ok(first) = rx.recv() else { break };
+            let first = match role {
+                Role::First => rx.recv().ok(),
+                // The backlog may be gone by now: a spare never waits on an empty queue.
+                Role::Spare => match rx.try_recv() {
+                    Ok(job) => Some(job),
+                    Err(TryRecvError::Empty) => continue,
+                    Err(TryRecvError::Disconnected) => None,
+                },
+            };
+            let Some(first) = first else { break };
             let mut jobs = vec![take(first)];
             let mut rows = jobs[0].rows;
             let deadline = Instant::now() + cfg.max_wait;
@@ -166,6 +262,9 @@ pub fn run_loop(
                 .expect("the histogram lock is never poisoned")
                 .observe(n as f64);
             probs.extend(forward(chunk, n));
+            if role == Role::Spare {
+                stats.spare_passes.fetch_add(1, Ordering::Relaxed);
+            }
         }
         assert_eq!(probs.len(), rows, "one row of probabilities per image");
         let mut probs = probs.into_iter();
@@ -210,7 +309,7 @@ mod tests {
         assert_eq!(b.stats.depth.load(Ordering::SeqCst), 2);
         let stats = b.stats.clone();
         drop(b);
-        run_loop(&rx, &c, &stats, || {}, echo);
+        run_loop(&rx, &c, &stats, Role::First, || {}, echo);
         assert_eq!(stats.depth.load(Ordering::SeqCst), 0);
         for (r, v) in [(r1, 0.1), (r2, 0.2)] {
             let Submit::Queued(rx) = r else { unreachable!() };
@@ -242,7 +341,7 @@ mod tests {
         };
         let stats = b.stats.clone();
         drop(b);
-        run_loop(&rx, &c, &stats, || {}, echo);
+        run_loop(&rx, &c, &stats, Role::First, || {}, echo);
         let rows = r.blocking_recv().unwrap().unwrap();
         let firsts: Vec<f32> = rows.iter().map(|r| r[0]).collect();
         assert_eq!(firsts, vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
@@ -268,10 +367,11 @@ mod tests {
             .collect();
         let stats = b.stats.clone();
         drop(b);
-        // Two workers; each pass waits a little, so both get work while the queue is full.
+        // The first worker and a spare; each pass waits a little, so both get work while the
+        // backlog (48 jobs, the spares join at 4) lasts.
         let passes: Vec<usize> = std::thread::scope(|s| {
             let workers: Vec<_> = (0..2)
-                .map(|_| {
+                .map(|i| {
                     let (rx, stats) = (&rx, &stats);
                     s.spawn(move || {
                         let mut passes = 0;
@@ -279,6 +379,7 @@ mod tests {
                             rx,
                             &c,
                             stats,
+                            Role::of(i),
                             || {},
                             |x, n| {
                                 passes += 1;
@@ -299,5 +400,56 @@ mod tests {
         }
         assert_eq!(stats.running.load(Ordering::SeqCst), 0);
         assert_eq!(stats.depth.load(Ordering::SeqCst), 0);
+        assert_eq!(stats.spare_passes.load(Ordering::SeqCst), passes[1]);
+    }
+
+    /// Submits one image, returning its answer's receiver.
+    fn queue_one(b: &Batcher, v: f32) -> oneshot::Receiver<Answer> {
+        match b.submit(image(v, 1), 1) {
+            Submit::Queued(r) => r,
+            _ => panic!("queued"),
+        }
+    }
+
+    #[test]
+    fn a_spare_sleeps_below_the_backlog_joins_at_it_and_ends_with_the_queue() {
+        let c = cfg(3, 64);
+        let (b, rx) = Batcher::new(&c);
+        assert_eq!(b.stats.spare_at, 3);
+        let stats = b.stats.clone();
+        let (passes_tx, passes) = std::sync::mpsc::channel();
+        std::thread::scope(|s| {
+            let (rx, stats) = (&rx, &stats);
+            let spare = s.spawn(move || {
+                run_loop(
+                    rx,
+                    &c,
+                    stats,
+                    Role::Spare,
+                    || {},
+                    |x, n| {
+                        passes_tx.send(n).unwrap();
+                        echo(x, n)
+                    },
+                )
+            });
+            // Two jobs are below the backlog of 3: the spare leaves them alone.
+            let r1 = queue_one(&b, 0.1);
+            let r2 = queue_one(&b, 0.2);
+            std::thread::sleep(Duration::from_millis(100));
+            assert!(passes.try_recv().is_err(), "the spare took jobs below the backlog");
+            assert_eq!(stats.depth.load(Ordering::SeqCst), 2);
+            // The third makes the backlog: the spare wakes and takes all three in one pass.
+            let r3 = queue_one(&b, 0.3);
+            assert_eq!(passes.recv_timeout(Duration::from_secs(10)).unwrap(), 3);
+            for (r, v) in [(r1, 0.1), (r2, 0.2), (r3, 0.3)] {
+                assert_eq!(r.blocking_recv().unwrap().unwrap(), vec![vec![v; 10]]);
+            }
+            // Closing the queue ends the sleeping spare.
+            drop(b);
+            spare.join().unwrap();
+        });
+        assert_eq!(stats.spare_passes.load(Ordering::SeqCst), 1);
+        assert_eq!(stats.running.load(Ordering::SeqCst), 0);
     }
 }

@@ -130,6 +130,13 @@ impl Metrics {
             "mnist_cnn_inference_workers {}",
             queue.running.load(Ordering::SeqCst)
         );
+        out.push_str("# HELP mnist_cnn_spare_passes_total Forward passes run by the spare inference workers, which join at a backlog.\n");
+        out.push_str("# TYPE mnist_cnn_spare_passes_total counter\n");
+        let _ = writeln!(
+            out,
+            "mnist_cnn_spare_passes_total {}",
+            queue.spare_passes.load(Ordering::Relaxed)
+        );
         out
     }
 }
@@ -165,5 +172,6 @@ mod tests {
         assert!(text.contains("mnist_cnn_request_duration_seconds_count 3\n"), "{text}");
         assert!(text.contains("mnist_cnn_queue_depth 0\n"), "{text}");
         assert!(text.contains("mnist_cnn_inference_workers 0\n"), "{text}");
+        assert!(text.contains("mnist_cnn_spare_passes_total 0\n"), "{text}");
     }
 }

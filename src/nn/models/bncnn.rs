@@ -18,7 +18,7 @@
 use std::cell::RefCell;
 
 use crate::nn::{BatchNorm2d, BatchNorm2dConfig, Conv2d, Conv2dConfig, Linear, LinearConfig, Module};
-use crate::ops::{adaptive_avg_pool2d, conv2d_relu, flatten, max_pool2d, reshape};
+use crate::ops::{adaptive_avg_pool2d, conv2d_relu, conv2d_relu_max_pool2d, flatten, max_pool2d, reshape};
 use crate::rng::Rng;
 use crate::tensor::Tensor;
 
@@ -102,6 +102,17 @@ impl ConvBn {
     }
 }
 
+impl ConvBn {
+    /// The block then a 2x2 max pooling: in one op when the batch norm is folded (inference,
+    /// see [`conv2d_relu_max_pool2d`]), with the same bits.
+    pub fn forward_max_pool(&self, x: &Tensor) -> Tensor {
+        if let Some((w, b)) = self.folded() {
+            return conv2d_relu_max_pool2d(x, &w, Some(&b), self.conv.stride, self.conv.padding);
+        }
+        max_pool2d(&self.forward(x), 2, 2, 0)
+    }
+}
+
 impl Module for ConvBn {
     fn forward(&self, x: &Tensor) -> Tensor {
         if let Some((w, b)) = self.folded() {
@@ -138,8 +149,8 @@ impl BnCnn {
 impl Module for BnCnn {
     fn forward(&self, xb: &Tensor) -> Tensor {
         let x = reshape(xb, &[None, Some(1), Some(28), Some(28)]);
-        let x = max_pool2d(&self.block1.forward(&x), 2, 2, 0);
-        let x = max_pool2d(&self.block2.forward(&x), 2, 2, 0);
+        let x = self.block1.forward_max_pool(&x);
+        let x = self.block2.forward_max_pool(&x);
         let x = self.block4.forward(&self.block3.forward(&x));
         let x = flatten(&adaptive_avg_pool2d(&x, (1, 1)), 1, -1);
         self.fc.forward(&x)

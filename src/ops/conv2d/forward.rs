@@ -8,6 +8,7 @@ use super::ConvGeom;
 use super::kernels::{MR, block_times_matrix, taps_times_matrix};
 use super::layout::{Taps, fill_planes, im2row, patch_stride};
 use super::plan::Plan;
+use crate::ops::max_pool2d::{PoolGeom, kernels::Forward as PoolForward};
 use crate::ops::simd::{Kernel, Simd};
 use crate::ops::{CHUNK, for_each_chunk};
 use crate::tensor::nchw_to_nhwc;
@@ -138,4 +139,54 @@ pub fn conv2d_forward<S: Simd>(
         });
         None
     }
+}
+
+/// Forward with the ReLU and a max pooling after it, for inference (nothing is kept for a
+/// backward): per chunk, relu(y) goes to a scratch buffer that stays in the cache, and the
+/// pooling (`pg`: over (OC, OH, OW)) reads it from there into `out`, stored
+/// (N, POH, POW, OC). The same bits as [`conv2d_forward`] with `relu` then `max_pool2d`, without
+/// writing the full-size activations to memory and reading them back.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_relu_max_pool_forward<S: Simd>(
+    s: S,
+    g: &ConvGeom,
+    x: &[f32],
+    x_nchw: bool,
+    wt: &[f32],
+    bias: &[f32],
+    pg: &PoolGeom,
+    out: &mut [f32],
+) {
+    assert!(
+        (pg.c, pg.h, pg.w) == (g.oc, g.oh, g.ow),
+        "conv2d_relu_max_pool: the pooling's input is the convolution's output"
+    );
+    let plan = Plan::for_geometry(g);
+    let x = as_nhwc(g, x, x_nchw);
+    let pooled = pg.c * pg.oh * pg.ow;
+    let xs = x.chunks(CHUNK * g.in_size());
+    let work: Vec<_> = xs.zip(out.chunks_mut(CHUNK * pooled)).collect();
+    for_each_chunk(work, |(xc, oc)| {
+        let b = xc.len() / g.in_size();
+        let mut a = pool::take(plan.chunk_patch_len(g, b));
+        let mut y = pool::take(b * g.out_size());
+        s.vectorize(ForwardChunk {
+            g,
+            plan,
+            relu: true,
+            x: xc,
+            wt,
+            bias,
+            a: &mut a,
+            y: &mut y,
+        });
+        s.vectorize(PoolForward {
+            g: pg,
+            x: &y,
+            y: oc,
+            idx: None,
+        });
+        pool::recycle(y);
+        pool::recycle(a);
+    });
 }

@@ -43,7 +43,7 @@ mod plan;
 mod tests;
 
 pub use backward::{conv2d_backward, saved_for_backward};
-pub use forward::conv2d_forward;
+pub use forward::{conv2d_forward, conv2d_relu_max_pool_forward};
 pub use layout::weights_k_major;
 pub use plan::ConvGeom;
 
@@ -63,6 +63,61 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, stride: usize,
 /// gradients are bit-identical to the two ops, with two fewer passes over the activations.
 pub fn conv2d_relu(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, stride: usize, padding: usize) -> Tensor {
     conv2d_op(x, weight, bias, (stride, padding), true)
+}
+
+/// `F.max_pool2d(F.relu(F.conv2d(x, weight, bias, stride, padding)), 2, 2)` as one op for
+/// inference: without a graph to record, the pooling reads each chunk's activations while they
+/// are still in the cache (see [`conv2d_relu_max_pool_forward`]); the same bits as the ops one
+/// after the other, which it runs when gradients are recorded. The result is stored
+/// channels-last.
+pub fn conv2d_relu_max_pool2d(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    stride: usize,
+    padding: usize,
+) -> Tensor {
+    let needs_graph = crate::tensor::is_grad_enabled()
+        && (x.requires_grad() || weight.requires_grad() || bias.is_some_and(|b| b.requires_grad()));
+    if needs_graph {
+        return crate::ops::max_pool2d(&conv2d_relu(x, weight, bias, stride, padding), 2, 2, 0);
+    }
+    let (xs, ws) = (x.shape(), weight.shape());
+    assert!(
+        xs.len() == 4 && ws.len() == 4 && xs[1] == ws[1],
+        "conv2d: x {xs:?} and weight {ws:?} must be 4-d with the same channels"
+    );
+    let g = ConvGeom::new((xs[1], xs[2], xs[3]), (ws[0], ws[2], ws[3]), stride, padding);
+    let pg = crate::ops::max_pool2d::PoolGeom::new((g.oc, g.oh, g.ow), 2, 2, 0);
+    let n = xs[0];
+    let mut out = pool::take(n * g.oc * pg.oh * pg.ow);
+    profile::time(
+        || profile::label("conv2d_relu_max_pool2d", xs),
+        Phase::Forward,
+        || {
+            let zeros = vec![0.0; g.oc];
+            let bias_data = bias.map(|b| b.data());
+            let b = bias_data.as_deref().unwrap_or(&zeros);
+            let wt = weight.derived("conv2d.k_major", |w| weights_k_major(&g, w));
+            simd_dispatch!(conv2d_relu_max_pool_forward(
+                &g,
+                &x.data(),
+                !x.is_channels_last(),
+                &wt,
+                b,
+                &pg,
+                &mut out
+            ))
+        },
+    );
+    Tensor::from_op_in_layout(
+        out,
+        &[n, g.oc, pg.oh, pg.ow],
+        true,
+        "conv2d_relu_max_pool2d",
+        vec![],
+        Box::new(|_, _, _| unreachable!("conv2d_relu_max_pool2d records no graph")),
+    )
 }
 
 fn conv2d_op(

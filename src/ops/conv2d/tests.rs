@@ -129,6 +129,47 @@ fn fused_relu_is_bit_identical_to_relu_of_conv() {
     });
 }
 
+#[test]
+fn fused_max_pool_is_bit_identical_to_the_ops_in_turn() {
+    // bncnn's two pooled blocks (planes: 1 channel at 28x28; whole taps: 16 channels at 14x14),
+    // a patch-matrix layer (3 channels) with odd sizes (the pooling drops the last row and
+    // column), and a stride-2 layer; batches over several chunks, with ties (the ReLU's zeros)
+    // in the windows and a NaN in x (which the ReLU turns into 0, see `Simd::relu`).
+    on_each_backend("conv2d_relu_max_pool2d", |b| {
+        for (n, c, (h, w), oc, stride) in [
+            (9, 1, (28, 28), 16, 1),
+            (10, 16, (14, 14), 32, 1),
+            (3, 3, (9, 7), 5, 1),
+            (2, 16, (11, 11), 16, 2),
+        ] {
+            let mut xv = random(n * c * h * w, 7);
+            xv[5] = f32::NAN;
+            let x = Tensor::from_vec(xv, &[n, c, h, w]);
+            let wt = Tensor::parameter(random(oc * c * 9, 8), &[oc, c, 3, 3]);
+            let bias = Tensor::parameter(random(oc, 9), &[oc]);
+            let (fused, apart) = crate::tensor::no_grad(|| {
+                (
+                    conv2d_relu_max_pool2d(&x, &wt, Some(&bias), stride, 1),
+                    crate::ops::max_pool2d(&conv2d_relu(&x, &wt, Some(&bias), stride, 1), 2, 2, 0),
+                )
+            });
+            assert_eq!(fused.shape(), apart.shape(), "{b}");
+            assert!(fused.is_channels_last() && !fused.requires_grad());
+            let bits = |t: &Tensor| t.to_vec().into_iter().map(f32::to_bits).collect::<Vec<_>>();
+            let got = bits(&fused);
+            assert_eq!(got, bits(&apart), "{b} {:?}", (n, c, h, w, oc, stride));
+            assert!(got.contains(&0), "{b}: ties of zeros");
+        }
+        // With a graph to record, the ops run one after the other: the gradients flow.
+        let x = Tensor::from_vec(random(2 * 28 * 28, 10), &[2, 1, 28, 28]);
+        let wt = Tensor::parameter(random(16 * 9, 11), &[16, 1, 3, 3]);
+        let y = conv2d_relu_max_pool2d(&x, &wt, None, 1, 1);
+        assert_eq!(y.shape(), &[2, 16, 14, 14]);
+        crate::ops::sum(&y, None, false).backward();
+        assert!(wt.grad().is_some_and(|g| g.iter().any(|&v| v != 0.0)), "{b}");
+    });
+}
+
 /// Runs the forward and backward kernels with backend `s`: (y, dw, db, dx), y and dx in
 /// logical (N, C, H, W) order.
 fn kernels<S: crate::ops::simd::Simd>(

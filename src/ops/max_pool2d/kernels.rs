@@ -36,40 +36,53 @@ impl Kernel for Forward<'_> {
     type Output = ();
     #[inline(always)]
     fn run<S: Simd>(self, s: S) {
-        let Forward { g, x, y, mut idx } = self;
-        let (c, ins, outs) = (g.c, g.in_size(), g.out_size());
-        let samples = y.len() / outs;
-        assert!(x.len() == samples * ins && idx.as_ref().is_none_or(|i| i.len() == y.len()));
-        for sm in 0..samples {
-            let xs = &x[sm * ins..][..ins];
-            for i in 0..g.oh {
-                let (h0, h1) = g.span(i, g.h);
-                for j in 0..g.ow {
-                    let (w0, w1) = g.span(j, g.w);
-                    let o = sm * outs + (i * g.ow + j) * c;
-                    for c0 in (0..c).step_by(LANES) {
-                        let n = LANES.min(c - c0);
-                        // The first in-bounds value always takes the place of the -inf start
-                        // (it is larger, NaN, or -inf itself, at the same index).
-                        let first = h0 * g.w + w0;
-                        let mut best = s.load(&xs[first * c + c0..], n);
-                        let mut at = s.splat(first as f32);
-                        for r in h0..h1 {
-                            for q in w0..w1 {
-                                let pos = r * g.w + q;
-                                if pos == first {
-                                    continue;
-                                }
-                                let v = s.load(&xs[pos * c + c0..], n);
-                                let m = wins(s, v, best);
-                                best = s.select(m, v, best);
+        // Compiled apart without the indices (inference), which then cost nothing.
+        if self.idx.is_some() {
+            forward::<S, true>(s, self)
+        } else {
+            forward::<S, false>(s, self)
+        }
+    }
+}
+
+/// [`Forward`], tracking the indices when `IDX`.
+#[inline(always)]
+fn forward<S: Simd, const IDX: bool>(s: S, f: Forward) {
+    let Forward { g, x, y, mut idx } = f;
+    let (c, ins, outs) = (g.c, g.in_size(), g.out_size());
+    let samples = y.len() / outs;
+    assert!(x.len() == samples * ins && idx.as_ref().is_none_or(|i| i.len() == y.len()));
+    for sm in 0..samples {
+        let xs = &x[sm * ins..][..ins];
+        for i in 0..g.oh {
+            let (h0, h1) = g.span(i, g.h);
+            for j in 0..g.ow {
+                let (w0, w1) = g.span(j, g.w);
+                let o = sm * outs + (i * g.ow + j) * c;
+                for c0 in (0..c).step_by(LANES) {
+                    let n = LANES.min(c - c0);
+                    // The first in-bounds value always takes the place of the -inf start
+                    // (it is larger, NaN, or -inf itself, at the same index).
+                    let first = h0 * g.w + w0;
+                    let mut best = s.load(&xs[first * c + c0..], n);
+                    let mut at = if IDX { s.splat(first as f32) } else { s.zero() };
+                    for r in h0..h1 {
+                        for q in w0..w1 {
+                            let pos = r * g.w + q;
+                            if pos == first {
+                                continue;
+                            }
+                            let v = s.load(&xs[pos * c + c0..], n);
+                            let m = wins(s, v, best);
+                            best = s.select(m, v, best);
+                            if IDX {
                                 at = s.select(m, s.splat(pos as f32), at);
                             }
                         }
-                        s.store(&mut y[o + c0..], n, best);
-                        if let Some(idx) = idx.as_deref_mut() {
-                            s.store(&mut idx[o + c0..], n, at);
-                        }
+                    }
+                    s.store(&mut y[o + c0..], n, best);
+                    if let (true, Some(idx)) = (IDX, idx.as_deref_mut()) {
+                        s.store(&mut idx[o + c0..], n, at);
                     }
                 }
             }

@@ -17,7 +17,7 @@
 //! lanes; the backward when windows do not overlap, stride >= kernel size, else the scalar
 //! scatter); the plain layout runs the scalar kernels here. Both layouts give the same bits.
 
-mod kernels;
+pub(crate) mod kernels;
 
 use crate::ops::simd::Simd;
 use crate::ops::{CHUNK, for_each_chunk};
