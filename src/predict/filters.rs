@@ -57,28 +57,40 @@ pub fn resize(p: &Plane, w: usize, h: usize) -> Plane {
     }
     // Along the columns, on the values scaled to 0..1 as the crate sees them: each output row
     // a weighted sum of input rows, whole rows at a time.
+    // (Each input row feeds several output rows: scaled once, the same quotients.)
+    let scaled: Vec<f32> = p.px.iter().map(|&v| v / 255.0).collect();
     let mut tall = vec![0.0f32; p.w * h];
     for (row, (first, ws)) in tall.chunks_exact_mut(p.w).zip(triangle_taps(p.h, h)) {
         for (i, &wt) in ws.iter().enumerate() {
-            let src = &p.px[(first + i) * p.w..(first + i + 1) * p.w];
-            row.iter_mut().zip(src).for_each(|(t, &v)| *t += v / 255.0 * wt);
+            let src = &scaled[(first + i) * p.w..(first + i + 1) * p.w];
+            row.iter_mut().zip(src).for_each(|(t, &v)| *t += v * wt);
         }
     }
-    // Along the rows, clamped to 0..1 as the crate clamps its float pixels.
+    // Along the rows, clamped to 0..1 as the crate clamps its float pixels. On the columns'
+    // result transposed, so that each output column is a weighted sum of whole input columns
+    // (vectorised, where a pixel at a time is a short scalar loop): each value still gets
+    // 0 + v0 w0 + v1 w1 + ..., in that order.
     let taps = triangle_taps(p.w, w);
-    let mut px = vec![0.0f32; w * h];
-    for (out, src) in px.chunks_exact_mut(w).zip(tall.chunks_exact(p.w)) {
-        for (o, (first, ws)) in out.iter_mut().zip(&taps) {
-            let t = ws.iter().zip(&src[*first..]).fold(0.0f32, |t, (&wt, &v)| t + v * wt);
-            *o = if t < 0.0 {
+    let tall_t = transpose(&tall, p.w, h);
+    let mut out_t = vec![0.0f32; w * h];
+    for (col, (first, ws)) in out_t.chunks_exact_mut(h).zip(&taps) {
+        for (i, &wt) in ws.iter().enumerate() {
+            let src = &tall_t[(first + i) * h..(first + i + 1) * h];
+            col.iter_mut().zip(src).for_each(|(t, &v)| *t += v * wt);
+        }
+    }
+    let px = transpose(&out_t, h, w)
+        .into_iter()
+        .map(|t| {
+            if t < 0.0 {
                 0.0
             } else if t > 1.0 {
                 255.0
             } else {
                 t * 255.0
-            };
-        }
-    }
+            }
+        })
+        .collect();
     Plane { w, h, px }
 }
 
@@ -178,17 +190,21 @@ fn sliding_extreme_columns(
     out
 }
 
-/// The `w` x `h` values (row by row) transposed to `h` x `w`, in tiles that stay in cache.
-fn transpose(src: &[f32], w: usize, h: usize) -> Vec<f32> {
-    const T: usize = 32;
+/// The `w` x `h` values (row by row) transposed to `h` x `w`: eight source rows at a time, so
+/// that each source row is read in order and each write is a run of eight values.
+pub(crate) fn transpose(src: &[f32], w: usize, h: usize) -> Vec<f32> {
+    const R: usize = 8;
     let mut out = vec![0.0f32; w * h];
-    for y0 in (0..h).step_by(T) {
-        for x0 in (0..w).step_by(T) {
-            for y in y0..(y0 + T).min(h) {
-                for x in x0..(x0 + T).min(w) {
-                    out[x * h + y] = src[y * w + x];
-                }
-            }
+    let full = h - h % R;
+    for y0 in (0..full).step_by(R) {
+        let rows: [&[f32]; R] = std::array::from_fn(|k| &src[(y0 + k) * w..(y0 + k + 1) * w]);
+        for (x, dst) in out.chunks_exact_mut(h).enumerate() {
+            dst[y0..y0 + R].copy_from_slice(&rows.map(|r| r[x]));
+        }
+    }
+    for y in full..h {
+        for (x, &v) in src[y * w..(y + 1) * w].iter().enumerate() {
+            out[x * h + y] = v;
         }
     }
     out
@@ -196,7 +212,8 @@ fn transpose(src: &[f32], w: usize, h: usize) -> Vec<f32> {
 
 /// The max (`max = true`) or min over the (2r+1) x (2r+1) square around each pixel (the
 /// window clipped at the edges): grey dilation or erosion by a square. Columns, then rows (as
-/// the columns of the transposed image).
+/// the columns of the transposed image). For finite values (the extremes are plain compares,
+/// which vectorise; a NaN is not given `f32::max`'s rules).
 pub fn square_extreme(p: &Plane, r: usize, max: bool) -> Plane {
     let (w, h) = (p.w, p.h);
     fn run(p: &Plane, r: usize, id: f32, op: impl Fn(f32, f32) -> f32 + Copy) -> Vec<f32> {
@@ -205,9 +222,9 @@ pub fn square_extreme(p: &Plane, r: usize, max: bool) -> Plane {
         transpose(&sliding_extreme_columns(&t, p.w, p.h, r, id, op), p.h, p.w)
     }
     let px = if max {
-        run(p, r, f32::NEG_INFINITY, |a, b| a.max(b))
+        run(p, r, f32::NEG_INFINITY, |a, b| if b > a { b } else { a })
     } else {
-        run(p, r, f32::INFINITY, |a, b| a.min(b))
+        run(p, r, f32::INFINITY, |a, b| if b < a { b } else { a })
     };
     Plane { w, h, px }
 }
@@ -299,29 +316,43 @@ pub fn disk_extreme(p: &Plane, r: f32, max: bool) -> Plane {
 pub fn distance_to(mask: &[bool], w: usize, h: usize, target: bool) -> Vec<f32> {
     const INF: u32 = u32::MAX / 2;
     let mut d: Vec<u32> = mask.iter().map(|&m| if m == target { 0 } else { INF }).collect();
-    let relax = |d: &mut Vec<u32>, x: usize, y: usize, dx: isize, dy: isize, c: u32| {
-        let (xx, yy) = (x as isize + dx, y as isize + dy);
-        if xx >= 0 && yy >= 0 && (xx as usize) < w && (yy as usize) < h {
-            let v = d[yy as usize * w + xx as usize] + c;
-            if v < d[y * w + x] {
-                d[y * w + x] = v;
+    if w == 0 {
+        return Vec::new();
+    }
+    // Each pass relaxes a pixel from its neighbour along the row (final already in this pass)
+    // and from the three in the row before (final too): the row before is taken first for a
+    // whole row at once (it vectorises), then the scan along the row. A min in another order,
+    // so the same distances.
+    let from_row = |row: &mut [u32], other: &[u32]| {
+        for (x, v) in row.iter_mut().enumerate() {
+            let mut m = (*v).min(other[x] + 3);
+            if x > 0 {
+                m = m.min(other[x - 1] + 4);
             }
+            if x + 1 < w {
+                m = m.min(other[x + 1] + 4);
+            }
+            *v = m;
         }
     };
     for y in 0..h {
-        for x in 0..w {
-            relax(&mut d, x, y, -1, 0, 3);
-            relax(&mut d, x, y, 0, -1, 3);
-            relax(&mut d, x, y, -1, -1, 4);
-            relax(&mut d, x, y, 1, -1, 4);
+        let (before, rest) = d.split_at_mut(y * w);
+        let row = &mut rest[..w];
+        if y > 0 {
+            from_row(row, &before[(y - 1) * w..]);
+        }
+        for x in 1..w {
+            row[x] = row[x].min(row[x - 1] + 3);
         }
     }
     for y in (0..h).rev() {
-        for x in (0..w).rev() {
-            relax(&mut d, x, y, 1, 0, 3);
-            relax(&mut d, x, y, 0, 1, 3);
-            relax(&mut d, x, y, 1, 1, 4);
-            relax(&mut d, x, y, -1, 1, 4);
+        let (head, after) = d.split_at_mut((y + 1) * w);
+        let row = &mut head[y * w..];
+        if y + 1 < h {
+            from_row(row, &after[..w]);
+        }
+        for x in (0..w - 1).rev() {
+            row[x] = row[x].min(row[x + 1] + 3);
         }
     }
     d.iter()
@@ -390,22 +421,48 @@ pub fn quantile(values: &[f32], q: f64) -> f32 {
 
 /// Several quantiles of the same values ([`quantile`] of each), with one copy of them: each
 /// selection after the first searches only the part above the one before.
+///
+/// Values are ordered by `f32::total_cmp`, through its integer key (so the passes over all the
+/// values vectorise). One pass finds the minimum, the maximum and how many values equal the
+/// minimum: ranks in that run (paper, on an ink-strength plane) and the last rank need no
+/// selection, and the others are selected among the values above the minimum only. The same
+/// values as selections over all of them.
 pub fn quantiles<const K: usize>(values: &[f32], qs: [f64; K]) -> [f32; K] {
     if values.is_empty() {
         return [0.0; K];
     }
-    let mut v = values.to_vec();
-    let last = v.len() - 1;
+    // total_cmp's order as i32 keys; the map is its own inverse.
+    let key = |v: f32| {
+        let b = v.to_bits() as i32;
+        b ^ ((((b >> 31) as u32) >> 1) as i32)
+    };
+    let value = |k: i32| f32::from_bits(key(f32::from_bits(k as u32)) as u32);
+    let last = values.len() - 1;
     let rank = |q: f64| (last as f64 * q.clamp(0.0, 1.0)).round() as usize;
+    let (lo, hi) = values
+        .iter()
+        .fold((i32::MAX, i32::MIN), |(lo, hi), &v| (lo.min(key(v)), hi.max(key(v))));
+    let at_min = values.iter().filter(|&&v| key(v) == lo).count();
     let mut order: [usize; K] = std::array::from_fn(|i| i);
     order.sort_by_key(|&i| rank(qs[i]));
     let mut out = [0.0; K];
+    let mut above: Option<Vec<f32>> = None;
     let mut from = 0;
     for i in order {
         let k = rank(qs[i]);
-        // Everything before `from` is at most the value there: rank k is in v[from..].
-        out[i] = *v[from..].select_nth_unstable_by(k - from, f32::total_cmp).1;
-        from = k;
+        out[i] = if k < at_min {
+            value(lo)
+        } else if k == last {
+            value(hi)
+        } else {
+            // Rank k overall is rank k - at_min among the values above the minimum; everything
+            // before `from` there is at most the value at `from`.
+            let v = above.get_or_insert_with(|| values.iter().copied().filter(|&v| key(v) != lo).collect());
+            let k = k - at_min;
+            let x = *v[from..].select_nth_unstable_by(k - from, f32::total_cmp).1;
+            from = k;
+            x
+        };
     }
     out
 }
@@ -554,6 +611,111 @@ mod tests {
         assert!(eta > 0.9, "separable: {eta}");
         let (_, flat) = otsu(&[7.0; 50]);
         assert_eq!(flat, 0.0);
+    }
+
+    /// A pseudo-random mask of w x h with about `per_mille` / 1000 pixels on.
+    fn random_mask(w: usize, h: usize, seed: u64, per_mille: u64) -> Vec<bool> {
+        let mut r = crate::rng::Rng::new(seed);
+        (0..w * h).map(|_| r.next_u64() % 1000 < per_mille).collect()
+    }
+
+    #[test]
+    fn distance_to_is_the_two_pass_chamfer_transform() {
+        // The transform as first written: each pixel relaxed from its four causal neighbours,
+        // one at a time, in each pass.
+        fn plain(mask: &[bool], w: usize, h: usize, target: bool) -> Vec<f32> {
+            const INF: u32 = u32::MAX / 2;
+            let mut d: Vec<u32> = mask.iter().map(|&m| if m == target { 0 } else { INF }).collect();
+            type Steps = [(isize, isize, u32); 4];
+            let passes: [(bool, Steps); 2] = [
+                (false, [(-1, 0, 3), (0, -1, 3), (-1, -1, 4), (1, -1, 4)]),
+                (true, [(1, 0, 3), (0, 1, 3), (1, 1, 4), (-1, 1, 4)]),
+            ];
+            for (rev, steps) in passes {
+                let order: Vec<usize> = if rev {
+                    (0..w * h).rev().collect()
+                } else {
+                    (0..w * h).collect()
+                };
+                for i in order {
+                    let (x, y) = ((i % w) as isize, (i / w) as isize);
+                    for (dx, dy, c) in steps {
+                        let (xx, yy) = (x + dx, y + dy);
+                        if xx >= 0 && yy >= 0 && (xx as usize) < w && (yy as usize) < h {
+                            d[i] = d[i].min(d[yy as usize * w + xx as usize] + c);
+                        }
+                    }
+                }
+            }
+            d.iter()
+                .map(|&v| if v >= INF { f32::INFINITY } else { v as f32 / 3.0 })
+                .collect()
+        }
+        for (i, (w, h)) in [(1, 1), (1, 7), (9, 1), (13, 11), (40, 23)].into_iter().enumerate() {
+            for (per_mille, target) in [(30, true), (500, false), (0, true)] {
+                let m = random_mask(w, h, i as u64, per_mille);
+                let got = distance_to(&m, w, h, target);
+                let want = plain(&m, w, h, target);
+                assert_eq!(got.len(), want.len());
+                assert!(
+                    got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{w}x{h} {per_mille}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn transpose_moves_every_value() {
+        for (w, h) in [(1, 1), (1, 9), (9, 1), (8, 8), (13, 17), (40, 3)] {
+            let src: Vec<f32> = (0..w * h).map(|i| i as f32).collect();
+            let t = transpose(&src, w, h);
+            for y in 0..h {
+                for x in 0..w {
+                    assert_eq!(t[x * h + y], src[y * w + x], "{w}x{h} at {x},{y}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn quantiles_are_nearest_ranks_of_the_total_order() {
+        let reference = |v: &[f32], q: f64| {
+            let mut s = v.to_vec();
+            s.sort_by(f32::total_cmp);
+            s[((s.len() - 1) as f64 * q).round() as usize]
+        };
+        let qs = [0.0, 0.001, 0.3, 0.5, 0.5, 0.9, 0.999, 1.0];
+        let mut r = crate::rng::Rng::new(5);
+        let cases: Vec<Vec<f32>> = vec![
+            vec![4.0],
+            vec![0.0; 10],
+            // Mostly the minimum (paper), then ink.
+            (0..1000)
+                .map(|i| if i % 10 < 8 { 0.0 } else { (i % 97) as f32 })
+                .collect(),
+            // Signed zeros, infinities, NaNs of both signs, negatives.
+            vec![
+                0.0,
+                -0.0,
+                1.0,
+                -3.5,
+                f32::INFINITY,
+                f32::NEG_INFINITY,
+                f32::NAN,
+                -f32::NAN,
+                2.0,
+                -0.0,
+            ],
+            (0..777).map(|_| (r.next_u64() % 50) as f32 - 10.0).collect(),
+        ];
+        for v in &cases {
+            let got = quantiles(v, qs);
+            for (g, &q) in got.iter().zip(&qs) {
+                assert_eq!(g.to_bits(), reference(v, q).to_bits(), "q {q} of {} values", v.len());
+                assert_eq!(quantile(v, q).to_bits(), g.to_bits());
+            }
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Tests of the preprocessing steps and of the whole pipeline on synthetic images.
 
 use super::*;
+use filters::Plane;
 use image::{GrayImage, Luma};
 
 /// A dark vertical bar ("1") off-centre on a large white canvas.
@@ -358,4 +359,65 @@ fn low_confidence_is_a_small_top_probability() {
     assert!(is_low_confidence(&[0.4, 0.3, 0.3], 0.5));
     assert!(!is_low_confidence(&[0.1, 0.9], 0.5));
     assert!(!is_low_confidence(&[0.4, 0.3, 0.3], 0.0));
+}
+
+#[test]
+fn perimeter_counts_each_pixels_sides_facing_off_or_the_edge() {
+    let naive = |m: &[bool], w: usize, h: usize| {
+        let off = |x: isize, y: isize| {
+            x < 0 || y < 0 || x >= w as isize || y >= h as isize || !m[y as usize * w + x as usize]
+        };
+        (0..w * h)
+            .filter(|&i| m[i])
+            .map(|i| {
+                let (x, y) = ((i % w) as isize, (i / w) as isize);
+                [off(x - 1, y), off(x + 1, y), off(x, y - 1), off(x, y + 1)]
+                    .iter()
+                    .filter(|&&o| o)
+                    .count()
+            })
+            .sum::<usize>()
+    };
+    let mut r = crate::rng::Rng::new(3);
+    for (w, h) in [(1, 1), (1, 6), (7, 1), (12, 9), (31, 40)] {
+        for per in [0, 200, 700, 1000] {
+            let m: Vec<bool> = (0..w * h).map(|_| r.next_u64() % 1000 < per).collect();
+            assert_eq!(preprocess::perimeter(&m, w, h), naive(&m, w, h), "{w}x{h} {per}");
+        }
+    }
+}
+
+#[test]
+fn impulses_are_pixels_64_levels_beyond_all_eight_neighbours() {
+    let naive = |p: &Plane| {
+        let mut n = 0;
+        for y in 1..p.h - 1 {
+            for x in 1..p.w - 1 {
+                let around: Vec<f32> = [(0, 0), (1, 0), (2, 0), (0, 1), (2, 1), (0, 2), (1, 2), (2, 2)]
+                    .iter()
+                    .map(|&(dx, dy)| p.at(x + dx - 1, y + dy - 1))
+                    .collect();
+                let lo = around.iter().copied().fold(f32::MAX, f32::min);
+                let hi = around.iter().copied().fold(f32::MIN, f32::max);
+                let v = p.at(x, y);
+                n += usize::from(v - hi > 64.0 || lo - v > 64.0);
+            }
+        }
+        n
+    };
+    let mut r = crate::rng::Rng::new(4);
+    for (w, h) in [(3, 3), (3, 8), (17, 5), (40, 33)] {
+        // Mid-grey with specks of black and white.
+        let px = (0..w * h)
+            .map(|_| match r.next_u64() % 20 {
+                0 => 0.0,
+                1 => 255.0,
+                _ => 100.0 + (r.next_u64() % 40) as f32,
+            })
+            .collect();
+        let p = Plane { w, h, px };
+        let got = preprocess::impulses(&p);
+        assert_eq!(got, naive(&p), "{w}x{h}");
+        assert!(w * h < 100 || got > 0, "{w}x{h}: some specks");
+    }
 }
