@@ -10,7 +10,7 @@ shift=1.5` draws), trained on all 60,000 training images (the IDX files in data/
 256 as mnist-cnn scales them). After each epoch it evaluates the 10,000 test images (timing
 only: nothing is chosen on them) and prints one JSON line per epoch with the wall time so far.
 
-usage: python3 bench/best_model.py [--epochs 15] [--seed 0] [--threads 2] [--lr 0.006]
+usage: python3 bench/best_model.py [--epochs 25] [--seed 0] [--threads 2] [--lr 0.006]
 """
 import argparse
 import gzip
@@ -84,7 +84,7 @@ def augment(x, rotate_deg, scale, shift_px, gen):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--epochs", type=int, default=15)
+    ap.add_argument("--epochs", type=int, default=25)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--lr", type=float, default=0.006)

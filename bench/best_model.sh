@@ -4,7 +4,7 @@
 # only; the recipe was chosen on the validation split), whole-run time and time to 99.5%.
 # usage: bench/best_model.sh [SEEDS] [TORCH_SEEDS]   e.g. bench/best_model.sh "0 1 2" "0"
 #   (defaults "0 1 2" and "0"; needs python3 with torch and numpy for the PyTorch runs; an empty
-#   TORCH_SEEDS skips them). EPOCHS=N overrides the recipe's 15 epochs (both sides).
+#   TORCH_SEEDS skips them). EPOCHS=N overrides the recipe's 25 epochs (both sides).
 # Both sides are held to AVX2+FMA, the instructions most users' CPUs have: mnist-cnn with
 # MNIST_CNN_SIMD=avx2 (override with SIMD=avx512|portable), PyTorch with ATEN_CPU_CAPABILITY=avx2
 # and ONEDNN_MAX_CPU_ISA=AVX2. 2 threads each (THREADS=N). Run it on an otherwise idle machine.
@@ -15,7 +15,7 @@ seeds=${1:-0 1 2}
 torch_seeds=${2-0}
 simd=${SIMD:-avx2}
 threads=${THREADS:-2}
-epochs=${EPOCHS:-15}
+epochs=${EPOCHS:-25}
 python=${PYTHON:-python3}
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT

@@ -87,7 +87,7 @@ pub struct LoadedModel {
     pub source: String,
 }
 
-/// "bncnn, seed 0, 99.47% test accuracy": the bundled model's architecture, seed and test
+/// "bncnn, seed 0, 99.50% test accuracy": the bundled model's architecture, seed and test
 /// accuracy, from its metadata.
 pub fn bundled_description() -> String {
     TensorFile::parse(BUNDLED_MODEL).map_or_else(|_| "unreadable".into(), |f| describe(&f))

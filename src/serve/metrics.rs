@@ -120,22 +120,26 @@ impl Metrics {
                 "mnist_cnn_batch_size",
                 "Images in each forward pass of the inference workers.",
             );
-        out.push_str("# HELP mnist_cnn_queue_depth Requests waiting for an inference worker.\n");
-        out.push_str("# TYPE mnist_cnn_queue_depth gauge\n");
-        let _ = writeln!(out, "mnist_cnn_queue_depth {}", queue.depth.load(Ordering::SeqCst));
-        out.push_str("# HELP mnist_cnn_inference_workers Inference workers running, each with its instance of the shared weights.\n");
-        out.push_str("# TYPE mnist_cnn_inference_workers gauge\n");
-        let _ = writeln!(
-            out,
-            "mnist_cnn_inference_workers {}",
-            queue.running.load(Ordering::SeqCst)
+        let mut scalar = |name: &str, kind: &str, help: &str, value: usize| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+        };
+        scalar(
+            "mnist_cnn_queue_depth",
+            "gauge",
+            "Requests waiting for an inference worker.",
+            queue.depth.load(Ordering::SeqCst),
         );
-        out.push_str("# HELP mnist_cnn_spare_passes_total Forward passes run by the spare inference workers, which join at a backlog.\n");
-        out.push_str("# TYPE mnist_cnn_spare_passes_total counter\n");
-        let _ = writeln!(
-            out,
-            "mnist_cnn_spare_passes_total {}",
-            queue.spare_passes.load(Ordering::Relaxed)
+        scalar(
+            "mnist_cnn_inference_workers",
+            "gauge",
+            "Inference workers running, each with its instance of the shared weights.",
+            queue.running.load(Ordering::SeqCst),
+        );
+        scalar(
+            "mnist_cnn_spare_passes_total",
+            "counter",
+            "Forward passes run by the spare inference workers, which join at a backlog.",
+            queue.spare_passes.load(Ordering::Relaxed),
         );
         out
     }

@@ -147,7 +147,10 @@ pub fn registry() -> &'static [ModelSpec] {
                 weight_decay: 1e-4,
                 schedule: "onecycle",
                 augment: "rotate=12,scale=0.1,shift=1.5",
-                epochs: 15,
+                // Chosen on the validation split (50,000 / 10,000, AVX2, session 8): 25 epochs
+                // 99.54 / 99.49 / 99.46% (seeds 0-2), 15 epochs 99.50% (seed 0) and 99.41%
+                // (seed 2). A 60,000-image run of 25 epochs takes about 4 minutes on 2 cores.
+                epochs: 25,
                 batch_size: 128,
             },
             flops: conv_flops(1, 16, 3, 28, 28)
