@@ -55,30 +55,14 @@ pub fn resize(p: &Plane, w: usize, h: usize) -> Plane {
     if (w, h) == (p.w, p.h) {
         return p.clone();
     }
-    // Along the columns, on the values scaled to 0..1 as the crate sees them: each output row
-    // a weighted sum of input rows, whole rows at a time.
-    // (Each input row feeds several output rows: scaled once, the same quotients.)
+    // Along the columns, on the values scaled to 0..1 as the crate sees them (each input row
+    // feeds several output rows: scaled once, the same quotients).
     let scaled: Vec<f32> = p.px.iter().map(|&v| v / 255.0).collect();
-    let mut tall = vec![0.0f32; p.w * h];
-    for (row, (first, ws)) in tall.chunks_exact_mut(p.w).zip(triangle_taps(p.h, h)) {
-        for (i, &wt) in ws.iter().enumerate() {
-            let src = &scaled[(first + i) * p.w..(first + i + 1) * p.w];
-            row.iter_mut().zip(src).for_each(|(t, &v)| *t += v * wt);
-        }
-    }
-    // Along the rows, clamped to 0..1 as the crate clamps its float pixels. On the columns'
-    // result transposed, so that each output column is a weighted sum of whole input columns
-    // (vectorised, where a pixel at a time is a short scalar loop): each value still gets
-    // 0 + v0 w0 + v1 w1 + ..., in that order.
-    let taps = triangle_taps(p.w, w);
-    let tall_t = transpose(&tall, p.w, h);
-    let mut out_t = vec![0.0f32; w * h];
-    for (col, (first, ws)) in out_t.chunks_exact_mut(h).zip(&taps) {
-        for (i, &wt) in ws.iter().enumerate() {
-            let src = &tall_t[(first + i) * h..(first + i + 1) * h];
-            col.iter_mut().zip(src).for_each(|(t, &v)| *t += v * wt);
-        }
-    }
+    let tall = weighted_rows(&scaled, p.w, &triangle_taps(p.h, h));
+    // Along the rows, on the columns' result transposed, so that this pass too sums whole rows
+    // (vectorised, where a pixel at a time is a short scalar loop); then clamped to 0..1 as the
+    // crate clamps its float pixels.
+    let out_t = weighted_rows(&transpose(&tall, p.w, h), h, &triangle_taps(p.w, w));
     let px = transpose(&out_t, h, w)
         .into_iter()
         .map(|t| {
@@ -92,6 +76,19 @@ pub fn resize(p: &Plane, w: usize, h: usize) -> Plane {
         })
         .collect();
     Plane { w, h, px }
+}
+
+/// One pass of [`resize`]: output row o (of `n` values) = 0 + the weighted sum, in order, of the
+/// rows of `src` that `taps[o]` names (its first row and weights).
+fn weighted_rows(src: &[f32], n: usize, taps: &[(usize, Vec<f32>)]) -> Vec<f32> {
+    let mut out = vec![0.0f32; n * taps.len()];
+    for (row, (first, ws)) in out.chunks_exact_mut(n).zip(taps) {
+        for (i, &wt) in ws.iter().enumerate() {
+            let src = &src[(first + i) * n..(first + i + 1) * n];
+            row.iter_mut().zip(src).for_each(|(t, &v)| *t += v * wt);
+        }
+    }
+    out
 }
 
 /// One axis of [`resize`]: for each output position, the first input position it reads and the
@@ -210,6 +207,17 @@ pub(crate) fn transpose(src: &[f32], w: usize, h: usize) -> Vec<f32> {
     out
 }
 
+/// The smaller of two finite values by a plain compare, which vectorises (`f32::min`'s NaN
+/// rules cost a compare and a blend more).
+pub(crate) fn min_finite(a: f32, b: f32) -> f32 {
+    if b < a { b } else { a }
+}
+
+/// The larger of two finite values by a plain compare (see [`min_finite`]).
+pub(crate) fn max_finite(a: f32, b: f32) -> f32 {
+    if b > a { b } else { a }
+}
+
 /// The max (`max = true`) or min over the (2r+1) x (2r+1) square around each pixel (the
 /// window clipped at the edges): grey dilation or erosion by a square. Columns, then rows (as
 /// the columns of the transposed image). For finite values (the extremes are plain compares,
@@ -222,9 +230,9 @@ pub fn square_extreme(p: &Plane, r: usize, max: bool) -> Plane {
         transpose(&sliding_extreme_columns(&t, p.w, p.h, r, id, op), p.h, p.w)
     }
     let px = if max {
-        run(p, r, f32::NEG_INFINITY, |a, b| if b > a { b } else { a })
+        run(p, r, f32::NEG_INFINITY, max_finite)
     } else {
-        run(p, r, f32::INFINITY, |a, b| if b < a { b } else { a })
+        run(p, r, f32::INFINITY, min_finite)
     };
     Plane { w, h, px }
 }
@@ -441,7 +449,8 @@ pub fn quantiles<const K: usize>(values: &[f32], qs: [f64; K]) -> [f32; K] {
     let rank = |q: f64| (last as f64 * q.clamp(0.0, 1.0)).round() as usize;
     let (lo, hi) = values
         .iter()
-        .fold((i32::MAX, i32::MIN), |(lo, hi), &v| (lo.min(key(v)), hi.max(key(v))));
+        .map(|&v| key(v))
+        .fold((i32::MAX, i32::MIN), |(lo, hi), k| (lo.min(k), hi.max(k)));
     let at_min = values.iter().filter(|&&v| key(v) == lo).count();
     let mut order: [usize; K] = std::array::from_fn(|i| i);
     order.sort_by_key(|&i| rank(qs[i]));

@@ -23,8 +23,8 @@
 use image::{GrayImage, Luma, RgbImage};
 
 use super::filters::{
-    Plane, box_blur, components, disk_extreme, distance_to, median3, otsu, quantile, quantiles, resize, shrink_to,
-    square_extreme,
+    Plane, box_blur, components, disk_extreme, distance_to, max_finite, median3, min_finite, otsu, quantile, quantiles,
+    resize, shrink_to, square_extreme,
 };
 use crate::Error;
 
@@ -135,8 +135,7 @@ pub fn denoise(p: Plane) -> Plane {
 pub(crate) fn impulses(p: &Plane) -> usize {
     let w = p.w;
     // Plain compares (the pixels are finite: no NaN rules needed), which vectorise.
-    let min = |a: f32, b: f32| if b < a { b } else { a };
-    let max = |a: f32, b: f32| if b > a { b } else { a };
+    let (min, max) = (min_finite, max_finite);
     // Per row, the min and max of columns x-1..=x+1 (for x in 1..w-1), one flat buffer each.
     let mut lo3 = Vec::with_capacity(p.h * (w - 2));
     let mut hi3 = Vec::with_capacity(p.h * (w - 2));

@@ -221,11 +221,11 @@ pub fn run_loop(
     };
     loop {
         let (jobs, rows) = {
-            // A worker that panicked while holding the queue left it whole: the jobs it took
-            // are its own, so the others can go on.
             if role == Role::Spare {
                 stats.wait_for_backlog();
             }
+            // A worker that panicked while holding the queue left it whole: the jobs it took
+            // are its own, so the others can go on.
             let rx = rx.lock().unwrap_or_else(|e| e.into_inner());
             let first = match role {
                 Role::First => rx.recv().ok(),
@@ -359,12 +359,7 @@ mod tests {
             queue: 64,
         };
         let (b, rx) = Batcher::new(&c);
-        let replies: Vec<_> = (0..48)
-            .map(|i| match b.submit(image(i as f32, 1), 1) {
-                Submit::Queued(r) => r,
-                _ => panic!("queued"),
-            })
-            .collect();
+        let replies: Vec<_> = (0..48).map(|i| queue_one(&b, i as f32)).collect();
         let stats = b.stats.clone();
         drop(b);
         // The first worker and a spare; each pass waits a little, so both get work while the

@@ -100,9 +100,7 @@ impl ConvBn {
         *self.fold_cache.borrow_mut() = Some((made_from, w.clone(), b.clone()));
         Some((w, b))
     }
-}
 
-impl ConvBn {
     /// The block then a 2x2 max pooling: in one op when the batch norm is folded (inference,
     /// see [`conv2d_relu_max_pool2d`]), with the same bits.
     pub fn forward_max_pool(&self, x: &Tensor) -> Tensor {

@@ -65,6 +65,31 @@ pub fn conv2d_relu(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, stride: u
     conv2d_op(x, weight, bias, (stride, padding), true)
 }
 
+/// The geometry of `F.conv2d(x, weight, bias, stride, padding)`, with PyTorch's shape checks
+/// (panics: these are programming errors).
+fn geometry(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, (stride, padding): (usize, usize)) -> ConvGeom {
+    let (xs, ws) = (x.shape(), weight.shape());
+    assert!(
+        xs.len() == 4 && ws.len() == 4,
+        "conv2d: x {xs:?} and weight {ws:?} must be 4-d"
+    );
+    assert_eq!(
+        xs[1], ws[1],
+        "conv2d: x has {} channels, weight expects {}",
+        xs[1], ws[1]
+    );
+    if let Some(b) = bias {
+        assert_eq!(b.shape(), &[ws[0]], "conv2d: bias shape");
+    }
+    ConvGeom::new((xs[1], xs[2], xs[3]), (ws[0], ws[2], ws[3]), stride, padding)
+}
+
+/// Whether a convolution of these inputs records a backward.
+fn records_graph(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> bool {
+    crate::tensor::is_grad_enabled()
+        && (x.requires_grad() || weight.requires_grad() || bias.is_some_and(|b| b.requires_grad()))
+}
+
 /// `F.max_pool2d(F.relu(F.conv2d(x, weight, bias, stride, padding)), 2, 2)` as one op for
 /// inference: without a graph to record, the pooling reads each chunk's activations while they
 /// are still in the cache (see [`conv2d_relu_max_pool_forward`]); the same bits as the ops one
@@ -77,17 +102,11 @@ pub fn conv2d_relu_max_pool2d(
     stride: usize,
     padding: usize,
 ) -> Tensor {
-    let needs_graph = crate::tensor::is_grad_enabled()
-        && (x.requires_grad() || weight.requires_grad() || bias.is_some_and(|b| b.requires_grad()));
-    if needs_graph {
+    if records_graph(x, weight, bias) {
         return crate::ops::max_pool2d(&conv2d_relu(x, weight, bias, stride, padding), 2, 2, 0);
     }
-    let (xs, ws) = (x.shape(), weight.shape());
-    assert!(
-        xs.len() == 4 && ws.len() == 4 && xs[1] == ws[1],
-        "conv2d: x {xs:?} and weight {ws:?} must be 4-d with the same channels"
-    );
-    let g = ConvGeom::new((xs[1], xs[2], xs[3]), (ws[0], ws[2], ws[3]), stride, padding);
+    let xs = x.shape();
+    let g = geometry(x, weight, bias, (stride, padding));
     let pg = crate::ops::max_pool2d::PoolGeom::new((g.oc, g.oh, g.ow), 2, 2, 0);
     let n = xs[0];
     let mut out = pool::take(n * g.oc * pg.oh * pg.ow);
@@ -127,25 +146,12 @@ fn conv2d_op(
     (stride, padding): (usize, usize),
     relu: bool,
 ) -> Tensor {
-    let (xs, ws) = (x.shape(), weight.shape());
-    assert!(
-        xs.len() == 4 && ws.len() == 4,
-        "conv2d: x {xs:?} and weight {ws:?} must be 4-d"
-    );
-    assert_eq!(
-        xs[1], ws[1],
-        "conv2d: x has {} channels, weight expects {}",
-        xs[1], ws[1]
-    );
-    if let Some(b) = bias {
-        assert_eq!(b.shape(), &[ws[0]], "conv2d: bias shape");
-    }
-    let g = ConvGeom::new((xs[1], xs[2], xs[3]), (ws[0], ws[2], ws[3]), stride, padding);
+    let xs = x.shape();
+    let g = geometry(x, weight, bias, (stride, padding));
     let n = xs[0];
     let x_nchw = !x.is_channels_last();
     let mut y = pool::take(n * g.out_size());
-    let needs_graph = crate::tensor::is_grad_enabled()
-        && (x.requires_grad() || weight.requires_grad() || bias.is_some_and(|b| b.requires_grad()));
+    let needs_graph = records_graph(x, weight, bias);
     let name = if relu { "conv2d_relu" } else { "conv2d" };
     let x_version = x.version();
     let patches = profile::time(
