@@ -55,14 +55,43 @@ pub fn resize(p: &Plane, w: usize, h: usize) -> Plane {
     if (w, h) == (p.w, p.h) {
         return p.clone();
     }
+    resize_taps(p, &triangle_taps(p.h, h), &triangle_taps(p.w, w))
+}
+
+/// [`resize`] of a plane that is 0 outside `(x0, y0, x1, y1)` (exclusive ends), computed only
+/// where the result can be nonzero: the part `(ox0, oy0)` to `(ox0 + part.w, oy0 + part.h)` of
+/// the `w` x `h` result, `(part, ox0, oy0)`; every output pixel outside it is 0. The same values,
+/// bit for bit, as that part of [`resize`] (a test checks it): the taps that read the zeros
+/// around the rectangle are left out, and in [`weighted_rows`]' sums from +0 a term `0 x weight`
+/// changes nothing. `None` when the rectangle is empty. For a new size only (`resize` copies
+/// a plane to its own size unclamped; this would clamp it).
+pub(crate) fn resize_part(
+    p: &Plane,
+    w: usize,
+    h: usize,
+    (x0, y0, x1, y1): (usize, usize, usize, usize),
+) -> Option<(Plane, usize, usize)> {
+    assert!(w > 0 && h > 0, "resize to a non-empty size");
+    assert!(x1 <= p.w && y1 <= p.h, "the rectangle inside the plane");
+    if x0 >= x1 || y0 >= y1 {
+        return None;
+    }
+    let (oy0, ty) = triangle_taps(p.h, h).within(y0, y1);
+    let (ox0, tx) = triangle_taps(p.w, w).within(x0, x1);
+    Some((resize_taps(&p.crop(x0, y0, x1, y1), &ty, &tx), ox0, oy0))
+}
+
+/// [`resize`] by the taps of each axis (see [`triangle_taps`]).
+fn resize_taps(p: &Plane, taps_y: &Taps, taps_x: &Taps) -> Plane {
+    let (w, h) = (taps_x.reads.len(), taps_y.reads.len());
     // Along the columns, on the values scaled to 0..1 as the crate sees them (each input row
     // feeds several output rows: scaled once, the same quotients).
     let scaled: Vec<f32> = p.px.iter().map(|&v| v / 255.0).collect();
-    let tall = weighted_rows(&scaled, p.w, &triangle_taps(p.h, h));
+    let tall = weighted_rows(&scaled, p.w, taps_y);
     // Along the rows, on the columns' result transposed, so that this pass too sums whole rows
     // (vectorised, where a pixel at a time is a short scalar loop); then clamped to 0..1 as the
     // crate clamps its float pixels.
-    let out_t = weighted_rows(&transpose(&tall, p.w, h), h, &triangle_taps(p.w, w));
+    let out_t = weighted_rows(&transpose(&tall, p.w, h), h, taps_x);
     let px = transpose(&out_t, h, w)
         .into_iter()
         .map(|t| {
@@ -79,11 +108,11 @@ pub fn resize(p: &Plane, w: usize, h: usize) -> Plane {
 }
 
 /// One pass of [`resize`]: output row o (of `n` values) = 0 + the weighted sum, in order, of the
-/// rows of `src` that `taps[o]` names (its first row and weights).
-fn weighted_rows(src: &[f32], n: usize, taps: &[(usize, Vec<f32>)]) -> Vec<f32> {
-    let mut out = vec![0.0f32; n * taps.len()];
-    for (row, (first, ws)) in out.chunks_exact_mut(n).zip(taps) {
-        for (i, &wt) in ws.iter().enumerate() {
+/// rows of `src` that the taps' output o reads.
+fn weighted_rows(src: &[f32], n: usize, taps: &Taps) -> Vec<f32> {
+    let mut out = vec![0.0f32; n * taps.reads.len()];
+    for (row, (first, at)) in out.chunks_exact_mut(n).zip(&taps.reads) {
+        for (i, &wt) in taps.weights[at.clone()].iter().enumerate() {
             let src = &src[(first + i) * n..(first + i + 1) * n];
             row.iter_mut().zip(src).for_each(|(t, &v)| *t += v * wt);
         }
@@ -91,29 +120,65 @@ fn weighted_rows(src: &[f32], n: usize, taps: &[(usize, Vec<f32>)]) -> Vec<f32> 
     out
 }
 
-/// One axis of [`resize`]: for each output position, the first input position it reads and the
-/// normalised triangle weights of the inputs from there, computed as the `image` crate does.
-fn triangle_taps(len: usize, new_len: usize) -> Vec<(usize, Vec<f32>)> {
+/// One axis of [`resize`]: output o reads the inputs from `reads[o].0` on, one per weight of
+/// `weights[reads[o].1]`, in order. (One buffer of weights: a resize makes no small vectors.)
+struct Taps {
+    reads: Vec<(usize, std::ops::Range<usize>)>,
+    weights: Vec<f32>,
+}
+
+impl Taps {
+    /// The outputs that read inputs in `lo..hi` (consecutive: an output's first and last input
+    /// grow with it), each reading only those, counted from `lo`; with the first such output.
+    /// An output that reads none of them is 0 when the inputs outside are 0.
+    fn within(self, lo: usize, hi: usize) -> (usize, Taps) {
+        let mut o0 = None;
+        let reads = (self.reads.into_iter().enumerate())
+            .filter_map(|(o, (first, at))| {
+                let (a, b) = (first.max(lo), (first + at.len()).min(hi));
+                (a < b).then(|| {
+                    o0.get_or_insert(o);
+                    (a - lo, at.start + a - first..at.start + b - first)
+                })
+            })
+            .collect();
+        let o0 = o0.expect("a nonempty range of inputs reaches an output");
+        (
+            o0,
+            Taps {
+                reads,
+                weights: self.weights,
+            },
+        )
+    }
+}
+
+/// The [`Taps`] of one axis of [`resize`], from `len` inputs to `new_len` outputs: for each
+/// output, the first input it reads and the normalised triangle weights of the inputs from
+/// there, computed as the `image` crate does.
+fn triangle_taps(len: usize, new_len: usize) -> Taps {
     let ratio = len as f32 / new_len as f32;
     let sratio = if ratio < 1.0 { 1.0 } else { ratio };
     let support = sratio; // the triangle's support (1) in input pixels
-    (0..new_len)
+    let mut weights = Vec::new();
+    let reads = (0..new_len)
         .map(|o| {
             let centre = (o as f32 + 0.5) * ratio;
             let first = ((centre - support).floor() as i64).clamp(0, len as i64 - 1);
             let end = ((centre + support).ceil() as i64).clamp(first + 1, len as i64);
             let centre = centre - 0.5;
-            let mut ws: Vec<f32> = (first..end)
-                .map(|i| {
-                    let x = ((i as f32 - centre) / sratio).abs();
-                    if x < 1.0 { 1.0 - x } else { 0.0 }
-                })
-                .collect();
+            let at = weights.len();
+            weights.extend((first..end).map(|i| {
+                let x = ((i as f32 - centre) / sratio).abs();
+                if x < 1.0 { 1.0 - x } else { 0.0 }
+            }));
+            let ws = &mut weights[at..];
             let sum = ws.iter().fold(0.0f32, |s, &w| s + w);
             ws.iter_mut().for_each(|w| *w /= sum);
-            (first as usize, ws)
+            (first as usize, at..weights.len())
         })
-        .collect()
+        .collect();
+    Taps { reads, weights }
 }
 
 /// Scaled down (keeping the aspect ratio) so that the long side is at most `side`.
@@ -152,28 +217,26 @@ fn sliding_extreme_columns(
         let sw = STRIP.min(w - c0);
         // Padded row j of the strip: src's row j - r, or the identity in the padding.
         let row = |j: usize| (j >= r && j < n + r).then(|| &src[(j - r) * w + c0..(j - r) * w + c0 + sw]);
-        let apply = |cur: &mut [f32], j: usize| {
-            if let Some(v) = row(j) {
-                cur.iter_mut().zip(v).for_each(|(c, &v)| *c = op(*c, v));
-            }
+        // cur = op(prev, row j) in one pass (prev itself in the padding).
+        let step = |cur: &mut [f32], prev: &[f32], j: usize| match row(j) {
+            Some(v) => (cur.iter_mut().zip(prev).zip(v)).for_each(|((c, &p), &v)| *c = op(p, v)),
+            None => cur.copy_from_slice(prev),
+        };
+        let first = |cur: &mut [f32], j: usize| match row(j) {
+            Some(v) => cur.copy_from_slice(v),
+            None => cur.fill(id),
         };
         for start in (0..len).step_by(k) {
-            g[start * sw..(start + 1) * sw].fill(id);
-            apply(&mut g[start * sw..(start + 1) * sw], start);
+            first(&mut g[start * sw..(start + 1) * sw], start);
             for j in start + 1..start + k {
                 let (done, rest) = g.split_at_mut(j * sw);
-                let cur = &mut rest[..sw];
-                cur.copy_from_slice(&done[(j - 1) * sw..]);
-                apply(cur, j);
+                step(&mut rest[..sw], &done[(j - 1) * sw..], j);
             }
             let last = start + k - 1;
-            h[last * sw..(last + 1) * sw].fill(id);
-            apply(&mut h[last * sw..(last + 1) * sw], last);
+            first(&mut h[last * sw..(last + 1) * sw], last);
             for j in (start..last).rev() {
                 let (cur, after) = h.split_at_mut((j + 1) * sw);
-                let cur = &mut cur[j * sw..];
-                cur.copy_from_slice(&after[..sw]);
-                apply(cur, j);
+                step(&mut cur[j * sw..], &after[..sw], j);
             }
         }
         for i in 0..n {
@@ -224,17 +287,31 @@ pub(crate) fn max_finite(a: f32, b: f32) -> f32 {
 /// which vectorise; a NaN is not given `f32::max`'s rules).
 pub fn square_extreme(p: &Plane, r: usize, max: bool) -> Plane {
     let (w, h) = (p.w, p.h);
-    fn run(p: &Plane, r: usize, id: f32, op: impl Fn(f32, f32) -> f32 + Copy) -> Vec<f32> {
-        let cols = sliding_extreme_columns(&p.px, p.h, p.w, r, id, op);
-        let t = transpose(&cols, p.w, p.h);
-        transpose(&sliding_extreme_columns(&t, p.w, p.h, r, id, op), p.h, p.w)
-    }
-    let px = if max {
-        run(p, r, f32::NEG_INFINITY, max_finite)
-    } else {
-        run(p, r, f32::INFINITY, min_finite)
-    };
+    let t = transpose(&extreme_columns(&p.px, h, w, r, max), w, h);
+    let px = transpose(&extreme_columns(&t, w, h, r, max), h, w);
     Plane { w, h, px }
+}
+
+/// [`square_extreme`] of [`square_extreme`], the second the other extreme: a closing
+/// (`max_first`, max then min) or an opening by the square. The same values with two transposes
+/// fewer: the second filter's row pass runs on the first's result still transposed, as a max
+/// (or min) over a square is the same taken along the columns or the rows first.
+pub fn square_closing_or_opening(p: &Plane, r: usize, max_first: bool) -> Plane {
+    let (w, h) = (p.w, p.h);
+    let t = transpose(&extreme_columns(&p.px, h, w, r, max_first), w, h);
+    let t = extreme_columns(&extreme_columns(&t, w, h, r, max_first), w, h, r, !max_first);
+    let px = extreme_columns(&transpose(&t, h, w), h, w, r, !max_first);
+    Plane { w, h, px }
+}
+
+/// [`sliding_extreme_columns`] by max (`max = true`) or min: for finite values (the extremes are
+/// plain compares, which vectorise; a NaN is not given `f32::max`'s rules).
+fn extreme_columns(src: &[f32], n: usize, w: usize, r: usize, max: bool) -> Vec<f32> {
+    if max {
+        sliding_extreme_columns(src, n, w, r, f32::NEG_INFINITY, max_finite)
+    } else {
+        sliding_extreme_columns(src, n, w, r, f32::INFINITY, min_finite)
+    }
 }
 
 /// The mean over the (2r+1) x (2r+1) square around each pixel (the window clipped at the
@@ -434,7 +511,8 @@ pub fn quantile(values: &[f32], q: f64) -> f32 {
 /// values vectorise). One pass finds the minimum, the maximum and how many values equal the
 /// minimum: ranks in that run (paper, on an ink-strength plane) and the last rank need no
 /// selection, and the others are selected among the values above the minimum only. The same
-/// values as selections over all of them.
+/// values as selections over all of them. Values that are all the integers 0 to 255 (an 8-bit
+/// image's levels) are counted instead, in one pass.
 pub fn quantiles<const K: usize>(values: &[f32], qs: [f64; K]) -> [f32; K] {
     if values.is_empty() {
         return [0.0; K];
@@ -447,6 +525,24 @@ pub fn quantiles<const K: usize>(values: &[f32], qs: [f64; K]) -> [f32; K] {
     let value = |k: i32| f32::from_bits(key(f32::from_bits(k as u32)) as u32);
     let last = values.len() - 1;
     let rank = |q: f64| (last as f64 * q.clamp(0.0, 1.0)).round() as usize;
+    // Values that are all the integers 0 to 255 (an 8-bit image's, before any filter; not -0):
+    // each rank's value is the first level whose count reaches past it.
+    let is_byte = |v: f32| (v as u8 as f32).to_bits() == v.to_bits();
+    if values
+        .chunks(64)
+        .all(|c| c.iter().fold(true, |all, &v| all & is_byte(v)))
+    {
+        let counts = histogram(values, |v| v as u8);
+        return qs.map(|q| {
+            let k = rank(q);
+            let mut below = 0;
+            let level = (0..256).find(|&b| {
+                below += counts[b] as usize;
+                below > k
+            });
+            level.expect("the counts add up to the values") as f32
+        });
+    }
     let (lo, hi) = values
         .iter()
         .map(|&v| key(v))
@@ -476,22 +572,28 @@ pub fn quantiles<const K: usize>(values: &[f32], qs: [f64; K]) -> [f32; K] {
     out
 }
 
-/// Otsu's threshold of values in 0..=255 (256 bins): the level that maximises the between-class
-/// variance, with that variance's share of the total (0 to 1, the separability). A pixel is
-/// above the threshold when its value is `>= threshold`.
-pub fn otsu(values: &[f32]) -> (f32, f32) {
-    // Four histograms, so that runs of equal values (paper) do not wait on one counter.
+/// How many of the values fall in each bin 0..=255 by `bin`: four histograms summed at the
+/// end, so that runs of one bin (paper) do not wait on one counter.
+fn histogram(values: &[f32], bin: impl Fn(f32) -> u8) -> [u32; 256] {
     let mut hists = [[0u32; 256]; 4];
     let mut quads = values.chunks_exact(4);
     for q in &mut quads {
         for (hist, &v) in hists.iter_mut().zip(q) {
-            hist[v.clamp(0.0, 255.0) as usize] += 1;
+            hist[bin(v) as usize] += 1;
         }
     }
     for &v in quads.remainder() {
-        hists[0][v.clamp(0.0, 255.0) as usize] += 1;
+        hists[0][bin(v) as usize] += 1;
     }
-    let hist: [f64; 256] = std::array::from_fn(|i| hists.iter().map(|h| h[i] as f64).sum());
+    std::array::from_fn(|i| hists.iter().map(|h| h[i]).sum())
+}
+
+/// Otsu's threshold of values in 0..=255 (256 bins): the level that maximises the between-class
+/// variance, with that variance's share of the total (0 to 1, the separability). A pixel is
+/// above the threshold when its value is `>= threshold`.
+pub fn otsu(values: &[f32]) -> (f32, f32) {
+    let counts = histogram(values, |v| v.clamp(0.0, 255.0) as u8);
+    let hist: [f64; 256] = counts.map(|c| c as f64);
     let n: f64 = hist.iter().sum();
     if n == 0.0 {
         return (128.0, 0.0);
@@ -576,6 +678,42 @@ mod tests {
         }
     }
 
+    /// `resize_part` is its part of `resize` bit for bit, and `resize` is 0 outside it: growing,
+    /// shrinking, one axis each way, rectangles at the edges, one pixel, negative values inside.
+    #[test]
+    fn resize_part_is_the_part_of_resize_that_can_be_nonzero() {
+        let mut rng = crate::rng::Rng::new(11);
+        let cases = [
+            ((88, 110), (110, 138), (22, 7, 65, 72)),
+            ((88, 110), (40, 50), (0, 0, 88, 110)),
+            ((88, 110), (88, 111), (10, 20, 30, 40)),
+            ((30, 20), (75, 9), (0, 5, 1, 20)),
+            ((30, 20), (7, 61), (29, 0, 30, 1)),
+            ((13, 9), (26, 18), (6, 4, 7, 5)),
+        ];
+        for ((w, h), (nw, nh), (x0, y0, x1, y1)) in cases {
+            let mut p = Plane::filled(w, h, 0.0);
+            for y in y0..y1 {
+                for x in x0..x1 {
+                    p.px[y * w + x] = rng.next_f32() * 300.0 - 20.0;
+                }
+            }
+            p.px[y0 * w + x0] = 0.0; // a zero inside the rectangle is still inside it
+            let full = resize(&p, nw, nh);
+            let (part, ox0, oy0) = resize_part(&p, nw, nh, (x0, y0, x1, y1)).unwrap();
+            let bits = |q: &Plane| q.px.iter().map(|v| v.to_bits()).collect::<Vec<u32>>();
+            let want = full.crop(ox0, oy0, ox0 + part.w, oy0 + part.h);
+            assert_eq!(bits(&part), bits(&want), "{w}x{h} -> {nw}x{nh}, {:?}", (x0, y0, x1, y1));
+            for y in 0..nh {
+                for x in 0..nw {
+                    let inside = (ox0..ox0 + part.w).contains(&x) && (oy0..oy0 + part.h).contains(&y);
+                    assert!(inside || full.at(x, y) == 0.0, "({x}, {y}) outside the part is 0");
+                }
+            }
+        }
+        assert!(resize_part(&Plane::filled(4, 4, 0.0), 8, 8, (2, 2, 2, 4)).is_none());
+    }
+
     #[test]
     fn square_extremes_match_a_brute_force_window() {
         // Small, and wider than a strip of columns (with windows wider than the image).
@@ -601,6 +739,30 @@ mod tests {
         }
         let b = box_blur(&plane(5, 1, |x, _| x as f32), 1);
         assert_eq!(b.px, vec![0.5, 1.0, 2.0, 3.0, 3.5]);
+    }
+
+    /// A closing or opening in one call is the two square filters, bit for bit.
+    #[test]
+    fn square_closing_or_opening_is_the_two_filters_in_turn() {
+        let mut r = crate::rng::Rng::new(3);
+        for (w, h, radius) in [
+            (1, 1, 2),
+            (1, 9, 2),
+            (9, 1, 3),
+            (13, 9, 20),
+            (88, 110, 27),
+            (150, 70, 9),
+        ] {
+            let px = (0..w * h).map(|_| (r.next_u64() % 256) as f32 + r.next_f32()).collect();
+            let p = Plane { w, h, px };
+            for max_first in [true, false] {
+                let want = square_extreme(&square_extreme(&p, radius, max_first), radius, !max_first);
+                let got = square_closing_or_opening(&p, radius, max_first);
+                assert_eq!((got.w, got.h), (w, h));
+                let bits = |q: &Plane| q.px.iter().map(|v| v.to_bits()).collect::<Vec<u32>>();
+                assert_eq!(bits(&got), bits(&want), "{w}x{h} r {radius} max first {max_first}");
+            }
+        }
     }
 
     #[test]
@@ -717,6 +879,14 @@ mod tests {
                 -0.0,
             ],
             (0..777).map(|_| (r.next_u64() % 50) as f32 - 10.0).collect(),
+            // The levels of an 8-bit image (counted, not selected), light paper and dark ink...
+            (0..1000)
+                .map(|i| if i % 7 == 0 { (r.next_u64() % 256) as f32 } else { 250.0 })
+                .collect(),
+            // ... and almost: one -0, one 255.5, one 256 among them (selected).
+            (0..300).map(|i| (i % 256) as f32).chain([-0.0]).collect(),
+            (0..300).map(|i| (i % 256) as f32).chain([255.5]).collect(),
+            (0..300).map(|i| (i % 256) as f32).chain([256.0]).collect(),
         ];
         for v in &cases {
             let got = quantiles(v, qs);

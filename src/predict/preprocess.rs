@@ -24,7 +24,7 @@ use image::{GrayImage, Luma, RgbImage};
 
 use super::filters::{
     Plane, box_blur, components, disk_extreme, distance_to, max_finite, median3, min_finite, otsu, quantile, quantiles,
-    resize, shrink_to, square_extreme,
+    resize, resize_part, shrink_to, square_closing_or_opening,
 };
 use crate::Error;
 
@@ -178,8 +178,7 @@ pub fn dark_ink(p: &Plane) -> bool {
 /// gradients, vignetting and shadows do.
 pub fn background(p: &Plane, dark_ink: bool) -> Plane {
     let r = (p.w.max(p.h) / 4).max(2);
-    let grown = square_extreme(p, r, dark_ink);
-    square_extreme(&grown, r, !dark_ink)
+    square_closing_or_opening(p, r, dark_ink)
 }
 
 /// Step 4: how strongly each pixel is ink, 0 (paper) to 255: the distance from the paper's
@@ -207,9 +206,15 @@ pub fn ink_strength(p: &Plane, bg: &Plane, dark_ink: bool) -> Plane {
 /// there is little ink (a thin stroke on a large page).
 pub fn ink_threshold(s: &Plane) -> f32 {
     let (t, _) = otsu(&s.px);
-    let paper = quantile(&s.px, 0.5);
-    let dev: Vec<f32> = s.px.iter().map(|v| (v - paper).abs()).collect();
-    let sigma = 1.4826 * quantile(&dev, 0.5);
+    let [lowest, paper] = quantiles(&s.px, [0.0, 0.5]);
+    // When over half the plane is at its lowest level (paper cleared to 0), over half the
+    // deviations are 0: their median is, with no need to select it.
+    let sigma = if paper.to_bits() == lowest.to_bits() && paper.is_finite() {
+        0.0
+    } else {
+        let dev: Vec<f32> = s.px.iter().map(|v| (v - paper).abs()).collect();
+        1.4826 * quantile(&dev, 0.5)
+    };
     t.max(paper + 6.0 * sigma).max(24.0)
 }
 
@@ -281,10 +286,11 @@ pub fn digit_components(s: &Plane, t: f32) -> Option<(Vec<bool>, f32)> {
 /// The bounding box `(x0, y0, x1, y1)` (exclusive ends) of the pixels where `on` holds.
 fn bbox(w: usize, h: usize, on: impl Fn(usize) -> bool) -> Option<(usize, usize, usize, usize)> {
     let (mut x0, mut y0, mut x1, mut y1) = (usize::MAX, usize::MAX, 0, 0);
-    for i in 0..w * h {
-        if on(i) {
-            let (x, y) = (i % w, i / w);
-            (x0, y0, x1, y1) = (x0.min(x), y0.min(y), x1.max(x + 1), y1.max(y + 1));
+    for y in 0..h {
+        // A row's first pixel where `on` holds, then its last, searched from that end.
+        if let Some(first) = (0..w).find(|&x| on(y * w + x)) {
+            let last = (first..w).rfind(|&x| on(y * w + x)).expect("the first one is on");
+            (x0, y0, x1, y1) = (x0.min(first), y0.min(y), x1.max(last + 1), y + 1);
         }
     }
     (x0 < x1).then_some((x0, y0, x1, y1))
@@ -300,11 +306,20 @@ pub fn stroke_width(p: &Plane, t: f32) -> f32 {
     };
     let long = (x1 - x0).max(y1 - y0);
     let s = (4 * BOX) as f32 / long as f32;
-    let (big, s) = if s > 1.0 {
-        let (w, h) = ((p.w as f32 * s).round() as usize, (p.h as f32 * s).round() as usize);
-        (resize(p, w, h), s)
+    // With t > 0, only the part of the plane that is not 0 can reach t, scaled or not (a
+    // digit's pixels on a cleared page: a small part of it): the mask is made there only. Its
+    // area and perimeter are the whole plane's (the pixels around the part are off).
+    let part = if t > 0.0 {
+        bbox(p.w, p.h, |i| p.px[i] != 0.0).expect("pixels at t are not 0")
     } else {
-        (p.clone(), 1.0)
+        (0, 0, p.w, p.h)
+    };
+    let (w, h) = ((p.w as f32 * s).round() as usize, (p.h as f32 * s).round() as usize);
+    let (big, s) = if s > 1.0 && (w, h) != (p.w, p.h) {
+        (resize_part(p, w, h, part).expect("a nonempty part").0, s)
+    } else {
+        // Not scaled (a scale that rounds to the same size is a copy in `resize`).
+        (p.crop(part.0, part.1, part.2, part.3), s.max(1.0))
     };
     let (w, h) = (big.w, big.h);
     let m: Vec<bool> = big.px.iter().map(|&v| v >= t).collect();
@@ -552,7 +567,7 @@ fn prepare(p: Plane, cfg: PreprocessConfig) -> crate::Result<GrayImage> {
         let (cx0, cy0) = (x0.saturating_sub(pad), y0.saturating_sub(pad));
         let (cx1, cy1) = ((x1 + pad).min(s.w), (y1 + pad).min(s.h));
         let (w, h) = (cx1 - cx0, cy1 - cy0);
-        let crop: Vec<bool> = (0..w * h).map(|i| digit[(cy0 + i / w) * s.w + cx0 + i % w]).collect();
+        let crop = crop_mask(&digit, s.w, (cx0, cy0, cx1, cy1));
         let m = if (target - width).abs() > 1e-3 {
             set_stroke_width(&crop, w, h, by)
         } else {
@@ -566,18 +581,24 @@ fn prepare(p: Plane, cfg: PreprocessConfig) -> crate::Result<GrayImage> {
     } else {
         // A small digit (MNIST's size): its grey levels kept, scaled so that the ink's 90th
         // percentile is 255; what is not near the digit's components is cleared.
-        let near = distance_to(&digit, s.w, s.h, true);
         let inked: Vec<f32> = s.px.iter().zip(&digit).filter(|(_, d)| **d).map(|(v, _)| *v).collect();
         let top = quantile(&inked, 0.9).max(t);
+        // Only the pixels within 2 of the digit are kept: they lie in its box widened by 2,
+        // and there their distances up to 2 are the whole plane's (a path of at most two steps
+        // stays within 2 pixels of the digit pixel it ends on), so the transform runs there.
+        let part = (
+            x0.saturating_sub(2),
+            y0.saturating_sub(2),
+            (x1 + 2).min(s.w),
+            (y1 + 2).min(s.h),
+        );
+        let near = distance_to(&crop_mask(&digit, s.w, part), part.2 - part.0, part.3 - part.1, true);
+        let sp = s.crop(part.0, part.1, part.2, part.3);
         let soft = Plane {
-            px: s
-                .px
-                .iter()
-                .zip(&near)
+            px: (sp.px.iter().zip(&near))
                 .map(|(&v, &d)| if d <= 2.0 { (v * 255.0 / top).min(255.0) } else { 0.0 })
                 .collect(),
-            w: s.w,
-            h: s.h,
+            ..sp
         };
         let (cx0, cy0, cx1, cy1) = bbox(soft.w, soft.h, |i| soft.px[i] > 0.0).expect("the digit's pixels");
         let crop = soft.crop(cx0, cy0, cx1, cy1);
@@ -593,6 +614,15 @@ fn prepare(p: Plane, cfg: PreprocessConfig) -> crate::Result<GrayImage> {
     let (x0, y0, x1, y1) = bbox(ink.w, ink.h, |i| ink.px[i] > 0.5)
         .ok_or_else(|| Error::format_problem("no digit found: no pixel is dark (or light) enough to be ink"))?;
     Ok(into_field(&ink.crop(x0, y0, x1, y1)))
+}
+
+/// The part `(x0, y0)` to `(x1, y1)` (exclusive ends) of a mask `w` pixels wide.
+fn crop_mask(mask: &[bool], w: usize, (x0, y0, x1, y1): (usize, usize, usize, usize)) -> Vec<bool> {
+    let mut out = Vec::with_capacity((x1 - x0) * (y1 - y0));
+    for y in y0..y1 {
+        out.extend_from_slice(&mask[y * w + x0..y * w + x1]);
+    }
+    out
 }
 
 /// The plane with `n` pixels of 0 around it.

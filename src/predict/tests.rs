@@ -421,3 +421,95 @@ fn impulses_are_pixels_64_levels_beyond_all_eight_neighbours() {
         assert!(w * h < 100 || got > 0, "{w}x{h}: some specks");
     }
 }
+
+/// `ink_threshold` as first written: the robust sigma's median always selected.
+fn plain_ink_threshold(s: &Plane) -> f32 {
+    let (t, _) = filters::otsu(&s.px);
+    let paper = filters::quantile(&s.px, 0.5);
+    let dev: Vec<f32> = s.px.iter().map(|v| (v - paper).abs()).collect();
+    let sigma = 1.4826 * filters::quantile(&dev, 0.5);
+    t.max(paper + 6.0 * sigma).max(24.0)
+}
+
+#[test]
+fn the_ink_threshold_skips_only_a_median_it_knows() {
+    let plane = |f: &dyn Fn(usize) -> f32| Plane {
+        w: 50,
+        h: 20,
+        px: (0..1000).map(f).collect(),
+    };
+    let cases = [
+        // Cleared paper (over half at 0) and ink: the deviations' median is 0.
+        plane(&|i| if i % 9 == 0 { 60.0 + (i % 150) as f32 } else { 0.0 }),
+        // Paper at its lowest level in just under half the pixels: selected.
+        plane(&|i| {
+            if i % 2 == 0 && i > 2 {
+                0.0
+            } else {
+                3.0 + (i % 40) as f32
+            }
+        }),
+        // Textured paper: selected.
+        plane(&|i| if i % 50 == 0 { 200.0 } else { (i % 13) as f32 + 0.5 }),
+        plane(&|_| 0.0),
+    ];
+    for (n, s) in cases.iter().enumerate() {
+        assert_eq!(
+            preprocess::ink_threshold(s).to_bits(),
+            plain_ink_threshold(s).to_bits(),
+            "case {n}"
+        );
+    }
+}
+
+/// `stroke_width` as first written: the whole plane scaled and masked.
+fn plain_stroke_width(p: &Plane, t: f32) -> f32 {
+    let on: Vec<usize> = (0..p.px.len()).filter(|&i| p.px[i] >= t).collect();
+    if on.is_empty() {
+        return 0.0;
+    }
+    let xs = || on.iter().map(|&i| i % p.w);
+    let ys = || on.iter().map(|&i| i / p.w);
+    let long = (xs().max().unwrap() - xs().min().unwrap()).max(ys().max().unwrap() - ys().min().unwrap()) + 1;
+    let s = 80.0 / long as f32;
+    let (big, s) = if s > 1.0 {
+        let (w, h) = ((p.w as f32 * s).round() as usize, (p.h as f32 * s).round() as usize);
+        (filters::resize(p, w, h), s)
+    } else {
+        (p.clone(), 1.0)
+    };
+    let m: Vec<bool> = big.px.iter().map(|&v| v >= t).collect();
+    let area = m.iter().filter(|&&v| v).count();
+    let perimeter = preprocess::perimeter(&m, big.w, big.h);
+    if perimeter == 0 {
+        return 0.0;
+    }
+    2.0 * area as f32 / perimeter as f32 / s * 20.0 / long as f32
+}
+
+#[test]
+fn stroke_width_measures_only_where_the_plane_is_not_0_and_gets_the_whole_planes_width() {
+    let ring_plane = |w: usize, h: usize, centre: (f32, f32), radii: (f32, f32), width: f32| {
+        let ink = ring(w as u32, h as u32, centre, radii, width);
+        Plane {
+            w,
+            h,
+            px: ink.iter().map(|&v| v * 200.0).collect(),
+        }
+    };
+    let mut faint = ring_plane(120, 90, (40.0, 40.0), (10.0, 15.0), 2.0);
+    faint.px[120 * 89 + 119] = 5.0; // below the threshold, far from the digit
+    let cases = [
+        (ring_plane(88, 110, (44.0, 40.0), (12.0, 20.0), 1.5), 82.0), // small: scaled up
+        (ring_plane(300, 200, (150.0, 100.0), (60.0, 80.0), 9.0), 50.0), // large: not scaled
+        (faint, 40.0),
+        (ring_plane(60, 60, (30.0, 30.0), (12.0, 20.0), 2.0), 0.0), // t = 0: all of it
+        (ring_plane(81, 81, (40.0, 40.0), (30.0, 39.0), 3.0), 60.0), // a scale that rounds to 1
+        (ring_plane(30, 30, (1.0, 1.0), (4.0, 6.0), 2.0), 30.0),    // against the corner
+    ];
+    for (n, (p, t)) in cases.iter().enumerate() {
+        let got = preprocess::stroke_width(p, *t);
+        assert!(got > 0.0, "case {n}");
+        assert_eq!(got.to_bits(), plain_stroke_width(p, *t).to_bits(), "case {n}");
+    }
+}
