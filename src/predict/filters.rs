@@ -459,42 +459,77 @@ pub struct Component {
 }
 
 /// The 8-connected components of a mask: a label per pixel (`usize::MAX` off the mask, else
-/// the index into the list) and the components.
+/// the index into the list) and the components, numbered in the order of their first pixel row
+/// by row. Made from the mask's runs (row by row, a run joins the runs of the row above that it
+/// touches, corners included: a union-find whose roots are each component's first run), so
+/// its work grows with the runs, not with the pixels of ink.
 pub fn components(mask: &[bool], w: usize, h: usize) -> (Vec<usize>, Vec<Component>) {
-    let mut label = vec![usize::MAX; w * h];
-    let mut comps = Vec::new();
-    let mut stack = Vec::new();
-    for start in 0..w * h {
-        if !mask[start] || label[start] != usize::MAX {
-            continue;
+    assert_eq!(mask.len(), w * h, "a mask of w x h");
+    if w == 0 || h == 0 {
+        return (Vec::new(), Vec::new());
+    }
+    // The runs (y, x0, x1 exclusive), row by row, and where each row's runs start.
+    let (mut runs, mut row_runs) = (Vec::new(), Vec::with_capacity(h + 1));
+    for (y, row) in mask.chunks_exact(w).enumerate() {
+        row_runs.push(runs.len());
+        let mut x = 0;
+        while let Some(a) = row[x..].iter().position(|&m| m).map(|a| x + a) {
+            x = row[a..].iter().position(|&m| !m).map_or(w, |b| a + b);
+            runs.push((y, a, x));
         }
-        let id = comps.len();
-        let mut c = Component {
-            area: 0,
-            x0: usize::MAX,
-            y0: usize::MAX,
-            x1: 0,
-            y1: 0,
-            edge_px: 0,
-        };
-        label[start] = id;
-        stack.push(start);
-        while let Some(i) = stack.pop() {
-            let (x, y) = (i % w, i / w);
-            c.area += 1;
-            (c.x0, c.y0, c.x1, c.y1) = (c.x0.min(x), c.y0.min(y), c.x1.max(x), c.y1.max(y));
-            c.edge_px += (x == 0 || y == 0 || x + 1 == w || y + 1 == h) as usize;
-            for yy in y.saturating_sub(1)..(y + 2).min(h) {
-                for xx in x.saturating_sub(1)..(x + 2).min(w) {
-                    let j = yy * w + xx;
-                    if mask[j] && label[j] == usize::MAX {
-                        label[j] = id;
-                        stack.push(j);
-                    }
-                }
+    }
+    row_runs.push(runs.len());
+    let mut parent: Vec<usize> = (0..runs.len()).collect();
+    fn root(parent: &mut [usize], mut i: usize) -> usize {
+        while parent[i] != i {
+            parent[i] = parent[parent[i]];
+            i = parent[i];
+        }
+        i
+    }
+    for y in 1..h {
+        let mut from = row_runs[y - 1];
+        for i in row_runs[y]..row_runs[y + 1] {
+            let (_, a, b) = runs[i];
+            // Runs above touch [a, b) when they start at b at the latest and end (exclusive)
+            // at a at the earliest; those ending before can touch no later run of this row.
+            while from < row_runs[y] && runs[from].2 < a {
+                from += 1;
+            }
+            for j in (from..row_runs[y]).take_while(|&j| runs[j].1 <= b) {
+                let (ri, rj) = (root(&mut parent, i), root(&mut parent, j));
+                // The earlier run is the root: a component's root is its first run.
+                parent[ri.max(rj)] = ri.min(rj);
             }
         }
-        comps.push(c);
+    }
+    let mut label = vec![usize::MAX; w * h];
+    let mut comps: Vec<Component> = Vec::new();
+    let mut id_of = vec![usize::MAX; runs.len()];
+    for (i, &(y, a, b)) in runs.iter().enumerate() {
+        let r = root(&mut parent, i);
+        if id_of[r] == usize::MAX {
+            id_of[r] = comps.len();
+            comps.push(Component {
+                area: 0,
+                x0: usize::MAX,
+                y0: y,
+                x1: 0,
+                y1: y,
+                edge_px: 0,
+            });
+        }
+        let c = &mut comps[id_of[r]];
+        c.area += b - a;
+        (c.x0, c.x1, c.y1) = (c.x0.min(a), c.x1.max(b - 1), y);
+        // Pixels on the image's edge: all of a run in the first or last row, else its ends at
+        // x = 0 and x = w - 1 (one pixel when the image is one pixel wide).
+        c.edge_px += if y == 0 || y + 1 == h {
+            b - a
+        } else {
+            usize::from(a == 0) + usize::from(b == w && w > 1)
+        };
+        label[y * w + a..y * w + b].fill(id_of[r]);
     }
     (label, comps)
 }
@@ -551,7 +586,7 @@ pub fn quantiles<const K: usize>(values: &[f32], qs: [f64; K]) -> [f32; K] {
     let mut order: [usize; K] = std::array::from_fn(|i| i);
     order.sort_by_key(|&i| rank(qs[i]));
     let mut out = [0.0; K];
-    let mut above: Option<Vec<f32>> = None;
+    let mut above: Option<Vec<i32>> = None;
     let mut from = 0;
     for i in order {
         let k = rank(qs[i]);
@@ -560,13 +595,13 @@ pub fn quantiles<const K: usize>(values: &[f32], qs: [f64; K]) -> [f32; K] {
         } else if k == last {
             value(hi)
         } else {
-            // Rank k overall is rank k - at_min among the values above the minimum; everything
-            // before `from` there is at most the value at `from`.
-            let v = above.get_or_insert_with(|| values.iter().copied().filter(|&v| key(v) != lo).collect());
+            // Rank k overall is rank k - at_min among the values above the minimum (selected by
+            // their keys); everything before `from` there is at most the value at `from`.
+            let v = above.get_or_insert_with(|| values.iter().map(|&v| key(v)).filter(|&k| k != lo).collect());
             let k = k - at_min;
-            let x = *v[from..].select_nth_unstable_by(k - from, f32::total_cmp).1;
+            let x = *v[from..].select_nth_unstable(k - from).1;
             from = k;
-            x
+            value(x)
         };
     }
     out
@@ -834,6 +869,63 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn components_from_runs_are_the_flood_fills() {
+        /// `components` as first written: a flood fill from each unlabelled pixel, row by row.
+        fn plain_components(mask: &[bool], w: usize, h: usize) -> (Vec<usize>, Vec<Component>) {
+            let mut label = vec![usize::MAX; w * h];
+            let mut comps = Vec::new();
+            let mut stack = Vec::new();
+            for start in 0..w * h {
+                if !mask[start] || label[start] != usize::MAX {
+                    continue;
+                }
+                let id = comps.len();
+                let mut c = Component {
+                    area: 0,
+                    x0: usize::MAX,
+                    y0: usize::MAX,
+                    x1: 0,
+                    y1: 0,
+                    edge_px: 0,
+                };
+                label[start] = id;
+                stack.push(start);
+                while let Some(i) = stack.pop() {
+                    let (x, y) = (i % w, i / w);
+                    c.area += 1;
+                    (c.x0, c.y0, c.x1, c.y1) = (c.x0.min(x), c.y0.min(y), c.x1.max(x), c.y1.max(y));
+                    c.edge_px += (x == 0 || y == 0 || x + 1 == w || y + 1 == h) as usize;
+                    for yy in y.saturating_sub(1)..(y + 2).min(h) {
+                        for xx in x.saturating_sub(1)..(x + 2).min(w) {
+                            let j = yy * w + xx;
+                            if mask[j] && label[j] == usize::MAX {
+                                label[j] = id;
+                                stack.push(j);
+                            }
+                        }
+                    }
+                }
+                comps.push(c);
+            }
+            (label, comps)
+        }
+        for (i, (w, h)) in [(1, 1), (1, 9), (9, 1), (2, 2), (13, 11), (40, 23), (88, 110)]
+            .into_iter()
+            .enumerate()
+        {
+            for per_mille in [0, 50, 300, 500, 700, 1000] {
+                let m = random_mask(w, h, 100 + i as u64, per_mille);
+                assert_eq!(components(&m, w, h), plain_components(&m, w, h), "{w}x{h} {per_mille}");
+            }
+        }
+        // Diagonal touches join; a gap of one pixel does not.
+        let m: Vec<bool> = [1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 1, 0].iter().map(|&v| v == 1).collect();
+        let (_, comps) = components(&m, 4, 3);
+        assert_eq!(comps.len(), 2);
+        assert_eq!(components(&[], 0, 5), (Vec::new(), Vec::new()));
     }
 
     #[test]
