@@ -58,27 +58,25 @@ pub fn resize(p: &Plane, w: usize, h: usize) -> Plane {
     resize_taps(p, &triangle_taps(p.h, h), &triangle_taps(p.w, w))
 }
 
-/// [`resize`] of a plane that is 0 outside `(x0, y0, x1, y1)` (exclusive ends), computed only
-/// where the result can be nonzero: the part `(ox0, oy0)` to `(ox0 + part.w, oy0 + part.h)` of
-/// the `w` x `h` result, `(part, ox0, oy0)`; every output pixel outside it is 0. The same values,
-/// bit for bit, as that part of [`resize`] (a test checks it): the taps that read the zeros
-/// around the rectangle are left out, and in [`weighted_rows`]' sums from +0 a term `0 x weight`
-/// changes nothing. `None` when the rectangle is empty. For a new size only (`resize` copies
-/// a plane to its own size unclamped; this would clamp it).
+/// [`resize`] to `w` x `h` of a plane `of` = (width, height) that is 0 except in `part`, the
+/// rectangle of it at `at` = (x, y), computed only where the result can be nonzero: the part
+/// `(ox0, oy0)` to `(ox0 + out.w, oy0 + out.h)` of the `w` x `h` result, `(out, ox0, oy0)`; every
+/// output pixel outside it is 0. The same values, bit for bit, as that part of [`resize`] of
+/// the whole plane (a test checks it): the taps that read the zeros around the rectangle are
+/// left out, and in [`weighted_rows`]' sums from +0 a term `0 x weight` changes nothing. For a
+/// new size only (`resize` copies a plane to its own size unclamped; this would clamp it).
 pub(crate) fn resize_part(
-    p: &Plane,
-    w: usize,
-    h: usize,
-    (x0, y0, x1, y1): (usize, usize, usize, usize),
-) -> Option<(Plane, usize, usize)> {
+    part: &Plane,
+    (x0, y0): (usize, usize),
+    of: (usize, usize),
+    (w, h): (usize, usize),
+) -> (Plane, usize, usize) {
     assert!(w > 0 && h > 0, "resize to a non-empty size");
-    assert!(x1 <= p.w && y1 <= p.h, "the rectangle inside the plane");
-    if x0 >= x1 || y0 >= y1 {
-        return None;
-    }
-    let (oy0, ty) = triangle_taps(p.h, h).within(y0, y1);
-    let (ox0, tx) = triangle_taps(p.w, w).within(x0, x1);
-    Some((resize_taps(&p.crop(x0, y0, x1, y1), &ty, &tx), ox0, oy0))
+    assert!(part.w > 0 && part.h > 0, "a nonempty part");
+    assert!(x0 + part.w <= of.0 && y0 + part.h <= of.1, "the part inside the plane");
+    let (oy0, ty) = triangle_taps(of.1, h).within(y0, y0 + part.h);
+    let (ox0, tx) = triangle_taps(of.0, w).within(x0, x0 + part.w);
+    (resize_taps(part, &ty, &tx), ox0, oy0)
 }
 
 /// [`resize`] by the taps of each axis (see [`triangle_taps`]).
@@ -735,7 +733,7 @@ mod tests {
             }
             p.px[y0 * w + x0] = 0.0; // a zero inside the rectangle is still inside it
             let full = resize(&p, nw, nh);
-            let (part, ox0, oy0) = resize_part(&p, nw, nh, (x0, y0, x1, y1)).unwrap();
+            let (part, ox0, oy0) = resize_part(&p.crop(x0, y0, x1, y1), (x0, y0), (w, h), (nw, nh));
             let bits = |q: &Plane| q.px.iter().map(|v| v.to_bits()).collect::<Vec<u32>>();
             let want = full.crop(ox0, oy0, ox0 + part.w, oy0 + part.h);
             assert_eq!(bits(&part), bits(&want), "{w}x{h} -> {nw}x{nh}, {:?}", (x0, y0, x1, y1));
@@ -746,7 +744,6 @@ mod tests {
                 }
             }
         }
-        assert!(resize_part(&Plane::filled(4, 4, 0.0), 8, 8, (2, 2, 2, 4)).is_none());
     }
 
     #[test]

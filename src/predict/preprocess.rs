@@ -69,10 +69,12 @@ fn luma([r, g, b]: [f32; 3]) -> f32 {
     0.2126 * r + 0.7152 * g + 0.0722 * b
 }
 
-/// The luma plane of an image, as [`work_planes`] makes it (before shrinking).
+/// The luma plane of an image whose channels are equal, as [`work_planes`] makes it (before
+/// shrinking): each level's luma computed once (the same values).
 fn luma_plane(img: &RgbImage) -> Plane {
     let (w, h) = (img.width() as usize, img.height() as usize);
-    let px = img.pixels().map(|p| luma(p.0.map(|c| c as f32))).collect();
+    let of_level: [f32; 256] = std::array::from_fn(|v| luma([v as f32; 3]));
+    let px = img.as_raw().chunks_exact(3).map(|p| of_level[p[0] as usize]).collect();
     Plane { w, h, px }
 }
 
@@ -301,30 +303,40 @@ fn bbox(w: usize, h: usize, on: impl Fn(usize) -> bool) -> Option<(usize, usize,
 /// perimeter 2L). A digit under 80 pixels is measured scaled up (bilinear) to 80, so that
 /// small images (MNIST's) and large ones are measured alike. 0 without ink.
 pub fn stroke_width(p: &Plane, t: f32) -> f32 {
-    let Some((x0, y0, x1, y1)) = bbox(p.w, p.h, |i| p.px[i] >= t) else {
+    // With t > 0, only the part of the plane that is not 0 can reach t, scaled or not (a
+    // digit's pixels on a cleared page: a small part of it).
+    let part = if t > 0.0 {
+        match bbox(p.w, p.h, |i| p.px[i] != 0.0) {
+            Some(part) => part,
+            None => return 0.0,
+        }
+    } else {
+        (0, 0, p.w, p.h)
+    };
+    stroke_width_in(&p.crop(part.0, part.1, part.2, part.3), (part.0, part.1), (p.w, p.h), t)
+}
+
+/// [`stroke_width`] of a plane `of` = (width, height) that is 0 (under `t`, when t > 0) except
+/// in `part`, the rectangle of it at `at`: the mask is made there only (its area and perimeter
+/// are the whole plane's: the pixels around it are off), and the scale is the whole plane's.
+fn stroke_width_in(part: &Plane, at: (usize, usize), of: (usize, usize), t: f32) -> f32 {
+    let Some((x0, y0, x1, y1)) = bbox(part.w, part.h, |i| part.px[i] >= t) else {
         return 0.0;
     };
     let long = (x1 - x0).max(y1 - y0);
     let s = (4 * BOX) as f32 / long as f32;
-    // With t > 0, only the part of the plane that is not 0 can reach t, scaled or not (a
-    // digit's pixels on a cleared page: a small part of it): the mask is made there only. Its
-    // area and perimeter are the whole plane's (the pixels around the part are off).
-    let part = if t > 0.0 {
-        bbox(p.w, p.h, |i| p.px[i] != 0.0).expect("pixels at t are not 0")
-    } else {
-        (0, 0, p.w, p.h)
-    };
-    let (w, h) = ((p.w as f32 * s).round() as usize, (p.h as f32 * s).round() as usize);
-    let (big, s) = if s > 1.0 && (w, h) != (p.w, p.h) {
-        (resize_part(p, w, h, part).expect("a nonempty part").0, s)
+    let (w, h) = ((of.0 as f32 * s).round() as usize, (of.1 as f32 * s).round() as usize);
+    let scaled;
+    let (big, s) = if s > 1.0 && (w, h) != of {
+        scaled = resize_part(part, at, of, (w, h)).0;
+        (&scaled, s)
     } else {
         // Not scaled (a scale that rounds to the same size is a copy in `resize`).
-        (p.crop(part.0, part.1, part.2, part.3), s.max(1.0))
+        (part, s.max(1.0))
     };
-    let (w, h) = (big.w, big.h);
     let m: Vec<bool> = big.px.iter().map(|&v| v >= t).collect();
     let area = m.iter().filter(|&&v| v).count();
-    let perimeter = perimeter(&m, w, h);
+    let perimeter = perimeter(&m, big.w, big.h);
     if perimeter == 0 {
         return 0.0;
     }
@@ -507,7 +519,7 @@ pub fn preprocess_with(img: &RgbImage, cfg: PreprocessConfig) -> crate::Result<G
     if img.width() == 0 || img.height() == 0 {
         return Err(Error::format_problem("empty image (0 pixels)"));
     }
-    if img.pixels().all(|p| p[0] == p[1] && p[1] == p[2]) {
+    if img.as_raw().chunks_exact(3).all(|p| p[0] == p[1] && p[1] == p[2]) {
         if !cfg.deskew && (img.width(), img.height()) == (SIDE as u32, SIDE as u32) {
             // Equal channels: luma is each channel's value exactly. (Only a 28x28 image can
             // be in MNIST's form: no other is converted to find out.)
@@ -541,19 +553,15 @@ fn prepare(p: Plane, cfg: PreprocessConfig) -> crate::Result<GrayImage> {
         .ok_or_else(|| Error::format_problem("no digit found: no pixel is dark (or light) enough to be ink"))?;
     let (x0, y0, x1, y1) = bbox(s.w, s.h, |i| digit[i]).expect("the main component is kept");
     let long = (x1 - x0).max(y1 - y0);
-    let width = stroke_width(
-        &Plane {
-            px: s
-                .px
-                .iter()
-                .zip(&digit)
-                .map(|(&v, &d)| if d { v } else { 0.0 })
-                .collect(),
-            w: s.w,
-            h: s.h,
-        },
-        t,
-    );
+    // The digit's strength (0 elsewhere), in its box: the stroke width is measured there.
+    let mut part = s.crop(x0, y0, x1, y1);
+    let inside = crop_mask(&digit, s.w, (x0, y0, x1, y1));
+    part.px
+        .iter_mut()
+        .zip(&inside)
+        .filter(|(_, d)| !**d)
+        .for_each(|(v, _)| *v = 0.0);
+    let width = stroke_width_in(&part, (x0, y0), (s.w, s.h), t);
     let target = target_width(width);
     let ink = if long > MASK_ABOVE {
         // A large digit: redrawn from its mask, strokes set to the target width (in working
