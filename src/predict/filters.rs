@@ -193,11 +193,14 @@ pub fn shrink_to(p: &Plane, side: usize) -> Plane {
 
 /// The max (or min, by `op`) over the window of `2r + 1` rows around each row of the `n` x
 /// `w` values `src` (row by row; the window clipped at the top and bottom), for every column,
-/// in three `op`s per value whatever `r` is (van Herk / Gil-Werman): the rows, padded with `r`
-/// rows of `id` at each end, are cut into blocks of `2r + 1`; the running extreme from each
-/// block's first row (`g`) and from its last (`h`) give any window's as `op(h[i], g[i + 2r])`.
-/// Strips of [`STRIP`] columns at a time, so `g` and `h` stay in cache, and each step is an
-/// elementwise `op` of two rows, which vectorises.
+/// in three `op`s per value whatever `r` is (van Herk / Gil-Werman): the rows are cut into
+/// blocks of `2r + 1`, the first ending at row `r` (as if `r` rows of `id` came before row 0);
+/// the running extreme from each block's first row (`g`) and from its last (`h`) give the
+/// window of row i as `op(h[i - r], g[i + r])`. Clipped: `h[0]` for `i - r < 0` (the rows before
+/// 0 hold `id`), and past the last row, its `g` in the same block, or `h` alone in a block
+/// beyond. Strips of [`STRIP`] columns at a time, so `g` and `h` stay in cache, and each step
+/// is an elementwise `op` of two rows, which vectorises. (`id` is `op`'s identity: the result
+/// for NaN-free values is the same as with the rows of `id` there.)
 fn sliding_extreme_columns(
     src: &[f32],
     n: usize,
@@ -208,41 +211,48 @@ fn sliding_extreme_columns(
 ) -> Vec<f32> {
     const STRIP: usize = 64;
     let k = 2 * r + 1;
-    let len = (n + 2 * r).div_ceil(k) * k;
+    // The block of row d: rows b k - r to b k + r are block b.
+    let block = |d: usize| (d + r) / k;
     let mut out = vec![0.0f32; n * w];
-    let (mut g, mut h) = (vec![id; len * STRIP], vec![id; len * STRIP]);
+    let (mut g, mut h) = (vec![id; n * STRIP], vec![id; n * STRIP]);
     for c0 in (0..w).step_by(STRIP) {
         let sw = STRIP.min(w - c0);
-        // Padded row j of the strip: src's row j - r, or the identity in the padding.
-        let row = |j: usize| (j >= r && j < n + r).then(|| &src[(j - r) * w + c0..(j - r) * w + c0 + sw]);
-        // cur = op(prev, row j) in one pass (prev itself in the padding).
-        let step = |cur: &mut [f32], prev: &[f32], j: usize| match row(j) {
-            Some(v) => (cur.iter_mut().zip(prev).zip(v)).for_each(|((c, &p), &v)| *c = op(p, v)),
-            None => cur.copy_from_slice(prev),
+        let row = |d: usize| &src[d * w + c0..d * w + c0 + sw];
+        // cur = op(prev, row d) in one pass.
+        let step = |cur: &mut [f32], prev: &[f32], d: usize| {
+            (cur.iter_mut().zip(prev).zip(row(d))).for_each(|((c, &p), &v)| *c = op(p, v));
         };
-        let first = |cur: &mut [f32], j: usize| match row(j) {
-            Some(v) => cur.copy_from_slice(v),
-            None => cur.fill(id),
-        };
-        for start in (0..len).step_by(k) {
-            first(&mut g[start * sw..(start + 1) * sw], start);
-            for j in start + 1..start + k {
-                let (done, rest) = g.split_at_mut(j * sw);
-                step(&mut rest[..sw], &done[(j - 1) * sw..], j);
+        let mut start = 0;
+        while start < n {
+            let end = ((block(start) + 1) * k - r).min(n);
+            g[start * sw..(start + 1) * sw].copy_from_slice(row(start));
+            for d in start + 1..end {
+                let (done, rest) = g.split_at_mut(d * sw);
+                step(&mut rest[..sw], &done[(d - 1) * sw..], d);
             }
-            let last = start + k - 1;
-            first(&mut h[last * sw..(last + 1) * sw], last);
-            for j in (start..last).rev() {
-                let (cur, after) = h.split_at_mut((j + 1) * sw);
-                step(&mut cur[j * sw..], &after[..sw], j);
+            h[(end - 1) * sw..end * sw].copy_from_slice(row(end - 1));
+            for d in (start..end - 1).rev() {
+                let (cur, after) = h.split_at_mut((d + 1) * sw);
+                step(&mut cur[d * sw..], &after[..sw], d);
             }
+            start = end;
         }
         for i in 0..n {
-            let (hi, gi) = (&h[i * sw..(i + 1) * sw], &g[(i + 2 * r) * sw..(i + 2 * r + 1) * sw]);
+            let hi = &h[i.saturating_sub(r) * sw..][..sw];
             let o = &mut out[i * w + c0..i * w + c0 + sw];
-            o.iter_mut()
-                .zip(hi.iter().zip(gi))
-                .for_each(|(o, (&a, &b))| *o = op(a, b));
+            let last = i + r;
+            let g_row = if last < n {
+                Some(last)
+            } else {
+                (block(last) == block(n - 1)).then_some(n - 1)
+            };
+            match g_row {
+                Some(d) => {
+                    let gi = &g[d * sw..(d + 1) * sw];
+                    (o.iter_mut().zip(hi.iter().zip(gi))).for_each(|(o, (&a, &b))| *o = op(a, b));
+                }
+                None => o.copy_from_slice(hi),
+            }
         }
     }
     out
@@ -593,10 +603,16 @@ pub fn quantiles<const K: usize>(values: &[f32], qs: [f64; K]) -> [f32; K] {
         } else if k == last {
             value(hi)
         } else {
-            // Rank k overall is rank k - at_min among the values above the minimum (selected by
-            // their keys); everything before `from` there is at most the value at `from`.
-            let v = above.get_or_insert_with(|| values.iter().map(|&v| key(v)).filter(|&k| k != lo).collect());
-            let k = k - at_min;
+            // Selected by their keys. When over a quarter of the values are the minimum, among
+            // the values above it only (rank k overall is rank k - at_min there); else among
+            // all of them (no filtering pass). Either way everything before `from` is at most
+            // the value at `from`.
+            let skip = if at_min * 4 > values.len() { at_min } else { 0 };
+            let v = above.get_or_insert_with(|| match skip {
+                0 => values.iter().map(|&v| key(v)).collect(),
+                _ => values.iter().map(|&v| key(v)).filter(|&k| k != lo).collect(),
+            });
+            let k = k - skip;
             let x = *v[from..].select_nth_unstable(k - from).1;
             from = k;
             value(x)
