@@ -145,25 +145,21 @@ pub(crate) fn impulses(p: &Plane) -> usize {
         lo3.extend(row.windows(3).map(|t| min(min(t[0], t[1]), t[2])));
         hi3.extend(row.windows(3).map(|t| max(max(t[0], t[1]), t[2])));
     }
+    let n = w - 2;
     (1..p.h - 1)
         .map(|y| {
             let mid = &p.px[y * w..(y + 1) * w];
-            let (up_lo, up_hi) = (
-                &lo3[(y - 1) * (w - 2)..y * (w - 2)],
-                &hi3[(y - 1) * (w - 2)..y * (w - 2)],
-            );
-            let (down_lo, down_hi) = (
-                &lo3[(y + 1) * (w - 2)..(y + 2) * (w - 2)],
-                &hi3[(y + 1) * (w - 2)..(y + 2) * (w - 2)],
-            );
-            (0..w - 2)
-                .filter(|&i| {
-                    let (l, v, r) = (mid[i], mid[i + 1], mid[i + 2]);
-                    let lo = min(min(min(up_lo[i], down_lo[i]), l), r);
-                    let hi = max(max(max(up_hi[i], down_hi[i]), l), r);
-                    v - hi > 64.0 || lo - v > 64.0
+            let (l, v, r) = (&mid[..n], &mid[1..=n], &mid[2..]);
+            let up = lo3[(y - 1) * n..y * n].iter().zip(&hi3[(y - 1) * n..y * n]);
+            let down = lo3[(y + 1) * n..(y + 2) * n].iter().zip(&hi3[(y + 1) * n..(y + 2) * n]);
+            // Slices zipped (no indexing), so the count vectorises.
+            (up.zip(down).zip(l.iter().zip(v).zip(r)))
+                .map(|(((&ul, &uh), (&dl, &dh)), ((&l, &v), &r))| {
+                    let lo = min(min(min(ul, dl), l), r);
+                    let hi = max(max(max(uh, dh), l), r);
+                    usize::from(v - hi > 64.0 || lo - v > 64.0)
                 })
-                .count()
+                .sum::<usize>()
         })
         .sum()
 }
