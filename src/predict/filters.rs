@@ -575,16 +575,7 @@ pub fn quantiles<const K: usize>(values: &[f32], qs: [f64; K]) -> [f32; K] {
         .chunks(64)
         .all(|c| c.iter().fold(true, |all, &v| all & is_byte(v)))
     {
-        let counts = histogram(values, |v| v as u8);
-        return qs.map(|q| {
-            let k = rank(q);
-            let mut below = 0;
-            let level = (0..256).find(|&b| {
-                below += counts[b] as usize;
-                below > k
-            });
-            level.expect("the counts add up to the values") as f32
-        });
+        return level_quantiles(&histogram(values, |v| v as u8), qs).map(|l| l as f32);
     }
     let (lo, hi) = values
         .iter()
@@ -623,7 +614,7 @@ pub fn quantiles<const K: usize>(values: &[f32], qs: [f64; K]) -> [f32; K] {
 
 /// How many of the values fall in each bin 0..=255 by `bin`: four histograms summed at the
 /// end, so that runs of one bin (paper) do not wait on one counter.
-fn histogram(values: &[f32], bin: impl Fn(f32) -> u8) -> [u32; 256] {
+pub(crate) fn histogram<T: Copy>(values: &[T], bin: impl Fn(T) -> u8) -> [u32; 256] {
     let mut hists = [[0u32; 256]; 4];
     let mut quads = values.chunks_exact(4);
     for q in &mut quads {
@@ -635,6 +626,21 @@ fn histogram(values: &[f32], bin: impl Fn(f32) -> u8) -> [u32; 256] {
         hists[0][bin(v) as usize] += 1;
     }
     std::array::from_fn(|i| hists.iter().map(|h| h[i]).sum())
+}
+
+/// The levels 0..=255 at the q-quantiles (nearest rank, as [`quantile`]) of values counted by
+/// level (`counts[l]` values at level l; at least one value).
+pub(crate) fn level_quantiles<const K: usize>(counts: &[u32; 256], qs: [f64; K]) -> [usize; K] {
+    let last = counts.iter().map(|&c| c as usize).sum::<usize>() - 1;
+    qs.map(|q| {
+        let k = (last as f64 * q.clamp(0.0, 1.0)).round() as usize;
+        let mut below = 0;
+        let level = (0..256).find(|&l| {
+            below += counts[l] as usize;
+            below > k
+        });
+        level.expect("the counts add up to the values")
+    })
 }
 
 /// Otsu's threshold of values in 0..=255 (256 bins): the level that maximises the between-class

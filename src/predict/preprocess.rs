@@ -23,8 +23,8 @@
 use image::{GrayImage, Luma, RgbImage};
 
 use super::filters::{
-    Plane, box_blur, components, disk_extreme, distance_to, max_finite, median3, min_finite, otsu, quantile, quantiles,
-    resize, resize_part, shrink_to, square_closing_or_opening,
+    Plane, box_blur, components, disk_extreme, distance_to, histogram, level_quantiles, max_finite, median3,
+    min_finite, otsu, quantile, quantiles, resize, resize_part, shrink_to, square_closing_or_opening,
 };
 use crate::Error;
 
@@ -69,11 +69,16 @@ fn luma([r, g, b]: [f32; 3]) -> f32 {
     0.2126 * r + 0.7152 * g + 0.0722 * b
 }
 
+/// The luma of each gray level, as [`work_planes`] computes it for a pixel of equal channels.
+pub(crate) fn luma_of_levels() -> [f32; 256] {
+    std::array::from_fn(|v| luma([v as f32; 3]))
+}
+
 /// The luma plane of an image whose channels are equal, as [`work_planes`] makes it (before
 /// shrinking): each level's luma computed once (the same values).
-fn luma_plane(img: &RgbImage) -> Plane {
+pub(crate) fn luma_plane(img: &RgbImage) -> Plane {
     let (w, h) = (img.width() as usize, img.height() as usize);
-    let of_level: [f32; 256] = std::array::from_fn(|v| luma([v as f32; 3]));
+    let of_level = luma_of_levels();
     let px = img.as_raw().chunks_exact(3).map(|p| of_level[p[0] as usize]).collect();
     Plane { w, h, px }
 }
@@ -105,13 +110,18 @@ pub fn pick_channel(planes: [Plane; 4]) -> Plane {
 /// 3x3 median; strong pixel noise (a robust sigma of neighbour differences over 4 levels)
 /// through a 3x3 box blur. A clean image is returned as it is.
 pub fn denoise(p: Plane) -> Plane {
+    filtered(p).0
+}
+
+/// [`denoise`], and whether a filter ran (the plane is the one given when not).
+fn filtered(p: Plane) -> (Plane, bool) {
     if p.w < 3 || p.h < 3 {
-        return p;
+        return (p, false);
     }
-    let p = if impulses(&p) as f64 > 0.01 * p.px.len() as f64 {
-        median3(&p)
+    let (p, median) = if impulses(&p) as f64 > 0.01 * p.px.len() as f64 {
+        (median3(&p), true)
     } else {
-        p
+        (p, false)
     };
     // The median absolute difference of two neighbours is 0.954 sigma for Gaussian noise;
     // blurred when sigma = median / 0.954 > 4. As that test only grows with the value tested,
@@ -128,7 +138,11 @@ pub fn denoise(p: Plane) -> Plane {
                     .sum::<usize>()
             })
             .sum();
-    if passing >= n - rank { box_blur(&p, 1) } else { p }
+    if passing >= n - rank {
+        (box_blur(&p, 1), true)
+    } else {
+        (p, median)
+    }
 }
 
 /// The impulses of [`denoise`]: pixels over 64 levels above (or below) all 8 of their
@@ -167,7 +181,18 @@ pub(crate) fn impulses(p: &Plane) -> usize {
 /// Step 3: whether the ink is darker than the paper. The paper is the median; the side whose
 /// extreme (the 0.1% quantile) lies further from it holds the ink.
 pub fn dark_ink(p: &Plane) -> bool {
-    let [darkest, paper, lightest] = quantiles(&p.px, [0.001, 0.5, 0.999]);
+    let [darkest, paper, lightest] = quantiles(&p.px, DARK_INK_QS);
+    paper - darkest >= lightest - paper
+}
+
+/// The quantiles [`dark_ink`] compares.
+const DARK_INK_QS: [f64; 3] = [0.001, 0.5, 0.999];
+
+/// [`dark_ink`] of the luma plane of a gray image, from the counts of its levels (the luma of
+/// level l is `of_level[l]`): the same answer without selecting, as luma grows with the level
+/// (each quantile is the luma of the levels' quantile).
+pub(crate) fn dark_ink_of_levels(counts: &[u32; 256], of_level: &[f32; 256]) -> bool {
+    let [darkest, paper, lightest] = level_quantiles(counts, DARK_INK_QS).map(|l| of_level[l]);
     paper - darkest >= lightest - paper
 }
 
@@ -504,7 +529,7 @@ pub fn preprocess(img: &GrayImage) -> crate::Result<GrayImage> {
 
 /// The steps of [`preprocess`] on any gray image, even one already in MNIST's form.
 pub fn preprocess_steps(img: &GrayImage) -> crate::Result<GrayImage> {
-    prepare(shrink_to(&gray_plane(img), WORK), PreprocessConfig::default())
+    prepare(shrink_to(&gray_plane(img), WORK), None, PreprocessConfig::default())
 }
 
 /// MNIST-style preparation of any image: a light digit on black, in a 20x20 box, centred by
@@ -525,19 +550,28 @@ pub fn preprocess_with(img: &RgbImage, cfg: PreprocessConfig) -> crate::Result<G
             }
         }
         // No colour channel can separate ink from paper better than luma (they are luma):
-        // step 1 would choose it, so only luma is made.
-        return prepare(shrink_to(&luma_plane(img), WORK), cfg);
+        // step 1 would choose it, so only luma is made. Not shrunk, its levels' counts give
+        // step 3's answer (unless step 2 filters it).
+        let p = luma_plane(img);
+        let levels = (p.w.max(p.h) <= WORK).then(|| {
+            let (px, _) = img.as_raw().as_chunks::<3>();
+            (histogram(px, |p| p[0]), luma_of_levels())
+        });
+        return prepare(shrink_to(&p, WORK), levels, cfg);
     }
-    prepare(pick_channel(work_planes(img)), cfg)
+    prepare(pick_channel(work_planes(img)), None, cfg)
 }
 
 /// Steps 2 to 9 on the chosen channel.
-fn prepare(p: Plane, cfg: PreprocessConfig) -> crate::Result<GrayImage> {
+fn prepare(p: Plane, levels: Option<([u32; 256], [f32; 256])>, cfg: PreprocessConfig) -> crate::Result<GrayImage> {
     if p.w == 0 || p.h == 0 {
         return Err(Error::format_problem("empty image (0 pixels)"));
     }
-    let p = denoise(p);
-    let dark = dark_ink(&p);
+    let (p, changed) = filtered(p);
+    let dark = match levels {
+        Some((counts, of_level)) if !changed => dark_ink_of_levels(&counts, &of_level),
+        _ => dark_ink(&p),
+    };
     let s = ink_strength(&p, &background(&p, dark), dark);
     if quantile(&s.px, 1.0) < 32.0 {
         return Err(Error::format_problem(

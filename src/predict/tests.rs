@@ -513,3 +513,32 @@ fn stroke_width_measures_only_where_the_plane_is_not_0_and_gets_the_whole_planes
         assert_eq!(got.to_bits(), plain_stroke_width(p, *t).to_bits(), "case {n}");
     }
 }
+
+#[test]
+fn the_ink_side_from_level_counts_is_dark_inks_answer() {
+    let of_level = preprocess::luma_of_levels();
+    // Luma grows with the level (so quantiles of levels are quantiles of lumas), though it is
+    // not the level itself for every level (an ulp off for some).
+    assert!(of_level.windows(2).all(|p| p[0] < p[1]));
+    assert!((0..256).any(|l| of_level[l] != l as f32));
+    let mut rng = crate::rng::Rng::new(9);
+    let images = [
+        bar_on_paper(),
+        GrayImage::from_fn(60, 40, |x, y| {
+            Luma([if (20..26).contains(&x) && y > 5 { 240 } else { 12 }])
+        }),
+        GrayImage::from_fn(33, 17, |_, _| Luma([(rng.next_u64() % 256) as u8])),
+        GrayImage::from_fn(10, 10, |x, _| Luma([if x < 5 { 0 } else { 255 }])),
+        GrayImage::from_fn(1, 1, |_, _| Luma([77])),
+    ];
+    for (i, g) in images.iter().enumerate() {
+        let rgb = image::DynamicImage::ImageLuma8(g.clone()).to_rgb8();
+        let p = preprocess::luma_plane(&rgb);
+        let counts = filters::histogram(g.as_raw(), |v| v);
+        assert_eq!(
+            preprocess::dark_ink_of_levels(&counts, &of_level),
+            preprocess::dark_ink(&p),
+            "image {i}"
+        );
+    }
+}
