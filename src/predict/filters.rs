@@ -1,7 +1,9 @@
 //! The image filters the preprocessing is made of, as plain functions over a gray buffer
-//! ([`Plane`]: row-major f32, 0 to 255): resizing, square min/max filters (van Herk's O(1) per
-//! pixel with a monotone deque), box blur, 3x3 median, grey dilation/erosion by a disk,
-//! chamfer distance transforms, 8-connected components, quantiles and Otsu's threshold.
+//! ([`Plane`]: row-major f32, 0 to 255): resizing (also only the part of a mostly-zero plane
+//! that can be nonzero), square min/max filters (van Herk / Gil-Werman: three compares per
+//! pixel whatever the size), box blur, 3x3 median, grey dilation/erosion by a disk, chamfer
+//! distance transforms, 8-connected components (from the mask's runs), quantiles (counted for
+//! 8-bit levels) and Otsu's threshold.
 
 /// A gray image as a flat f32 buffer: `px[y * w + x]`, values 0 to 255.
 #[derive(Clone, Debug, PartialEq)]
