@@ -5,7 +5,7 @@
 use std::io::Read;
 use std::path::Path;
 
-use image::{DynamicImage, GrayImage, Luma, Rgb, RgbImage};
+use image::{DynamicImage, GrayImage, Luma, RgbImage};
 
 use crate::Error;
 
@@ -103,14 +103,24 @@ pub fn decode_rgb(bytes: &[u8]) -> crate::Result<RgbImage> {
             let px = g.as_raw().iter().flat_map(|&v| [v, v, v]).collect();
             return Ok(RgbImage::from_raw(g.width(), g.height(), px).expect("three bytes a pixel"));
         }
+        DynamicImage::ImageRgba8(rgba) => rgba,
         img => img.to_rgba8(),
     };
-    Ok(RgbImage::from_fn(rgba.width(), rgba.height(), |x, y| {
-        let p = rgba.get_pixel(x, y);
-        let a = p[3] as u32;
-        let over_white = |c: u8| ((c as u32 * a + 255 * (255 - a)) / 255) as u8;
-        Rgb([over_white(p[0]), over_white(p[1]), over_white(p[2])])
-    }))
+    // Each pixel over white, from the raw bytes; an opaque pixel is its colour (the same
+    // bytes: c x 255 / 255), as every pixel of a canvas drawn on white is.
+    let raw = rgba.as_raw();
+    let mut px = vec![0u8; raw.len() / 4 * 3];
+    let pairs = px.chunks_exact_mut(3).zip(raw.chunks_exact(4));
+    if raw.chunks_exact(4).all(|p| p[3] == 255) {
+        pairs.for_each(|(o, p)| o.copy_from_slice(&p[..3]));
+    } else {
+        pairs.for_each(|(o, p)| {
+            let a = p[3] as u32;
+            let over = |c: u8| ((c as u32 * a + 255 * (255 - a)) / 255) as u8;
+            o.copy_from_slice(&[over(p[0]), over(p[1]), over(p[2])]);
+        });
+    }
+    Ok(RgbImage::from_raw(rgba.width(), rgba.height(), px).expect("three bytes a pixel"))
 }
 
 /// Decodes image bytes as 8-bit gray (transparency over white), within [`MAX_IMAGE_SIDE`] and

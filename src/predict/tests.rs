@@ -542,3 +542,41 @@ fn the_ink_side_from_level_counts_is_dark_inks_answer() {
         );
     }
 }
+
+/// PNG bytes of an image.
+fn png_of(img: image::DynamicImage) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
+        .unwrap();
+    bytes
+}
+
+#[test]
+fn transparency_is_laid_over_white_paper() {
+    let mut rng = crate::rng::Rng::new(4);
+    let rgba = image::RgbaImage::from_fn(17, 9, |x, _| {
+        let a = [0, 1, 128, 254, 255][x as usize % 5];
+        image::Rgba([0, 1, 2, 3].map(|i| if i == 3 { a } else { (rng.next_u64() % 256) as u8 }))
+    });
+    // c over white with alpha a, in integers (a pixel's colour weighs a / 255).
+    let want = |p: &image::Rgba<u8>| {
+        let a = p[3] as u32;
+        [0, 1, 2].map(|i| ((p[i] as u32 * a + 255 * (255 - a)) / 255) as u8)
+    };
+    let got = decode_rgb(&png_of(image::DynamicImage::ImageRgba8(rgba.clone()))).unwrap();
+    for (x, y, p) in rgba.enumerate_pixels() {
+        assert_eq!(got.get_pixel(x, y).0, want(p), "({x}, {y}) alpha {}", p[3]);
+    }
+    // Opaque: the colours as they are (a canvas drawn on white).
+    let opaque = image::RgbaImage::from_fn(5, 4, |x, y| image::Rgba([x as u8 * 50, y as u8 * 60, 7, 255]));
+    let got = decode_rgb(&png_of(image::DynamicImage::ImageRgba8(opaque.clone()))).unwrap();
+    assert!(
+        opaque
+            .enumerate_pixels()
+            .all(|(x, y, p)| got.get_pixel(x, y).0 == [p[0], p[1], p[2]])
+    );
+    // Gray with alpha: each channel the gray over white.
+    let la = image::GrayAlphaImage::from_fn(3, 1, |x, _| image::LumaA([100, [0, 128, 255][x as usize]]));
+    let got = decode_rgb(&png_of(image::DynamicImage::ImageLumaA8(la))).unwrap();
+    assert_eq!(got.as_raw(), &[255, 255, 255, 177, 177, 177, 100, 100, 100]);
+}
