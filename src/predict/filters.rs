@@ -583,7 +583,10 @@ pub fn quantiles<const K: usize>(values: &[f32], qs: [f64; K]) -> [f32; K] {
         .iter()
         .map(|&v| key(v))
         .fold((i32::MAX, i32::MIN), |(lo, hi), k| (lo.min(k), hi.max(k)));
-    let at_min = values.iter().filter(|&&v| key(v) == lo).count();
+    // How many values equal the minimum, counted when a rank other than the first or the last
+    // needs it.
+    let mut at_min: Option<usize> = None;
+    let mut at_min = || *at_min.get_or_insert_with(|| values.iter().filter(|&&v| key(v) == lo).count());
     let mut order: [usize; K] = std::array::from_fn(|i| i);
     order.sort_by_key(|&i| rank(qs[i]));
     let mut out = [0.0; K];
@@ -591,15 +594,18 @@ pub fn quantiles<const K: usize>(values: &[f32], qs: [f64; K]) -> [f32; K] {
     let mut from = 0;
     for i in order {
         let k = rank(qs[i]);
-        out[i] = if k < at_min {
+        out[i] = if k == 0 {
             value(lo)
         } else if k == last {
             value(hi)
+        } else if k < at_min() {
+            value(lo)
         } else {
             // Selected by their keys. When over a quarter of the values are the minimum, among
             // the values above it only (rank k overall is rank k - at_min there); else among
             // all of them (no filtering pass). Either way everything before `from` is at most
             // the value at `from`.
+            let at_min = at_min();
             let skip = if at_min * 4 > values.len() { at_min } else { 0 };
             let v = above.get_or_insert_with(|| match skip {
                 0 => values.iter().map(|&v| key(v)).collect(),
