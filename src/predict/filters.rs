@@ -305,8 +305,10 @@ pub fn square_extreme(p: &Plane, r: usize, max: bool) -> Plane {
 /// [`square_extreme`] of [`square_extreme`], the second the other extreme: a closing
 /// (`max_first`, max then min) or an opening by the square. The same values with two transposes
 /// fewer: the second filter's row pass runs on the first's result still transposed, as a max
-/// (or min) over a square is the same taken along the columns or the rows first. When the first
-/// filter gives one value everywhere, that is the result.
+/// (or min) over a square is the same taken along the columns or the rows first (up to the
+/// sign of a zero when both +0 and -0 are there: the compares keep the first of equal values;
+/// the preprocessing's planes hold no -0). When the first filter gives one value everywhere,
+/// that is the result.
 pub fn square_closing_or_opening(p: &Plane, r: usize, max_first: bool) -> Plane {
     let (w, h) = (p.w, p.h);
     let t = transpose(&extreme_columns(&p.px, h, w, r, max_first), w, h);
@@ -562,11 +564,12 @@ pub fn quantile(values: &[f32], q: f64) -> f32 {
 /// selection after the first searches only the part above the one before.
 ///
 /// Values are ordered by `f32::total_cmp`, through its integer key (so the passes over all the
-/// values vectorise). One pass finds the minimum, the maximum and how many values equal the
-/// minimum: ranks in that run (paper, on an ink-strength plane) and the last rank need no
-/// selection, and the others are selected among the values above the minimum only. The same
-/// values as selections over all of them. Values that are all the integers 0 to 255 (an 8-bit
-/// image's levels) are counted instead, in one pass.
+/// values vectorise). One pass finds the minimum and the maximum: the first and the last rank
+/// need no selection. For the others, a second pass counts the values equal to the minimum:
+/// ranks in that run (paper, on an ink-strength plane) need no selection either, and the rest
+/// are selected by their keys, among the values above the minimum when it holds over a quarter
+/// of them (else among all). The same values as selections over all of them. Values that are
+/// all the integers 0 to 255 (an 8-bit image's levels) are counted instead, in one pass.
 pub fn quantiles<const K: usize>(values: &[f32], qs: [f64; K]) -> [f32; K] {
     if values.is_empty() {
         return [0.0; K];

@@ -79,8 +79,16 @@ pub(crate) fn luma_of_levels() -> [f32; 256] {
 pub(crate) fn luma_plane(img: &RgbImage) -> Plane {
     let (w, h) = (img.width() as usize, img.height() as usize);
     let of_level = luma_of_levels();
-    let px = img.as_raw().chunks_exact(3).map(|p| of_level[p[0] as usize]).collect();
+    let px = rgb_bytes(img)
+        .chunks_exact(3)
+        .map(|p| of_level[p[0] as usize])
+        .collect();
     Plane { w, h, px }
+}
+
+/// The bytes of an image's pixels, 3 a pixel (its buffer may be longer).
+fn rgb_bytes(img: &RgbImage) -> &[u8] {
+    &img.as_raw()[..img.width() as usize * img.height() as usize * 3]
 }
 
 /// Step 1: luma, R, G and B of the image shrunk to [`WORK`] pixels a side.
@@ -540,7 +548,7 @@ pub fn preprocess_with(img: &RgbImage, cfg: PreprocessConfig) -> crate::Result<G
     if img.width() == 0 || img.height() == 0 {
         return Err(Error::format_problem("empty image (0 pixels)"));
     }
-    if img.as_raw().chunks_exact(3).all(|p| p[0] == p[1] && p[1] == p[2]) {
+    if rgb_bytes(img).chunks_exact(3).all(|p| p[0] == p[1] && p[1] == p[2]) {
         if !cfg.deskew && (img.width(), img.height()) == (SIDE as u32, SIDE as u32) {
             // Equal channels: luma is each channel's value exactly. (Only a 28x28 image can
             // be in MNIST's form: no other is converted to find out.)
@@ -554,7 +562,7 @@ pub fn preprocess_with(img: &RgbImage, cfg: PreprocessConfig) -> crate::Result<G
         // step 3's answer (unless step 2 filters it).
         let p = luma_plane(img);
         let levels = (p.w.max(p.h) <= WORK).then(|| {
-            let (px, _) = img.as_raw().as_chunks::<3>();
+            let (px, _) = rgb_bytes(img).as_chunks::<3>();
             (histogram(px, |p| p[0]), luma_of_levels())
         });
         return prepare(shrink_to(&p, WORK), levels, cfg);

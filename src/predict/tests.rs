@@ -580,3 +580,17 @@ fn transparency_is_laid_over_white_paper() {
     let got = decode_rgb(&png_of(image::DynamicImage::ImageLumaA8(la))).unwrap();
     assert_eq!(got.as_raw(), &[255, 255, 255, 177, 177, 177, 100, 100, 100]);
 }
+
+#[test]
+fn an_image_buffer_longer_than_its_pixels_prepares_as_its_pixels() {
+    let g = bar_on_paper();
+    let rgb = image::DynamicImage::ImageLuma8(g.clone()).to_rgb8();
+    let mut long = rgb.as_raw().clone();
+    // Past the pixels: 20,000 more black ones if they were read, more than the image has.
+    long.extend(vec![0u8; 3 * 20_000]);
+    let longer = image::RgbImage::from_raw(rgb.width(), rgb.height(), long).unwrap();
+    assert_eq!(
+        preprocess_with(&longer, PreprocessConfig::default()).unwrap(),
+        preprocess_with(&rgb, PreprocessConfig::default()).unwrap()
+    );
+}
