@@ -33,16 +33,22 @@ impl Plane {
             x0 < x1 && x1 <= self.w && y0 < y1 && y1 <= self.h,
             "crop inside the plane"
         );
-        let mut px = Vec::with_capacity((x1 - x0) * (y1 - y0));
-        for y in y0..y1 {
-            px.extend_from_slice(&self.px[y * self.w + x0..y * self.w + x1]);
-        }
         Plane {
             w: x1 - x0,
             h: y1 - y0,
-            px,
+            px: crop_rect(&self.px, self.w, (x0, y0, x1, y1)),
         }
     }
+}
+
+/// The part `(x0, y0)` to `(x1, y1)` (exclusive ends) of row-major values `w` a row: a
+/// [`Plane::crop`]'s pixels, or a mask's.
+pub(crate) fn crop_rect<T: Copy>(px: &[T], w: usize, (x0, y0, x1, y1): (usize, usize, usize, usize)) -> Vec<T> {
+    let mut out = Vec::with_capacity((x1 - x0) * (y1 - y0));
+    for y in y0..y1 {
+        out.extend_from_slice(&px[y * w + x0..y * w + x1]);
+    }
+    out
 }
 
 /// Resized to `w` x `h` with a triangle filter (its support widened when shrinking, so shrinking
@@ -555,6 +561,11 @@ pub fn components(mask: &[bool], w: usize, h: usize) -> (Vec<usize>, Vec<Compone
     (label, comps)
 }
 
+/// The rank (0 to `last`) of the q-quantile (0 to 1) of `last + 1` ordered values: the nearest.
+pub(crate) fn nearest_rank(last: usize, q: f64) -> usize {
+    (last as f64 * q.clamp(0.0, 1.0)).round() as usize
+}
+
 /// The q-quantile (0 to 1) of the values (nearest rank); 0 for none.
 pub fn quantile(values: &[f32], q: f64) -> f32 {
     quantiles(values, [q])[0]
@@ -581,7 +592,7 @@ pub fn quantiles<const K: usize>(values: &[f32], qs: [f64; K]) -> [f32; K] {
     };
     let value = |k: i32| f32::from_bits(key(f32::from_bits(k as u32)) as u32);
     let last = values.len() - 1;
-    let rank = |q: f64| (last as f64 * q.clamp(0.0, 1.0)).round() as usize;
+    let rank = |q: f64| nearest_rank(last, q);
     // Values that are all the integers 0 to 255 (an 8-bit image's, before any filter; not -0):
     // each rank's value is the first level whose count reaches past it.
     let is_byte = |v: f32| (v as u8 as f32).to_bits() == v.to_bits();
@@ -653,7 +664,7 @@ pub(crate) fn histogram<T: Copy>(values: &[T], bin: impl Fn(T) -> u8) -> [u32; 2
 pub(crate) fn level_quantiles<const K: usize>(counts: &[u32; 256], qs: [f64; K]) -> [usize; K] {
     let last = counts.iter().map(|&c| c as usize).sum::<usize>() - 1;
     qs.map(|q| {
-        let k = (last as f64 * q.clamp(0.0, 1.0)).round() as usize;
+        let k = nearest_rank(last, q);
         let mut below = 0;
         let level = (0..256).find(|&l| {
             below += counts[l] as usize;

@@ -23,8 +23,8 @@
 use image::{GrayImage, Luma, RgbImage};
 
 use super::filters::{
-    Plane, box_blur, components, disk_extreme, distance_to, histogram, level_quantiles, max_finite, median3,
-    min_finite, otsu, quantile, quantiles, resize, resize_part, shrink_to, square_closing_or_opening,
+    Plane, box_blur, components, crop_rect, disk_extreme, distance_to, histogram, level_quantiles, max_finite, median3,
+    min_finite, nearest_rank, otsu, quantile, quantiles, resize, resize_part, shrink_to, square_closing_or_opening,
 };
 use crate::Error;
 
@@ -75,10 +75,9 @@ pub(crate) fn luma_of_levels() -> [f32; 256] {
 }
 
 /// The luma plane of an image whose channels are equal, as [`work_planes`] makes it (before
-/// shrinking): each level's luma computed once (the same values).
-pub(crate) fn luma_plane(img: &RgbImage) -> Plane {
+/// shrinking): each level's luma from [`luma_of_levels`] (the same values).
+pub(crate) fn luma_plane(img: &RgbImage, of_level: &[f32; 256]) -> Plane {
     let (w, h) = (img.width() as usize, img.height() as usize);
-    let of_level = luma_of_levels();
     let px = rgb_bytes(img)
         .chunks_exact(3)
         .map(|p| of_level[p[0] as usize])
@@ -137,7 +136,7 @@ fn filtered(p: Plane) -> (Plane, bool) {
     // counted, without sorting (the same answer as `quantile(diffs, 0.5) / 0.954 > 4.0`).
     let noisy = |d: f32| d / 0.954 > 4.0;
     let n = p.h * (p.w - 1);
-    let rank = ((n - 1) as f64 * 0.5).round() as usize;
+    let rank = nearest_rank(n - 1, 0.5);
     let passing: usize =
         p.px.chunks_exact(p.w)
             .map(|row| {
@@ -560,10 +559,11 @@ pub fn preprocess_with(img: &RgbImage, cfg: PreprocessConfig) -> crate::Result<G
         // No colour channel can separate ink from paper better than luma (they are luma):
         // step 1 would choose it, so only luma is made. Not shrunk, its levels' counts give
         // step 3's answer (unless step 2 filters it).
-        let p = luma_plane(img);
+        let of_level = luma_of_levels();
+        let p = luma_plane(img, &of_level);
         let levels = (p.w.max(p.h) <= WORK).then(|| {
             let (px, _) = rgb_bytes(img).as_chunks::<3>();
-            (histogram(px, |p| p[0]), luma_of_levels())
+            (histogram(px, |p| p[0]), of_level)
         });
         return prepare(shrink_to(&p, WORK), levels, cfg);
     }
@@ -593,7 +593,7 @@ fn prepare(p: Plane, levels: Option<([u32; 256], [f32; 256])>, cfg: PreprocessCo
     let long = (x1 - x0).max(y1 - y0);
     // The digit's strength (0 elsewhere), in its box: the stroke width is measured there.
     let mut part = s.crop(x0, y0, x1, y1);
-    let inside = crop_mask(&digit, s.w, (x0, y0, x1, y1));
+    let inside = crop_rect(&digit, s.w, (x0, y0, x1, y1));
     part.px
         .iter_mut()
         .zip(&inside)
@@ -613,7 +613,7 @@ fn prepare(p: Plane, levels: Option<([u32; 256], [f32; 256])>, cfg: PreprocessCo
         let (cx0, cy0) = (x0.saturating_sub(pad), y0.saturating_sub(pad));
         let (cx1, cy1) = ((x1 + pad).min(s.w), (y1 + pad).min(s.h));
         let (w, h) = (cx1 - cx0, cy1 - cy0);
-        let crop = crop_mask(&digit, s.w, (cx0, cy0, cx1, cy1));
+        let crop = crop_rect(&digit, s.w, (cx0, cy0, cx1, cy1));
         let m = if (target - width).abs() > 1e-3 {
             set_stroke_width(&crop, w, h, by)
         } else {
@@ -638,7 +638,7 @@ fn prepare(p: Plane, levels: Option<([u32; 256], [f32; 256])>, cfg: PreprocessCo
             (x1 + 2).min(s.w),
             (y1 + 2).min(s.h),
         );
-        let near = distance_to(&crop_mask(&digit, s.w, part), part.2 - part.0, part.3 - part.1, true);
+        let near = distance_to(&crop_rect(&digit, s.w, part), part.2 - part.0, part.3 - part.1, true);
         let sp = s.crop(part.0, part.1, part.2, part.3);
         let soft = Plane {
             px: (sp.px.iter().zip(&near))
@@ -660,15 +660,6 @@ fn prepare(p: Plane, levels: Option<([u32; 256], [f32; 256])>, cfg: PreprocessCo
     let (x0, y0, x1, y1) = bbox(ink.w, ink.h, |i| ink.px[i] > 0.5)
         .ok_or_else(|| Error::format_problem("no digit found: no pixel is dark (or light) enough to be ink"))?;
     Ok(into_field(&ink.crop(x0, y0, x1, y1)))
-}
-
-/// The part `(x0, y0)` to `(x1, y1)` (exclusive ends) of a mask `w` pixels wide.
-fn crop_mask(mask: &[bool], w: usize, (x0, y0, x1, y1): (usize, usize, usize, usize)) -> Vec<bool> {
-    let mut out = Vec::with_capacity((x1 - x0) * (y1 - y0));
-    for y in y0..y1 {
-        out.extend_from_slice(&mask[y * w + x0..y * w + x1]);
-    }
-    out
 }
 
 /// The plane with `n` pixels of 0 around it.

@@ -533,7 +533,7 @@ fn the_ink_side_from_level_counts_is_dark_inks_answer() {
     ];
     for (i, g) in images.iter().enumerate() {
         let rgb = image::DynamicImage::ImageLuma8(g.clone()).to_rgb8();
-        let p = preprocess::luma_plane(&rgb);
+        let p = preprocess::luma_plane(&rgb, &of_level);
         let counts = filters::histogram(g.as_raw(), |v| v);
         assert_eq!(
             preprocess::dark_ink_of_levels(&counts, &of_level),

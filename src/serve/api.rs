@@ -400,7 +400,6 @@ const RESERVE_BYTES: usize = 64 << 10;
 /// JSON bodies up to this size are parsed on the request's task (about 4 images).
 const INLINE_JSON_BYTES: usize = 32 << 10;
 
-/// The images of a JSON body, and the 28x28 image to show back when asked for.
 /// An image body decoded and prepared as `predict` prepares it (one image), and the 28x28
 /// image itself when asked for.
 fn image_job(body: &[u8], want_image: bool) -> Result<(Prepared, Option<image::GrayImage>), ApiError> {
@@ -414,6 +413,7 @@ fn image_job(body: &[u8], want_image: bool) -> Result<(Prepared, Option<image::G
     Ok((p, want_image.then_some(img)))
 }
 
+/// The images of a JSON body, and the 28x28 image to show back when asked for.
 fn json_job(body: &[u8], want_image: bool) -> Result<(Prepared, Option<GrayImage>), ApiError> {
     let p = parse_pixels(body)?;
     let seen = (want_image && !p.batch).then(|| to_gray(&p.pixels));
