@@ -208,6 +208,47 @@ fn user_style_images_get_their_labels() {
 }
 
 #[test]
+fn an_upload_gets_predicts_probabilities_and_a_photo_sized_one_its_label() {
+    let s = Server::start(&[]);
+    let dir = root().join("tests/fixtures/user_style");
+    let bytes = std::fs::read(dir.join("pen_7_07.png")).unwrap();
+    // Prepared by an inference worker in its batch, exactly as `predict` prepares it.
+    let (code, v, _) = post(&s.at("/api/predict?preprocessed=1"), "image/png", &bytes);
+    assert_eq!(code, 200, "{v}");
+    let rgb = mnist_cnn::predict::decode_rgb(&bytes).unwrap();
+    let seen = mnist_cnn::predict::preprocess_with(&rgb, mnist_cnn::predict::PreprocessConfig::default()).unwrap();
+    let px: Vec<f32> = seen
+        .as_raw()
+        .iter()
+        .map(|&b| mnist_cnn::data::pixel_to_f32(b))
+        .collect();
+    let want = &library_probabilities(&[px])[0];
+    let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-6);
+    assert!(close(&probs_of(&v), want), "{v} vs {want:?}");
+    assert_eq!(v["digit"].as_u64(), Some(7));
+    // The same drawing scaled past 1 megapixel (1,056 x 1,320) is prepared on the blocking pool:
+    // the same label, and the image the network saw.
+    let img = image::load_from_memory(&bytes).unwrap();
+    let big = img.resize_exact(
+        img.width() * 12,
+        img.height() * 12,
+        image::imageops::FilterType::Triangle,
+    );
+    assert!(u64::from(big.width()) * u64::from(big.height()) > mnist_cnn::serve::api::WORKER_UPLOAD_PIXELS);
+    let mut png = Vec::new();
+    big.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
+    let (code, v, _) = post(&s.at("/api/predict?preprocessed=1"), "image/png", &png);
+    assert_eq!((code, v["digit"].as_u64()), (200, Some(7)), "{v}");
+    assert!(
+        v["preprocessed"]
+            .as_str()
+            .unwrap()
+            .starts_with("data:image/png;base64,")
+    );
+}
+
+#[test]
 fn json_pixels_get_the_librarys_probabilities() {
     let s = Server::start(&["--max-batch", "4"]);
     let (images, labels) = mnist_test(10);

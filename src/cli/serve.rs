@@ -15,10 +15,10 @@ pub struct ServeArgs {
     /// The address to listen on; port 0 picks a free port (the URL printed says which).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub addr: SocketAddr,
-    /// Inference workers: threads that each run batches with their own instance of the one
-    /// shared copy of the weights [default: one per core. The first takes every batch; the
-    /// others join only when a backlog of --max-batch requests waits, so that image uploads
-    /// keep the cores for their preprocessing].
+    /// Inference workers: threads that each prepare uploaded images and run batches with their
+    /// own instance of the one shared copy of the weights [default: one per core. The first
+    /// takes every batch; the others join only when a backlog of --max-batch images waits (an
+    /// upload counts as 8), so that the HTTP handlers keep a core otherwise].
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub workers: Option<u64>,
     /// Kernel threads of each inference worker [default: 1. On 2 cores, 1 worker with 1

@@ -3,9 +3,10 @@
 //! The weights are loaded once into a [`SharedModel`] (`Send` and `Sync`); each inference
 //! worker thread makes its own instance of it, which reads the same values, and keeps its own
 //! scratch buffers. The workers serve one bounded queue ([`batcher`]), each running one batched
-//! forward pass for the requests that arrive together. Decoding and preprocessing uploaded
-//! images ([`api`]) run on tokio's blocking pool: they touch no tensor. Counters for
-//! `/metrics` are in [`metrics`].
+//! forward pass for the requests that arrive together. An uploaded image is decoded and
+//! prepared by the worker that takes it, in its batch; one over a megapixel (a photo) and a
+//! large JSON body are read on tokio's blocking pool first ([`api`]). Counters for `/metrics`
+//! are in [`metrics`].
 //!
 //! Endpoints: `GET /` (the drawing page), `POST /api/predict`, `GET /api/model`, `GET /healthz`,
 //! `GET /readyz`, `GET /metrics`. The server keeps no state between requests besides its
@@ -108,10 +109,9 @@ impl ModelInfo {
 
 /// The inference workers when `--workers` is not given: one per core. The first takes every
 /// batch; the others are spares that join only at a backlog (see [`batcher`]), so that they
-/// use the cores inference needs and leave alone those the HTTP handlers and the image
-/// preprocessing need. On 2 cores (`bncnn`, 64 connections, alternating 4 s runs): JSON
-/// 15,747-15,927 requests/s against 13,667-14,289 with 1 worker, PNG 2,901-2,931 against
-/// 2,888-2,966. Two workers that both took every batch answered PNG 25% slower.
+/// use the cores inference and uploads need and leave alone those the HTTP handlers need. On
+/// 2 cores (`bncnn`, 64 connections, alternating 4 s runs): JSON 22,324-22,351 requests/s
+/// against 19,833-20,350 with 1 worker, PNG 8,747-8,827 against 5,333-5,369.
 pub fn default_workers() -> usize {
     cores()
 }
@@ -157,7 +157,8 @@ pub fn run(cfg: ServeConfig, listening: impl FnOnce(SocketAddr, &ModelInfo)) -> 
                     let started = crate::cli::in_pool(Some(threads), || {
                         let model = shared.instance();
                         let started = || drop(ready_tx.send(Ok(())));
-                        batcher::run_loop(&rx, &batch, &stats, batcher::Role::of(i), started, |x, n| {
+                        let role = batcher::Role::of(i);
+                        batcher::run_loop(&rx, &batch, &stats, role, started, api::prepare_image, |x, n| {
                             let t = crate::tensor::Tensor::from_vec(x.to_vec(), &[n, batcher::PIXELS]);
                             let logits = crate::tensor::no_grad(|| model.forward(&t));
                             let c = logits.shape()[1];
@@ -185,7 +186,8 @@ pub fn run(cfg: ServeConfig, listening: impl FnOnce(SocketAddr, &ModelInfo)) -> 
         metrics: metrics::Metrics::default(),
         max_body_bytes: cfg.max_body_bytes,
     });
-    // Decoding and preprocessing run on the blocking pool: one thread a core, not tokio's 512.
+    // Photos and large JSON bodies are read on the blocking pool: one thread a core, not
+    // tokio's 512.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .max_blocking_threads(cores())
