@@ -11,7 +11,9 @@ use mnist_cnn::checkpoint::{TensorFile, load_state_dict};
 use mnist_cnn::nn::Module;
 use mnist_cnn::ops::argmax_rows;
 use mnist_cnn::predict::preprocess::preprocess_basic;
-use mnist_cnn::predict::{PreprocessConfig, load_gray, load_rgb, preprocess_with};
+use mnist_cnn::predict::{
+    Decoded, PreprocessConfig, decode_image, load_gray, load_rgb, preprocess_decoded, preprocess_with,
+};
 use mnist_cnn::tensor::{Tensor, no_grad};
 
 /// The floor on the bundled model's accuracy on the set with the new preprocessing. Measured:
@@ -130,11 +132,21 @@ const PREPARED_FNV1A: u64 = 0x1394_b855_200e_a3f5;
 #[test]
 fn the_prepared_images_keep_their_bytes() {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut gray_files = 0;
     for (file, _, _) in manifest() {
         let img = preprocess_with(&load_rgb(&file).unwrap(), PreprocessConfig::default()).unwrap();
         for &b in img.as_raw() {
             h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
         }
+        // As `serve` prepares it: a gray file decoded gray, not made RGB first. The same bytes.
+        let decoded = decode_image(&std::fs::read(&file).unwrap()).unwrap();
+        gray_files += usize::from(matches!(decoded, Decoded::Gray(_)));
+        let served = preprocess_decoded(&decoded, PreprocessConfig::default()).unwrap();
+        assert_eq!(served, img, "{}", file.display());
     }
     assert_eq!(h, PREPARED_FNV1A, "got {h:#018x}");
+    assert!(
+        gray_files >= 50,
+        "only {gray_files} gray files: the gray path is hardly tested"
+    );
 }

@@ -204,8 +204,7 @@ pub(crate) fn preprocessed(split: &TensorDataset, deskew: bool) -> TensorDataset
         .map(|i| {
             let (px, _) = split.get(i);
             let img = image::GrayImage::from_raw(SIDE as u32, SIDE as u32, px.to_vec()).expect("28x28 MNIST images");
-            let rgb = image::DynamicImage::ImageLuma8(img).to_rgb8();
-            crate::predict::preprocess_with(&rgb, cfg).map_or(vec![0; SIDE * SIDE], |g| g.into_raw())
+            crate::predict::preprocess_gray_with(&img, cfg).map_or(vec![0; SIDE * SIDE], |g| g.into_raw())
         })
         .collect();
     let labels: Vec<u8> = (0..n).map(|i| split.label(i) as u8).collect();

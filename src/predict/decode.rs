@@ -93,16 +93,34 @@ fn decode(bytes: &[u8]) -> crate::Result<DynamicImage> {
     })
 }
 
-/// Decodes image bytes as 8-bit RGB (transparency over white); see [`decode_gray`] for the
-/// limits.
-pub fn decode_rgb(bytes: &[u8]) -> crate::Result<RgbImage> {
+/// A decoded image: 8-bit gray when the file holds gray pixels without transparency, else
+/// 8-bit RGB (transparency over white).
+#[derive(Clone, Debug)]
+pub enum Decoded {
+    Gray(GrayImage),
+    Rgb(RgbImage),
+}
+
+impl Decoded {
+    /// As RGB: a gray image's level in each channel.
+    pub fn into_rgb(self) -> RgbImage {
+        match self {
+            Decoded::Rgb(rgb) => rgb,
+            Decoded::Gray(g) => {
+                let px = g.as_raw().iter().flat_map(|&v| [v, v, v]).collect();
+                RgbImage::from_raw(g.width(), g.height(), px).expect("three bytes a pixel")
+            }
+        }
+    }
+}
+
+/// Decodes image bytes as 8-bit gray or RGB (see [`Decoded`]): a gray file is not made RGB,
+/// which preprocessing would then find gray again; see [`decode_gray`] for the limits.
+pub fn decode_image(bytes: &[u8]) -> crate::Result<Decoded> {
     let rgba = match decode(bytes)? {
         // Opaque: nothing to put over white (the general path gives the same bytes).
-        DynamicImage::ImageRgb8(rgb) => return Ok(rgb),
-        DynamicImage::ImageLuma8(g) => {
-            let px = g.as_raw().iter().flat_map(|&v| [v, v, v]).collect();
-            return Ok(RgbImage::from_raw(g.width(), g.height(), px).expect("three bytes a pixel"));
-        }
+        DynamicImage::ImageRgb8(rgb) => return Ok(Decoded::Rgb(rgb)),
+        DynamicImage::ImageLuma8(g) => return Ok(Decoded::Gray(g)),
         DynamicImage::ImageRgba8(rgba) => rgba,
         img => img.to_rgba8(),
     };
@@ -120,7 +138,15 @@ pub fn decode_rgb(bytes: &[u8]) -> crate::Result<RgbImage> {
             o.copy_from_slice(&[over(p[0]), over(p[1]), over(p[2])]);
         });
     }
-    Ok(RgbImage::from_raw(rgba.width(), rgba.height(), px).expect("three bytes a pixel"))
+    Ok(Decoded::Rgb(
+        RgbImage::from_raw(rgba.width(), rgba.height(), px).expect("three bytes a pixel"),
+    ))
+}
+
+/// Decodes image bytes as 8-bit RGB (transparency over white); see [`decode_gray`] for the
+/// limits.
+pub fn decode_rgb(bytes: &[u8]) -> crate::Result<RgbImage> {
+    decode_image(bytes).map(Decoded::into_rgb)
 }
 
 /// Decodes image bytes as 8-bit gray (transparency over white), within [`MAX_IMAGE_SIDE`] and

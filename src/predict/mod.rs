@@ -13,11 +13,12 @@ use image::GrayImage;
 
 use crate::Error;
 pub use decode::{
-    MAX_DECODE_BYTES, MAX_IMAGE_FILE_BYTES, MAX_IMAGE_SIDE, STDIN_PATH, decode_gray, decode_rgb, load_gray, load_rgb,
-    read_image_bytes,
+    Decoded, MAX_DECODE_BYTES, MAX_IMAGE_FILE_BYTES, MAX_IMAGE_SIDE, STDIN_PATH, decode_gray, decode_image, decode_rgb,
+    load_gray, load_rgb, read_image_bytes,
 };
 pub use preprocess::{
-    MNIST_STROKE_WIDTH, PreprocessConfig, SIDE, is_mnist_shaped, preprocess, preprocess_steps, preprocess_with,
+    MNIST_STROKE_WIDTH, PreprocessConfig, SIDE, is_mnist_shaped, preprocess, preprocess_decoded, preprocess_gray_with,
+    preprocess_steps, preprocess_with,
 };
 
 /// The default of `predict --min-confidence`: a prediction whose top probability is below this

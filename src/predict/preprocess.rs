@@ -22,6 +22,7 @@
 
 use image::{GrayImage, Luma, RgbImage};
 
+use super::decode::Decoded;
 use super::filters::{
     Plane, box_blur, components, crop_rect, disk_extreme, distance_to, histogram, level_quantiles, max_finite, median3,
     min_finite, nearest_rank, otsu, quantile, quantiles, resize, resize_part, shrink_to, square_closing_or_opening,
@@ -74,14 +75,11 @@ pub(crate) fn luma_of_levels() -> [f32; 256] {
     std::array::from_fn(|v| luma([v as f32; 3]))
 }
 
-/// The luma plane of an image whose channels are equal, as [`work_planes`] makes it (before
-/// shrinking): each level's luma from [`luma_of_levels`] (the same values).
-pub(crate) fn luma_plane(img: &RgbImage, of_level: &[f32; 256]) -> Plane {
-    let (w, h) = (img.width() as usize, img.height() as usize);
-    let px = rgb_bytes(img)
-        .chunks_exact(3)
-        .map(|p| of_level[p[0] as usize])
-        .collect();
+/// The luma plane (w x h) of a gray image given by its levels, as [`work_planes`] makes it
+/// for that image made RGB (before shrinking): each level's luma from [`luma_of_levels`] (the
+/// same values).
+pub(crate) fn luma_plane(w: usize, h: usize, levels: &[u8], of_level: &[f32; 256]) -> Plane {
+    let px = levels.iter().map(|&l| of_level[l as usize]).collect();
     Plane { w, h, px }
 }
 
@@ -547,27 +545,49 @@ pub fn preprocess_with(img: &RgbImage, cfg: PreprocessConfig) -> crate::Result<G
     if img.width() == 0 || img.height() == 0 {
         return Err(Error::format_problem("empty image (0 pixels)"));
     }
-    if rgb_bytes(img).chunks_exact(3).all(|p| p[0] == p[1] && p[1] == p[2]) {
-        if !cfg.deskew && (img.width(), img.height()) == (SIDE as u32, SIDE as u32) {
-            // Equal channels: luma is each channel's value exactly. (Only a 28x28 image can
-            // be in MNIST's form: no other is converted to find out.)
-            let gray = super::decode::rgb_to_gray(img);
-            if is_mnist_shaped(&gray) {
-                return Ok(gray);
-            }
-        }
-        // No colour channel can separate ink from paper better than luma (they are luma):
-        // step 1 would choose it, so only luma is made. Not shrunk, its levels' counts give
-        // step 3's answer (unless step 2 filters it).
-        let of_level = luma_of_levels();
-        let p = luma_plane(img, &of_level);
-        let levels = (p.w.max(p.h) <= WORK).then(|| {
-            let (px, _) = rgb_bytes(img).as_chunks::<3>();
-            (histogram(px, |p| p[0]), of_level)
-        });
-        return prepare(shrink_to(&p, WORK), levels, cfg);
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let (px, _) = rgb_bytes(img).as_chunks::<3>();
+    if px.iter().all(|p| p[0] == p[1] && p[1] == p[2]) {
+        let levels: Vec<u8> = px.iter().map(|p| p[0]).collect();
+        return prepare_levels(w, h, &levels, cfg);
     }
     prepare(pick_channel(work_planes(img)), None, cfg)
+}
+
+/// [`preprocess_with`] of a gray image (the same bytes as for that image made RGB).
+pub fn preprocess_gray_with(img: &GrayImage, cfg: PreprocessConfig) -> crate::Result<GrayImage> {
+    if img.width() == 0 || img.height() == 0 {
+        return Err(Error::format_problem("empty image (0 pixels)"));
+    }
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    prepare_levels(w, h, &img.as_raw()[..w * h], cfg)
+}
+
+/// [`preprocess_with`] of a decoded image, gray or RGB.
+pub fn preprocess_decoded(img: &Decoded, cfg: PreprocessConfig) -> crate::Result<GrayImage> {
+    match img {
+        Decoded::Gray(g) => preprocess_gray_with(g, cfg),
+        Decoded::Rgb(rgb) => preprocess_with(rgb, cfg),
+    }
+}
+
+/// Steps 2 to 9 of a gray image (w x h, at least 1 x 1) given by its `levels`, one byte a
+/// pixel. No colour channel can separate ink from paper better than luma (they are luma): step
+/// 1 would choose it, so only luma is made. Not shrunk, its levels' counts give step 3's
+/// answer (unless step 2 filters it).
+fn prepare_levels(w: usize, h: usize, levels: &[u8], cfg: PreprocessConfig) -> crate::Result<GrayImage> {
+    if !cfg.deskew && (w, h) == (SIDE, SIDE) {
+        // Luma is each level exactly. (Only a 28x28 image can be in MNIST's form: no other is
+        // copied to find out.)
+        let gray = GrayImage::from_raw(SIDE as u32, SIDE as u32, levels.to_vec()).expect("28x28 levels");
+        if is_mnist_shaped(&gray) {
+            return Ok(gray);
+        }
+    }
+    let of_level = luma_of_levels();
+    let p = luma_plane(w, h, levels, &of_level);
+    let counts = (w.max(h) <= WORK).then(|| (histogram(levels, |l| l), of_level));
+    prepare(shrink_to(&p, WORK), counts, cfg)
 }
 
 /// Steps 2 to 9 on the chosen channel.

@@ -533,7 +533,10 @@ fn the_ink_side_from_level_counts_is_dark_inks_answer() {
     ];
     for (i, g) in images.iter().enumerate() {
         let rgb = image::DynamicImage::ImageLuma8(g.clone()).to_rgb8();
-        let p = preprocess::luma_plane(&rgb, &of_level);
+        let (w, h) = (g.width() as usize, g.height() as usize);
+        let p = preprocess::luma_plane(w, h, g.as_raw(), &of_level);
+        let [luma, ..] = preprocess::work_planes(&rgb);
+        assert_eq!(p.px, luma.px, "image {i}: the luma of the levels is work_planes' luma");
         let counts = filters::histogram(g.as_raw(), |v| v);
         assert_eq!(
             preprocess::dark_ink_of_levels(&counts, &of_level),

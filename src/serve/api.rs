@@ -332,8 +332,8 @@ impl Scan<'_> {
 /// What the network sees of an image file's bytes (as `predict` prepares it). An unreadable
 /// image is a 400; one where no digit is found (blank) a 422.
 pub fn prepare_image(bytes: &[u8]) -> Result<GrayImage, ApiError> {
-    let rgb = crate::predict::decode_rgb(bytes).map_err(|e| ApiError::bad(e.to_string()))?;
-    crate::predict::preprocess_with(&rgb, crate::predict::PreprocessConfig::default())
+    let img = crate::predict::decode_image(bytes).map_err(|e| ApiError::bad(e.to_string()))?;
+    crate::predict::preprocess_decoded(&img, crate::predict::PreprocessConfig::default())
         .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))
 }
 
