@@ -8,12 +8,12 @@
 //! A job holds images ready for the network ([`Input::Pixels`]) or an uploaded image file
 //! ([`Input::Upload`]), which the worker that takes it decodes and prepares before the pass.
 //! So an upload waits in one queue, in order, where it used to wait twice: for a thread of
-//! tokio's blocking pool to prepare it, then for a worker. With the worker's yields (see
-//! [`run_loop`]) and gray files decoded gray, at 64 connections on 2 cores (the pen-drawn 7 as
-//! a PNG, alternating 4 s runs against the blocking-pool design): `bncnn` 9,114-9,274
-//! requests/s with p99 8.1-9.1 ms, against 8,232-8,451 with p99 13.9-14.3 ms; cnn
-//! 11,630-11,913 with p99 6.5-8.3 ms, against 9,914-10,210 with p99 11.4-11.5 ms. At 8
-//! connections 6,685-6,883 against 6,517-6,617; JSON requests as before.
+//! tokio's blocking pool to prepare it, then for a worker. With the worker's yield before each
+//! upload (see [`run_loop`]) and gray files decoded gray, at 64 connections on 2 cores (the
+//! pen-drawn 7 as a PNG, alternating 4 s runs against the blocking-pool design): `bncnn`
+//! 9,288-9,442 requests/s with p99 8.3-9.3 ms, against 8,232-8,451 with p99 13.9-14.3 ms; cnn
+//! 11,992-12,224 with p99 6.5 ms, against 9,914-10,210 with p99 11.4-11.5 ms. At 8 connections
+//! 6,685-6,883 against 6,517-6,617 (`bncnn`); JSON requests as before.
 //!
 //! The first worker takes every batch it can. The others are spares ([`Role::Spare`]): they
 //! sleep until a backlog waits ([`QueueStats::spare_at`]: `max_batch` images ready for the
@@ -326,12 +326,17 @@ pub fn run_loop(
                     x.extend_from_slice(px);
                     None
                 }
-                Input::Upload(bytes) => match prepare(bytes) {
+                Input::Upload(bytes) => match {
+                    // Before each upload (a tenth of a millisecond or more), the HTTP threads
+                    // get the core if they wait for it: to send the answers of the last pass
+                    // (this worker's or another's), to read requests. Without it, the woken
+                    // HTTP threads waited for the end of the worker's slice: `bncnn`'s PNG p99
+                    // at 64 connections was 10.0-10.5 ms, against 8.1-9.1 ms with it. (A
+                    // yield after every pass instead cost JSON at 1,000 connections 5-8%.)
+                    std::thread::yield_now();
+                    prepare(bytes)
+                } {
                     Ok(img) => {
-                        // Each upload takes a tenth of a millisecond or more: between them
-                        // the HTTP threads get the core if they wait for it (reading
-                        // requests, sending the answers of the other worker).
-                        std::thread::yield_now();
                         x.extend(img.as_raw().iter().map(|&v| crate::data::pixel_to_f32(v)));
                         Some(img)
                     }
@@ -364,12 +369,6 @@ pub fn run_loop(
             let probs = probs.by_ref().take(rows).collect();
             let _ = reply.send(Ok(Output { probs, seen }));
         }
-        // The answers woke the HTTP tasks that send them: their runtime's threads get the core
-        // now rather than after this worker's next slice. The PNG p99 at 64 connections (2
-        // cores, `bncnn`, a trial build where both workers took every batch) went from
-        // 12.0-12.8 ms to 10.2-10.8 ms with this yield; the yield after each upload then took
-        // it from 10.1-10.4 ms to 8.1-9.1 ms.
-        std::thread::yield_now();
     }
 }
 
