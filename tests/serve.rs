@@ -208,7 +208,7 @@ fn user_style_images_get_their_labels() {
 }
 
 #[test]
-fn an_upload_gets_predicts_probabilities_and_a_photo_sized_one_its_label() {
+fn an_upload_gets_the_probabilities_predict_gives_and_a_photo_sized_one_its_label() {
     let s = Server::start(&[]);
     let dir = root().join("tests/fixtures/user_style");
     let bytes = std::fs::read(dir.join("pen_7_07.png")).unwrap();
@@ -226,6 +226,10 @@ fn an_upload_gets_predicts_probabilities_and_a_photo_sized_one_its_label() {
     let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-6);
     assert!(close(&probs_of(&v), want), "{v} vs {want:?}");
     assert_eq!(v["digit"].as_u64(), Some(7));
+    // Cut short after its header (88x110, readable): an inference worker finds it unreadable.
+    let (code, v, _) = post(&s.at("/api/predict"), "image/png", &bytes[..100]);
+    assert_eq!(code, 400, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("not a readable image"), "{v}");
     // The same drawing scaled past 1 megapixel (1,056 x 1,320) is prepared on the blocking pool:
     // the same label, and the image the network saw.
     let img = image::load_from_memory(&bytes).unwrap();

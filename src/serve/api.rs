@@ -400,21 +400,39 @@ const RESERVE_BYTES: usize = 64 << 10;
 /// JSON bodies up to this size are parsed on the request's task (about 4 images).
 const INLINE_JSON_BYTES: usize = 32 << 10;
 
-/// Uploads of more pixels than this (by their header) are decoded and prepared on tokio's
-/// blocking pool; smaller ones by the inference worker that takes them (see
-/// [`crate::serve::batcher`]). A photo takes tens of milliseconds, which the requests batched
-/// with it would wait for; a drawing (the page sends 280x280) or a scan of a digit takes well
-/// under one.
+/// Uploads of more pixels than this (by their header), or of more bytes than
+/// [`WORKER_UPLOAD_BYTES`], or GIFs, are decoded and prepared on tokio's blocking pool; the
+/// others by the inference worker that takes them (see [`crate::serve::batcher`]). A photo
+/// takes tens of milliseconds, which the requests batched with it would wait for; a drawing
+/// (the page sends 280x280) or a scan of a digit takes well under one.
 pub const WORKER_UPLOAD_PIXELS: u64 = 1 << 20;
 
-/// Whether an image body's header says it has at most [`WORKER_UPLOAD_PIXELS`] pixels (false
-/// when its header cannot be read: the blocking pool then says what is wrong with it).
+/// See [`WORKER_UPLOAD_PIXELS`]. Decoding time follows the bytes as much as the pixels (a
+/// 1-megapixel 16-bit PNG can take 8 MB); the bodies waiting in the queue (1,024 by default)
+/// then hold 128 MB at most.
+pub const WORKER_UPLOAD_BYTES: usize = 128 << 10;
+
+/// Whether an image body is small enough for an inference worker (see
+/// [`WORKER_UPLOAD_PIXELS`]): at most [`WORKER_UPLOAD_BYTES`], not a GIF (its header gives the
+/// screen's size, not its frames'), and a header saying at most [`WORKER_UPLOAD_PIXELS`]
+/// pixels. False when the header cannot be read (or its reader panics): the blocking pool then
+/// says what is wrong with it.
 fn is_small_image(body: &[u8]) -> bool {
-    image::ImageReader::new(std::io::Cursor::new(body))
-        .with_guessed_format()
-        .ok()
-        .and_then(|r| r.into_dimensions().ok())
-        .is_some_and(|(w, h)| u64::from(w) * u64::from(h) <= WORKER_UPLOAD_PIXELS)
+    if body.len() > WORKER_UPLOAD_BYTES {
+        return false;
+    }
+    std::panic::catch_unwind(|| {
+        let r = image::ImageReader::new(std::io::Cursor::new(body))
+            .with_guessed_format()
+            .ok()?;
+        if r.format() == Some(image::ImageFormat::Gif) {
+            return None;
+        }
+        r.into_dimensions().ok()
+    })
+    .ok()
+    .flatten()
+    .is_some_and(|(w, h)| u64::from(w) * u64::from(h) <= WORKER_UPLOAD_PIXELS)
 }
 
 /// An image body decoded and prepared as `predict` prepares it (one image), and the 28x28
@@ -557,6 +575,17 @@ mod tests {
         assert!(is_small_image(&png(1024, 1024)));
         assert!(is_small_image(&png(1 << 20, 1)));
         assert!(!is_small_image(&png(1025, 1024)));
+        // Over 128 KiB of bytes, however few pixels: a PNG followed by padding.
+        let mut long = png(28, 28);
+        assert!(is_small_image(&long));
+        long.resize(WORKER_UPLOAD_BYTES + 1, 0);
+        assert!(!is_small_image(&long));
+        // A GIF, whatever its header says.
+        let mut gif = Vec::new();
+        image::RgbaImage::new(28, 28)
+            .write_to(&mut std::io::Cursor::new(&mut gif), image::ImageFormat::Gif)
+            .unwrap();
+        assert!(!is_small_image(&gif));
         // A header that cannot be read goes to the blocking pool, which says what is wrong.
         assert!(!is_small_image(b"\x89PNG\r\n\x1a\n not really"));
         assert!(!is_small_image(b""));

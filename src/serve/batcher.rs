@@ -119,7 +119,8 @@ pub struct QueueStats {
 }
 
 impl QueueStats {
-    /// Stats of a queue whose spare workers join at a backlog of `spare_at` jobs.
+    /// Stats of a queue whose spare workers join at a backlog of `spare_at` (its weight, see
+    /// [`Input`]).
     pub fn new(spare_at: usize) -> Self {
         QueueStats {
             depth: AtomicUsize::new(0),
@@ -240,7 +241,12 @@ impl Batcher {
             }
             Err(e) => {
                 self.stats.depth.fetch_sub(1, Ordering::SeqCst);
-                self.stats.backlog_weight.fetch_sub(weight, Ordering::SeqCst);
+                let after = self.stats.backlog_weight.fetch_sub(weight, Ordering::SeqCst) - weight;
+                // Submits made meanwhile saw this one's weight counted and woke no one: the
+                // backlog may stand at the threshold without its wake-up.
+                if after >= self.stats.spare_at {
+                    self.stats.wake_spares();
+                }
                 match e {
                     TrySendError::Full(_) => Submit::Full,
                     TrySendError::Disconnected(_) => Submit::Stopped,
@@ -315,7 +321,12 @@ pub fn run_loop(
                 // The backlog may be gone by now: a spare never waits on an empty queue.
                 Role::Spare => match rx.try_recv() {
                     Ok(job) => Some(job),
-                    Err(TryRecvError::Empty) => continue,
+                    // (Or the jobs counted are still being sent: their senders get the core.)
+                    Err(TryRecvError::Empty) => {
+                        drop(rx);
+                        std::thread::yield_now();
+                        continue;
+                    }
                     Err(TryRecvError::Disconnected) => None,
                 },
             };
@@ -345,6 +356,8 @@ pub fn run_loop(
                     x.extend_from_slice(px);
                     None
                 }
+                // A client that went away no longer waits: its upload is not prepared.
+                Input::Upload(_) if job.reply.is_closed() => continue,
                 Input::Upload(bytes) => match {
                     // Before each upload (a tenth of a millisecond or more), the HTTP threads
                     // get the core if they wait for it: to send the answers of the last pass
@@ -355,6 +368,14 @@ pub fn run_loop(
                     std::thread::yield_now();
                     prepare_caught(&mut prepare, bytes)
                 } {
+                    Ok(img) if img.dimensions() != (28, 28) => {
+                        let (w, h) = img.dimensions();
+                        let why = format!("preprocessing failed: a {w}x{h} image, not 28x28");
+                        let _ = job
+                            .reply
+                            .send(Err(ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, why)));
+                        continue;
+                    }
                     Ok(img) => {
                         x.extend(img.as_raw().iter().map(|&v| crate::data::pixel_to_f32(v)));
                         Some(img)
@@ -436,6 +457,7 @@ mod tests {
         assert!(matches!(r1, Submit::Queued(_)) && matches!(r2, Submit::Queued(_)));
         assert!(matches!(b.submit(image(0.3, 1)), Submit::Full));
         assert_eq!(b.stats.depth.load(Ordering::SeqCst), 2);
+        assert_eq!(b.stats.backlog_weight.load(Ordering::SeqCst), 2);
         let stats = b.stats.clone();
         drop(b);
         run_loop(&rx, &c, &stats, Role::First, || {}, fill, echo);
@@ -653,7 +675,8 @@ mod tests {
 
     #[test]
     fn a_panic_while_preparing_is_that_uploads_500_and_the_worker_goes_on() {
-        let c = cfg(4, 8);
+        // One image a pass: the passes after the panic are served by the same worker.
+        let c = cfg(1, 8);
         let (b, rx) = Batcher::new(&c);
         let submit = |input| match b.submit(input) {
             Submit::Queued(r) => r,
@@ -679,5 +702,7 @@ mod tests {
         );
         assert_eq!(probs(r2), vec![vec![0.0; 10]]);
         assert_eq!(probs(r3), vec![vec![0.25; 10]]);
+        let h = stats.batch_sizes.lock().unwrap();
+        assert_eq!((h.count, h.sum), (2, 2.0), "two passes after the panic");
     }
 }
