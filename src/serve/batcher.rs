@@ -358,7 +358,7 @@ pub fn run_loop(
                 }
                 // A client that went away no longer waits: its upload is not prepared.
                 Input::Upload(_) if job.reply.is_closed() => continue,
-                Input::Upload(bytes) => match {
+                Input::Upload(bytes) => {
                     // Before each upload (a tenth of a millisecond or more), the HTTP threads
                     // get the core if they wait for it: to send the answers of the last pass
                     // (this worker's or another's), to read requests. Without it, the woken
@@ -366,26 +366,26 @@ pub fn run_loop(
                     // at 64 connections was 10.0-10.5 ms, against 8.1-9.1 ms with it. (A
                     // yield after every pass instead cost JSON at 1,000 connections 5-8%.)
                     std::thread::yield_now();
-                    prepare_caught(&mut prepare, bytes)
-                } {
-                    Ok(img) if img.dimensions() != (28, 28) => {
+                    let prepared = prepare_caught(&mut prepare, bytes).and_then(|img| {
+                        if img.dimensions() == (28, 28) {
+                            return Ok(img);
+                        }
                         let (w, h) = img.dimensions();
                         let why = format!("preprocessing failed: a {w}x{h} image, not 28x28");
-                        let _ = job
-                            .reply
-                            .send(Err(ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, why)));
-                        continue;
+                        Err(ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, why))
+                    });
+                    match prepared {
+                        Ok(img) => {
+                            x.extend(img.as_raw().iter().map(|&v| crate::data::pixel_to_f32(v)));
+                            Some(img)
+                        }
+                        Err(e) => {
+                            // A client that went away no longer waits for its answer.
+                            let _ = job.reply.send(Err(e));
+                            continue;
+                        }
                     }
-                    Ok(img) => {
-                        x.extend(img.as_raw().iter().map(|&v| crate::data::pixel_to_f32(v)));
-                        Some(img)
-                    }
-                    Err(e) => {
-                        // A client that went away no longer waits for its answer.
-                        let _ = job.reply.send(Err(e));
-                        continue;
-                    }
-                },
+                }
             };
             ready.push((job.input.rows(), seen, job.reply));
         }
@@ -704,5 +704,25 @@ mod tests {
         assert_eq!(probs(r3), vec![vec![0.25; 10]]);
         let h = stats.batch_sizes.lock().unwrap();
         assert_eq!((h.count, h.sum), (2, 2.0), "two passes after the panic");
+    }
+
+    #[test]
+    fn a_prepared_image_that_is_not_28x28_is_that_uploads_500() {
+        let c = cfg(4, 8);
+        let (b, rx) = Batcher::new(&c);
+        let submit = |input| match b.submit(input) {
+            Submit::Queued(r) => r,
+            _ => panic!("queued"),
+        };
+        let (r1, r2) = (submit(Input::Upload(vec![27])), submit(Input::Upload(vec![28])));
+        let stats = b.stats.clone();
+        drop(b);
+        // A preparation that makes a (first byte) x 28 image.
+        let sized = |bytes: &[u8]| Ok(GrayImage::new(u32::from(bytes[0]), 28));
+        run_loop(&rx, &c, &stats, Role::First, || {}, sized, echo);
+        let failed = r1.blocking_recv().unwrap().unwrap_err();
+        assert_eq!(failed.status.as_u16(), 500);
+        assert!(failed.message.contains("a 27x28 image"), "{}", failed.message);
+        assert_eq!(probs(r2), vec![vec![0.0; 10]]);
     }
 }
