@@ -1,5 +1,7 @@
 //! ReLU, y = max(x, 0), elementwise on any shape and layout (a flat buffer). Backward passes
-//! the gradient where y > 0. Vector kernels over 16-lane vectors ([`Simd`]); NaN gives 0.
+//! the gradient where y > 0. Vector kernels over 16-lane vectors ([`Simd`]); NaN stays NaN, as
+//! in PyTorch (its gradient is 0 here, where PyTorch passes it: a NaN has reached the loss by
+//! then, so every gradient of that step is NaN either way).
 
 use rayon::prelude::*;
 
@@ -11,7 +13,7 @@ use crate::tensor::{BackwardFn, Tensor, pool};
 /// Elementwise work is split into pieces of this many values across threads.
 const PIECE: usize = 16 * 1024;
 
-/// y = max(x, 0) on one piece (0 for NaN, as `Simd::relu`).
+/// y = max(x, 0) on one piece (NaN kept, as `Simd::relu`).
 struct Forward<'a> {
     x: &'a [f32],
     y: &'a mut [f32],
@@ -123,7 +125,8 @@ mod tests {
     }
 
     /// Every backend, on lengths with a partial last vector and over one piece (the parallel
-    /// path): max(x, 0) with 0 for NaN and -0, and dy passed exactly where y > 0.
+    /// path): max(x, 0) with NaN kept (as PyTorch) and +0 for -0, and dy passed exactly where
+    /// y > 0.
     #[test]
     fn every_backend_computes_relu_and_its_mask() {
         let special = [f32::NAN, -0.0, f32::INFINITY, f32::NEG_INFINITY, 0.0];
@@ -134,7 +137,10 @@ mod tests {
                     .enumerate()
                     .map(|(i, &v)| if i % 7 == 3 { special[i % 5] } else { v })
                     .collect();
-                let want: Vec<u32> = x.iter().map(|&v| if v > 0.0 { v } else { 0.0 }.to_bits()).collect();
+                let want: Vec<u32> = x
+                    .iter()
+                    .map(|&v| if v > 0.0 || v.is_nan() { v } else { 0.0 }.to_bits())
+                    .collect();
                 let mut y = vec![1.0; len];
                 relu_forward(&x, &mut y);
                 assert_eq!(y.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want, "{b} len {len}");
@@ -146,5 +152,19 @@ mod tests {
                 }
             }
         });
+    }
+
+    /// A NaN weight (a diverged step) makes the tutorial CNN's loss NaN, as in PyTorch, where a
+    /// ReLU that turned NaN into 0 gave a finite loss from a broken model.
+    #[test]
+    fn a_nan_weight_makes_the_loss_nan_as_in_pytorch() {
+        use crate::nn::Module;
+        let m = crate::nn::models::MnistCnn::new(&mut crate::rng::Rng::new(0));
+        let x = Tensor::from_vec(random(2 * 784, 3).iter().map(|v| v.abs()).collect(), &[2, 784]);
+        let y = [3usize, 7];
+        let loss = |m: &crate::nn::models::MnistCnn| crate::ops::cross_entropy(&m.forward(&x), &y).item();
+        assert!(loss(&m).is_finite());
+        m.conv1.weight.data_mut()[0] = f32::NAN;
+        assert!(loss(&m).is_nan(), "the NaN reached the loss");
     }
 }

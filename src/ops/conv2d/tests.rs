@@ -134,7 +134,8 @@ fn fused_max_pool_is_bit_identical_to_the_ops_in_turn() {
     // bncnn's two pooled blocks (planes: 1 channel at 28x28; whole taps: 16 channels at 14x14),
     // a patch-matrix layer (3 channels) with odd sizes (the pooling drops the last row and
     // column), and a stride-2 layer; batches over several chunks, with ties (the ReLU's zeros)
-    // in the windows and a NaN in x (which the ReLU turns into 0, see `Simd::relu`).
+    // in the windows and a NaN in x (which the ReLU keeps and the pooling passes on, as in
+    // PyTorch; see `Simd::relu`).
     on_each_backend("conv2d_relu_max_pool2d", |b| {
         for (n, c, (h, w), oc, stride) in [
             (9, 1, (28, 28), 16, 1),

@@ -107,6 +107,20 @@ impl Simd for Avx2 {
         unsafe { [_mm256_max_ps(a[0], b[0]), _mm256_max_ps(a[1], b[1])] }
     }
     #[inline(always)]
+    fn relu(self, a: Self::V) -> Self::V {
+        // SAFETY: AVX is present; register-only. vmaxps returns its second operand (a) when
+        // either is NaN, and when they are equal (-0 against +0): +0 added turns that -0 into
+        // +0. The trait's values, in two instructions a register instead of three (its compare
+        // and select made training 1% slower on AVX-512).
+        unsafe {
+            let z = _mm256_setzero_ps();
+            [
+                _mm256_add_ps(_mm256_max_ps(z, a[0]), z),
+                _mm256_add_ps(_mm256_max_ps(z, a[1]), z),
+            ]
+        }
+    }
+    #[inline(always)]
     fn gt(self, a: Self::V, b: Self::V) -> Self::M {
         // SAFETY: AVX is present; register-only.
         unsafe {

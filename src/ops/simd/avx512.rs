@@ -73,6 +73,17 @@ impl Simd for Avx512 {
         unsafe { _mm512_max_ps(a, b) }
     }
     #[inline(always)]
+    fn relu(self, a: __m512) -> __m512 {
+        // SAFETY: AVX-512F is present; register-only. vmaxps returns its second operand (a)
+        // when either is NaN, and when they are equal (-0 against +0): +0 added turns that -0
+        // into +0. The trait's values, in two instructions instead of three (its compare and
+        // select made training 1% slower).
+        unsafe {
+            let z = _mm512_setzero_ps();
+            _mm512_add_ps(_mm512_max_ps(z, a), z)
+        }
+    }
+    #[inline(always)]
     fn gt(self, a: __m512, b: __m512) -> __mmask16 {
         // SAFETY: AVX-512F is present; register-only.
         unsafe { _mm512_cmp_ps_mask::<_CMP_GT_OQ>(a, b) }

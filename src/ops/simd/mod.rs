@@ -80,10 +80,14 @@ pub trait Simd: Copy + Send + Sync {
     fn zero(self) -> Self::V {
         self.splat(0.0)
     }
-    /// max(a, 0) per lane (0 for NaN, as `f32::max`): ReLU.
+    /// max(a, 0) per lane, as PyTorch's ReLU: NaN stays NaN (so a diverged network's loss
+    /// is NaN, as in PyTorch, not a finite number computed past the NaN), -0 gives +0. (0 where
+    /// 0 > a, else a; plus 0, which turns -0 into +0 and leaves every other value as it is: the
+    /// same bits as max(a, 0) for every value but NaN.)
     #[inline(always)]
     fn relu(self, a: Self::V) -> Self::V {
-        self.max(a, self.zero())
+        let z = self.zero();
+        self.add(self.select(self.gt(z, a), z, a), z)
     }
     /// v where y > 0, else 0, per lane: ReLU's backward.
     #[inline(always)]
@@ -383,7 +387,10 @@ mod tests {
             let e = 1.0 + 1.0 / 4096.0f32;
             let f = s.mul_add(s.splat(e), s.splat(e), s.splat(-1.0));
             s.store(&mut out[43..], 1, f);
-            out.truncate(44);
+            // ReLU over -0, -inf, +inf and a subnormal.
+            let specials = [-0.0, f32::NEG_INFINITY, f32::INFINITY, f32::from_bits(1)];
+            s.store(&mut out[44..], 4, s.relu(s.load(&specials, 4)));
+            out.truncate(48);
             out
         }
     }
@@ -393,7 +400,6 @@ mod tests {
         let mut w = vec![7.5, 9.5, 11.5, 13.5, 15.5, 1.5, 3.0, 0.0, 3.0, 0.0];
         w.extend((1..17).map(|i| (-(i as f32)).max(-4.5)));
         w.extend((0..16).map(|i| if i as f32 > 7.5 { 1.0 } else { 2.0 }));
-        w.push(0.0);
         w
     }
 
@@ -406,8 +412,15 @@ mod tests {
         let missing = crate::for_each_backend!(|b, s| {
             let got = s.vectorize(Exercise);
             let want_fma = if b == Backend::Portable { unfused } else { fused };
-            assert_eq!(got[..43], want()[..], "{b}");
+            assert_eq!(got[..42], want()[..], "{b}");
+            assert!(got[42].is_nan(), "{b}: ReLU keeps NaN, as PyTorch's");
             assert_eq!(got[43], want_fma, "{b}: multiply-add rounding");
+            let relu_bits: Vec<u32> = got[44..48].iter().map(|v| v.to_bits()).collect();
+            assert_eq!(
+                relu_bits,
+                [0, 0, f32::INFINITY.to_bits(), 1],
+                "{b}: ReLU of -0, -inf, +inf, 2^-149"
+            );
         });
         assert!(!missing.contains(&Backend::Portable));
     }
