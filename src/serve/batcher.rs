@@ -415,6 +415,7 @@ pub fn run_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::mpsc::Sender;
 
     fn cfg(max_batch: usize, queue: usize) -> BatchConfig {
         BatchConfig {
@@ -547,12 +548,33 @@ mod tests {
         assert_eq!(stats.spare_passes.load(Ordering::SeqCst), passes[1]);
     }
 
-    /// Submits one image, returning its answer's receiver.
-    fn queue_one(b: &Batcher, v: f32) -> oneshot::Receiver<Answer> {
-        match b.submit(image(v, 1)) {
+    /// Submits a job, returning its answer's receiver.
+    fn queued(b: &Batcher, input: Input) -> oneshot::Receiver<Answer> {
+        match b.submit(input) {
             Submit::Queued(r) => r,
             _ => panic!("queued"),
         }
+    }
+
+    /// Submits one image of value `v`.
+    fn queue_one(b: &Batcher, v: f32) -> oneshot::Receiver<Answer> {
+        queued(b, image(v, 1))
+    }
+
+    /// A spare worker's loop with the fake preparation and model, telling each pass's size.
+    fn spare_loop(rx: &Mutex<Receiver<Job>>, c: &BatchConfig, stats: &QueueStats, passes: Sender<usize>) {
+        run_loop(
+            rx,
+            c,
+            stats,
+            Role::Spare,
+            || {},
+            fill,
+            |x, n| {
+                passes.send(n).unwrap();
+                echo(x, n)
+            },
+        )
     }
 
     #[test]
@@ -564,20 +586,7 @@ mod tests {
         let (passes_tx, passes) = std::sync::mpsc::channel();
         std::thread::scope(|s| {
             let (rx, stats) = (&rx, &stats);
-            let spare = s.spawn(move || {
-                run_loop(
-                    rx,
-                    &c,
-                    stats,
-                    Role::Spare,
-                    || {},
-                    fill,
-                    |x, n| {
-                        passes_tx.send(n).unwrap();
-                        echo(x, n)
-                    },
-                )
-            });
+            let spare = s.spawn(move || spare_loop(rx, &c, stats, passes_tx));
             // Two jobs are below the backlog of 3: the spare leaves them alone.
             let r1 = queue_one(&b, 0.1);
             let r2 = queue_one(&b, 0.2);
@@ -602,10 +611,7 @@ mod tests {
     fn uploads_are_prepared_in_their_batch_and_a_failed_one_is_answered_alone() {
         let c = cfg(8, 8);
         let (b, rx) = Batcher::new(&c);
-        let submit = |input| match b.submit(input) {
-            Submit::Queued(r) => r,
-            _ => panic!("queued"),
-        };
+        let submit = |input| queued(&b, input);
         let r1 = submit(image(0.25, 1));
         let r2 = submit(Input::Upload(vec![128]));
         let r3 = submit(Input::Upload(vec![]));
@@ -638,30 +644,14 @@ mod tests {
         let (passes_tx, passes) = std::sync::mpsc::channel();
         std::thread::scope(|s| {
             let (rx, stats) = (&rx, &stats);
-            let spare = s.spawn(move || {
-                run_loop(
-                    rx,
-                    &c,
-                    stats,
-                    Role::Spare,
-                    || {},
-                    fill,
-                    |x, n| {
-                        passes_tx.send(n).unwrap();
-                        echo(x, n)
-                    },
-                )
-            });
+            let spare = s.spawn(move || spare_loop(rx, &c, stats, passes_tx));
             let ready = [queue_one(&b, 0.1), queue_one(&b, 0.2)];
             std::thread::sleep(Duration::from_millis(100));
             assert!(passes.try_recv().is_err(), "the spare took two images");
             assert_eq!(stats.backlog_weight.load(Ordering::SeqCst), 2);
             let uploads: Vec<_> = [vec![64u8], vec![192u8]]
                 .into_iter()
-                .map(|u| match b.submit(Input::Upload(u)) {
-                    Submit::Queued(r) => r,
-                    _ => panic!("queued"),
-                })
+                .map(|u| queued(&b, Input::Upload(u)))
                 .collect();
             // The second upload makes the backlog: all four go in one pass.
             assert_eq!(passes.recv_timeout(Duration::from_secs(10)).unwrap(), 4);
@@ -678,10 +668,7 @@ mod tests {
         // One image a pass: the passes after the panic are served by the same worker.
         let c = cfg(1, 8);
         let (b, rx) = Batcher::new(&c);
-        let submit = |input| match b.submit(input) {
-            Submit::Queued(r) => r,
-            _ => panic!("queued"),
-        };
+        let submit = |input| queued(&b, input);
         let r1 = submit(Input::Upload(vec![7]));
         let r2 = submit(Input::Upload(vec![0]));
         let r3 = submit(Input::Upload(vec![64]));
@@ -710,10 +697,7 @@ mod tests {
     fn a_prepared_image_that_is_not_28x28_is_that_uploads_500() {
         let c = cfg(4, 8);
         let (b, rx) = Batcher::new(&c);
-        let submit = |input| match b.submit(input) {
-            Submit::Queued(r) => r,
-            _ => panic!("queued"),
-        };
+        let submit = |input| queued(&b, input);
         let (r1, r2) = (submit(Input::Upload(vec![27])), submit(Input::Upload(vec![28])));
         let stats = b.stats.clone();
         drop(b);
