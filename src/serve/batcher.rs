@@ -364,7 +364,7 @@ pub fn run_loop(
                     // (this worker's or another's), to read requests. Without it, the woken
                     // HTTP threads waited for the end of the worker's slice: `bncnn`'s PNG p99
                     // at 64 connections was 10.0-10.5 ms, against 8.1-9.1 ms with it. (A
-                    // yield after every pass instead cost JSON at 1,000 connections 5-8%.)
+                    // yield after every pass instead cost JSON at 1,000 connections 2-12%.)
                     std::thread::yield_now();
                     let prepared = prepare_caught(&mut prepare, bytes).and_then(|img| {
                         if img.dimensions() == (28, 28) {
