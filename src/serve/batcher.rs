@@ -561,6 +561,23 @@ mod tests {
         queued(b, image(v, 1))
     }
 
+    /// Queues `inputs` (batches of at most `max_batch` images, a queue that holds them all),
+    /// closes the queue and runs a first worker with `prepare` and the fake model until it ends;
+    /// each job's answer, in order, and the queue's stats.
+    fn run_first(
+        max_batch: usize,
+        inputs: Vec<Input>,
+        prepare: impl FnMut(&[u8]) -> Result<GrayImage, ApiError>,
+    ) -> (Vec<oneshot::Receiver<Answer>>, Arc<QueueStats>) {
+        let c = cfg(max_batch, inputs.len());
+        let (b, rx) = Batcher::new(&c);
+        let answers = inputs.into_iter().map(|input| queued(&b, input)).collect();
+        let stats = b.stats.clone();
+        drop(b);
+        run_loop(&rx, &c, &stats, Role::First, || {}, prepare, echo);
+        (answers, stats)
+    }
+
     /// A spare worker's loop with the fake preparation and model, telling each pass's size.
     fn spare_loop(rx: &Mutex<Receiver<Job>>, c: &BatchConfig, stats: &QueueStats, passes: Sender<usize>) {
         run_loop(
@@ -609,16 +626,14 @@ mod tests {
 
     #[test]
     fn uploads_are_prepared_in_their_batch_and_a_failed_one_is_answered_alone() {
-        let c = cfg(8, 8);
-        let (b, rx) = Batcher::new(&c);
-        let submit = |input| queued(&b, input);
-        let r1 = submit(image(0.25, 1));
-        let r2 = submit(Input::Upload(vec![128]));
-        let r3 = submit(Input::Upload(vec![]));
-        let r4 = submit(image(0.75, 2));
-        let stats = b.stats.clone();
-        drop(b);
-        run_loop(&rx, &c, &stats, Role::First, || {}, fill, echo);
+        let inputs = vec![
+            image(0.25, 1),
+            Input::Upload(vec![128]),
+            Input::Upload(vec![]),
+            image(0.75, 2),
+        ];
+        let (answers, stats) = run_first(8, inputs, fill);
+        let [r1, r2, r3, r4] = answers.try_into().expect("four answers");
         // The upload's pixels are its prepared image's (128 / 256 = 0.5), between its batch
         // mates, and its answer brings that image.
         assert_eq!(r1.blocking_recv().unwrap().unwrap().probs, vec![vec![0.25; 10]]);
@@ -665,21 +680,15 @@ mod tests {
 
     #[test]
     fn a_panic_while_preparing_is_that_uploads_500_and_the_worker_goes_on() {
-        // One image a pass: the passes after the panic are served by the same worker.
-        let c = cfg(1, 8);
-        let (b, rx) = Batcher::new(&c);
-        let submit = |input| queued(&b, input);
-        let r1 = submit(Input::Upload(vec![7]));
-        let r2 = submit(Input::Upload(vec![0]));
-        let r3 = submit(Input::Upload(vec![64]));
-        let stats = b.stats.clone();
-        drop(b);
         // A preparation with a bug that an upload starting with byte 7 reaches.
         let buggy = |bytes: &[u8]| {
             assert_ne!(bytes[0], 7, "a bug");
             fill(bytes)
         };
-        run_loop(&rx, &c, &stats, Role::First, || {}, buggy, echo);
+        // One image a pass: the passes after the panic are served by the same worker.
+        let uploads = [7, 0, 64].map(|b| Input::Upload(vec![b]));
+        let (answers, stats) = run_first(1, uploads.into(), buggy);
+        let [r1, r2, r3] = answers.try_into().expect("three answers");
         let failed = r1.blocking_recv().unwrap().unwrap_err();
         assert_eq!(failed.status.as_u16(), 500);
         assert!(
@@ -695,15 +704,11 @@ mod tests {
 
     #[test]
     fn a_prepared_image_that_is_not_28x28_is_that_uploads_500() {
-        let c = cfg(4, 8);
-        let (b, rx) = Batcher::new(&c);
-        let submit = |input| queued(&b, input);
-        let (r1, r2) = (submit(Input::Upload(vec![27])), submit(Input::Upload(vec![28])));
-        let stats = b.stats.clone();
-        drop(b);
         // A preparation that makes a (first byte) x 28 image.
         let sized = |bytes: &[u8]| Ok(GrayImage::new(u32::from(bytes[0]), 28));
-        run_loop(&rx, &c, &stats, Role::First, || {}, sized, echo);
+        let uploads = [27, 28].map(|b| Input::Upload(vec![b]));
+        let (answers, _) = run_first(4, uploads.into(), sized);
+        let [r1, r2] = answers.try_into().expect("two answers");
         let failed = r1.blocking_recv().unwrap().unwrap_err();
         assert_eq!(failed.status.as_u16(), 500);
         assert!(failed.message.contains("a 27x28 image"), "{}", failed.message);
