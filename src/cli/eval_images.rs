@@ -118,7 +118,7 @@ pub fn score_images(
     for chunk in ok.chunks(500) {
         let x: Vec<f32> = chunk
             .iter()
-            .flat_map(|img| img.as_raw().iter().map(|&p| crate::data::pixel_to_f32(p)))
+            .flat_map(|img| crate::predict::network_input(img))
             .collect();
         let logits =
             crate::tensor::no_grad(|| model.forward(&crate::tensor::Tensor::from_vec(x, &[chunk.len(), SIDE * SIDE])));

@@ -125,10 +125,7 @@ pub(crate) fn predict(a: PredictArgs) -> crate::Result<()> {
         })
         .collect();
     let ok: Vec<&image::GrayImage> = prepared.iter().filter_map(|r| r.as_ref().ok()).collect();
-    let x: Vec<f32> = ok
-        .iter()
-        .flat_map(|img| img.as_raw().iter().map(|&p| crate::data::pixel_to_f32(p)))
-        .collect();
+    let x: Vec<f32> = ok.iter().flat_map(|img| crate::predict::network_input(img)).collect();
     model.set_training(false);
     let probs = if ok.is_empty() {
         Vec::new()

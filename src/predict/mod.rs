@@ -55,6 +55,12 @@ pub fn softmax_rows(logits: &[f32], c: usize) -> Vec<Vec<f32>> {
         .collect()
 }
 
+/// A prepared image's values as the network takes them (each pixel / 256, as MNIST's file
+/// holds them), row by row.
+pub fn network_input(img: &GrayImage) -> impl Iterator<Item = f32> + '_ {
+    img.as_raw().iter().map(|&p| crate::data::pixel_to_f32(p))
+}
+
 /// PNG bytes of a gray image.
 pub fn png_bytes(img: &GrayImage) -> Vec<u8> {
     let mut out = std::io::Cursor::new(Vec::new());

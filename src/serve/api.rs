@@ -439,7 +439,7 @@ fn is_small_image(body: &[u8]) -> bool {
 /// image itself when asked for.
 fn image_job(body: &[u8], want_image: bool) -> Result<(Input, bool, Option<GrayImage>), ApiError> {
     let img = prepare_image(body)?;
-    let pixels = img.as_raw().iter().map(|&v| crate::data::pixel_to_f32(v)).collect();
+    let pixels = crate::predict::network_input(&img).collect();
     Ok((Input::Pixels(pixels), false, want_image.then_some(img)))
 }
 

@@ -376,7 +376,7 @@ pub fn run_loop(
                     });
                     match prepared {
                         Ok(img) => {
-                            x.extend(img.as_raw().iter().map(|&v| crate::data::pixel_to_f32(v)));
+                            x.extend(crate::predict::network_input(&img));
                             Some(img)
                         }
                         Err(e) => {
