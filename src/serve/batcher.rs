@@ -60,10 +60,10 @@ impl Input {
         }
     }
 
-    /// Its weight in the backlog that wakes the spares.
+    /// Its weight in the backlog that wakes the spares: its images, an upload [`UPLOAD_WEIGHT`].
     fn weight(&self) -> usize {
         match self {
-            Input::Pixels(px) => px.len() / PIXELS,
+            Input::Pixels(_) => self.rows(),
             Input::Upload(_) => UPLOAD_WEIGHT,
         }
     }
