@@ -1,12 +1,13 @@
-//! conv2d's forward: per chunk of samples, the patches (planes, or the patch matrix A by
-//! im2row) and y (M, OC) = A Wt + bias, with the ReLU applied as y is stored when fused.
+//! conv2d's forward: per chunk of samples, the patches (planes, the patch matrix A by im2row,
+//! or for whole-tap layers x itself, read through the pixel taps) and y (M, OC) = A Wt + bias,
+//! with the ReLU applied as y is stored when fused.
 //!
 //! Shapes (see the module header): x (N, C, H, W) read channels-last as (N, H, W, C), Wt
 //! (CKK, OC), bias (OC), y stored (N, OH, OW, OC); per chunk of B samples M = B*OHW.
 
 use super::ConvGeom;
-use super::kernels::{MR, block_times_matrix, taps_times_matrix};
-use super::layout::{Taps, fill_planes, im2row, patch_stride};
+use super::kernels::{MR, block_times_matrix, tap_rows_times_matrix, taps_times_matrix};
+use super::layout::{Taps, fill_planes, im2row, patch_stride, pixel_taps};
 use super::plan::Plan;
 use crate::ops::max_pool2d::{PoolGeom, kernels::Forward as PoolForward};
 use crate::ops::simd::{Kernel, Simd};
@@ -15,7 +16,7 @@ use crate::tensor::nchw_to_nhwc;
 use crate::tensor::pool::{self, Pooled};
 use std::borrow::Cow;
 
-/// Forward of one chunk: A = im2row(x) (or the planes of x), y (M, OC) = A Wt + bias.
+/// Forward of one chunk: A = im2row(x) (or the planes of x, or x), y (M, OC) = A Wt + bias.
 struct ForwardChunk<'a> {
     g: &'a ConvGeom,
     plan: Plan,
@@ -55,7 +56,14 @@ impl Kernel for ForwardChunk<'_> {
                     taps_times_matrix(s, a, (&rb, &taps.koff), (ckk, oc), wt, oc, bias, yb, (rows, relu));
                 }
             }
-            Plan::WholeTaps { .. } | Plan::PatchMatrix => {
+            Plan::WholeTaps { .. } => {
+                let pix = pixel_taps(g);
+                for (m0, yb) in (0..m_total).step_by(MR).zip(y.chunks_mut(MR * oc)) {
+                    let rows = MR.min(m_total - m0);
+                    tap_rows_times_matrix(s, g, (x, &pix), (m0, rows), (wt, bias), yb, relu);
+                }
+            }
+            Plan::PatchMatrix => {
                 im2row(s, g, x, l, a);
                 for m0 in (0..m_total).step_by(MR) {
                     let (ab, yb, rows) = (&a[m0 * l..], &mut y[m0 * oc..], MR.min(m_total - m0));

@@ -282,6 +282,95 @@ pub(super) fn block_times_matrix<S: Simd, const AS: usize>(
     }
 }
 
+/// The forward's product for one block of up to 16 output pixels m0.. (rows < `rows` real) of
+/// a [`Plan::WholeTaps`](super::plan::Plan::WholeTaps) layer, without a patch matrix: A's rows
+/// are read from x (B, H, W, C) through the pixel taps `pix` (from
+/// [`pixel_taps`](super::layout::pixel_taps)): A[m, t*C + c] = channel c of the pixel that
+/// output pixel m reads through tap t, 0 in the padding. y (rows x OC) = A Wt + bias, then
+/// max(., 0) with `relu`. The same multiply-adds in the same order as [`block_times_matrix`]
+/// over im2row's matrix, so the same bits, without writing the matrix and reading it back.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub(super) fn tap_rows_times_matrix<S: Simd>(
+    s: S,
+    g: &ConvGeom,
+    (x, pix): (&[f32], &[usize]),
+    (m0, rows): (usize, usize),
+    (wt, bias): (&[f32], &[f32]),
+    y: &mut [f32],
+    relu: bool,
+) {
+    let (ohw, kk) = (g.ohw(), g.kh * g.kw);
+    assert!(rows > 0 && rows <= MR, "tap_rows_times_matrix: 1 to 16 rows");
+    // Per row: its sample's offset in x, and where its taps start in `pix`. Rows past `rows`
+    // repeat the last real one; they are computed, not stored.
+    let at: [(usize, usize); MR] = std::array::from_fn(|r| {
+        let m = m0 + r.min(rows - 1);
+        ((m / ohw) * g.in_size(), (m % ohw) * kk)
+    });
+    let args = (g, (x, pix), (wt, bias), relu);
+    if rows <= 2 * GROUP {
+        // A short last block (a single image's 49 pixels leave 1): 4 rows at a time.
+        for r0 in (0..rows).step_by(GROUP) {
+            let atg: &[(usize, usize); GROUP] = at[r0..][..GROUP].try_into().expect("GROUP rows");
+            tap_rows_block::<S, GROUP>(s, args, atg, &mut y[r0 * g.oc..], GROUP.min(rows - r0));
+        }
+        return;
+    }
+    for_each_group!(S, rows, |r0, G| {
+        let atg: &[(usize, usize); G] = at[r0..][..G].try_into().expect("G rows");
+        tap_rows_block::<S, G>(s, args, atg, &mut y[r0 * g.oc..], G.min(rows - r0));
+    });
+}
+
+/// [`tap_rows_times_matrix`] for G rows (`at`: each row's sample offset in x and first entry in
+/// `pix`), all in registers; the first `rows` stored.
+#[allow(clippy::type_complexity)]
+#[inline(always)]
+fn tap_rows_block<S: Simd, const G: usize>(
+    s: S,
+    (g, (x, pix), (wt, bias), relu): (&ConvGeom, (&[f32], &[usize]), (&[f32], &[f32]), bool),
+    at: &[(usize, usize); G],
+    y: &mut [f32],
+    rows: usize,
+) {
+    let (c, oc, kk) = (g.c, g.oc, g.kh * g.kw);
+    assert!(
+        c.is_multiple_of(LANES) && wt.len() >= kk * c * oc && bias.len() >= oc,
+        "tap_rows_block: weights or bias too short"
+    );
+    let zeros = [0.0f32; LANES];
+    for n0 in (0..oc).step_by(LANES) {
+        with_width!(LANES.min(oc - n0), |w| {
+            let mut acc = [s.load(&bias[n0..], w); G];
+            for t in 0..kk {
+                for cb in (0..c).step_by(LANES) {
+                    // The 16 channels from cb that each row reads through tap t, or zeros.
+                    let a: [&[f32; LANES]; G] = std::array::from_fn(|r| {
+                        let (base, first) = at[r];
+                        match pix[first + t] {
+                            usize::MAX => &zeros,
+                            o => x[base + o + cb..][..LANES].try_into().expect("16 channels"),
+                        }
+                    });
+                    let k0 = t * c + cb;
+                    for j in 0..LANES {
+                        // SAFETY: (k0 + j) * oc + n0 + w <= (kk * c - 1) * oc + oc <= wt.len()
+                        // (asserted above), as k0 + j < kk * c and n0 + w <= oc.
+                        let bv = s.load(unsafe { wt.get_unchecked((k0 + j) * oc + n0..) }, w);
+                        for (acc, ar) in acc.iter_mut().zip(&a) {
+                            *acc = s.mul_add(s.splat(ar[j]), bv, *acc);
+                        }
+                    }
+                }
+            }
+            for (r, v) in acc.iter().enumerate().take(rows) {
+                s.store(&mut y[r * oc + n0..], w, if relu { s.relu(*v) } else { *v });
+            }
+        });
+    }
+}
+
 /// [`columns_times_matrix`] for the column block k0 = t*C + cb of a
 /// [`Plan::WholeTaps`](super::plan::Plan::WholeTaps) layer, A's rows read from x (B, H, W, C):
 /// A[m, k0..k0+16] = the 16 channels from cb of the pixel that output pixel m reads through
@@ -388,20 +477,23 @@ fn taps_times_matrix_block<S: Simd, const G: usize>(
     let koff = &koff[..k];
     let reach = rb.iter().max().unwrap_or(&0) + koff.iter().max().unwrap_or(&0);
     assert!(reach < planes.len(), "taps_times_matrix: planes too short");
+    assert!(k == 0 || b.len() >= (k - 1) * ldb + n, "taps_times_matrix: B too short");
     for n0 in (0..n).step_by(LANES) {
-        let w = LANES.min(n - n0);
-        let mut acc = [s.load(&bias[n0..], w); G];
-        for (p, &o) in koff.iter().enumerate() {
-            let bv = s.load(&b[p * ldb + n0..], w);
-            for (acc, &base) in acc.iter_mut().zip(rb) {
-                // SAFETY: base + o <= max(rb) + max(koff) < planes.len(), asserted above.
-                let av = unsafe { *planes.get_unchecked(base + o) };
-                *acc = s.mul_add(s.splat(av), bv, *acc);
+        with_width!(LANES.min(n - n0), |w| {
+            let mut acc = [s.load(&bias[n0..], w); G];
+            for (p, &o) in koff.iter().enumerate() {
+                // SAFETY: p * ldb + n0 + w <= (k - 1) * ldb + n <= b.len(), asserted above.
+                let bv = s.load(unsafe { b.get_unchecked(p * ldb + n0..) }, w);
+                for (acc, &base) in acc.iter_mut().zip(rb) {
+                    // SAFETY: base + o <= max(rb) + max(koff) < planes.len(), asserted above.
+                    let av = unsafe { *planes.get_unchecked(base + o) };
+                    *acc = s.mul_add(s.splat(av), bv, *acc);
+                }
             }
-        }
-        for (r, v) in acc.iter().enumerate().take(rows) {
-            s.store(&mut c[r * n + n0..], w, if relu { s.relu(*v) } else { *v });
-        }
+            for (r, v) in acc.iter().enumerate().take(rows) {
+                s.store(&mut c[r * n + n0..], w, if relu { s.relu(*v) } else { *v });
+            }
+        });
     }
 }
 

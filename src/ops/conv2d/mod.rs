@@ -9,10 +9,11 @@
 //! holds row m = output pixel, column k = (ki, kj, c); in channels-last order each kernel row
 //! of a patch is one contiguous run of KW*C input values, so building A is a few vector copies
 //! per pixel (not the scalar strided gathers of NCHW im2col). Then
-//!   forward  y (M, OC)    = A Wt + bias          (16 pixels in registers, OC in vector lanes)
+//!   forward  y (M, OC)    = A Wt + bias          (16 pixels in registers, OC in vector lanes;
+//!                             when C is a multiple of 16, A's rows are read straight from x,
+//!                             each tap's 16 channels through a per-pixel offset: no matrix)
 //!   backward dWt (CKK, OC) = A^T dy              (16 patch columns in registers; when C is a
-//!                             multiple of 16 these are read straight from x, and the forward
-//!                             keeps no patch matrix)
+//!                             multiple of 16 these are read straight from x too)
 //!            dA (M, CKK)   = dy Wr, dx = row2im(dA)   (when C is a multiple of 16, each 16-column
 //!                             block of dA goes straight into dx instead: no dA matrix)
 //! A's rows have a fixed stride (16 or 160), so the kernels address the 16 register rows with

@@ -79,8 +79,9 @@ pub(super) enum Plan {
         single_block: bool,
     },
     /// C a multiple of 16, so that each 16-column block of a patch row is one kernel tap's
-    /// channels. The forward builds a patch matrix per chunk but keeps none, only x: the
-    /// backward reads dW's patch rows straight from x's pixels (`tap_columns_times_matrix`).
+    /// channels, contiguous in x. No patch matrix: the forward reads each output pixel's taps
+    /// straight from x's pixels (`tap_rows_times_matrix`), and so does the backward for dW
+    /// (`tap_columns_times_matrix`), which keeps only x.
     WholeTaps {
         /// The output channels fit four vectors (the dy block's fixed stride of 16, 32 or 64),
         /// so dx gets each block of dy Wr as soon as it is computed, added straight into the
@@ -108,11 +109,13 @@ impl Plan {
         }
     }
 
-    /// Length of the patches of a chunk of `b` samples: planes or a patch matrix.
+    /// Length of the patches of a chunk of `b` samples: planes, a patch matrix, or none
+    /// ([`Plan::WholeTaps`] layers read x).
     pub(super) fn chunk_patch_len(self, g: &ConvGeom, b: usize) -> usize {
         match self {
             Plan::Planes { .. } => b * plane_len(g),
-            Plan::WholeTaps { .. } | Plan::PatchMatrix => patch_rows(g, b) * patch_stride(g.ckk()),
+            Plan::WholeTaps { .. } => 0,
+            Plan::PatchMatrix => patch_rows(g, b) * patch_stride(g.ckk()),
         }
     }
 

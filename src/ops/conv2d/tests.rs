@@ -4,8 +4,8 @@
 //!
 //! Shapes: x (N, C, H, W), weight (OC, C, KH, KW), as in the module header.
 
-use super::kernels::{MR, rows_times_matrix, rows_times_matrix_into_image};
-use super::layout::{patch_rows, patch_stride, pixel_taps, row2im, weights_oc_major};
+use super::kernels::{MR, block_times_matrix, rows_times_matrix, rows_times_matrix_into_image};
+use super::layout::{im2row, patch_rows, patch_stride, pixel_taps, row2im, weights_oc_major};
 use super::plan::Plan;
 use super::*;
 use crate::ops::gradcheck::{check, input, random};
@@ -197,13 +197,16 @@ fn kernels<S: crate::ops::simd::Simd>(
 /// portable path (two roundings) is close. On the tutorial's geometries and on ones that
 /// take the kernels' other branches: more than 160 patch values (run-time row stride), more
 /// than 16 output channels (two vector blocks), several input channels in (N, C, H, W)
-/// order, a fused ReLU.
+/// order, a fused ReLU; and whole-tap layers (C a multiple of 16, read from x through the
+/// pixel taps) with two channel blocks, three output blocks and a last block of one pixel.
 #[test]
 fn every_backend_agrees_with_the_reference_and_the_others() {
     let cases = [
         (3, (1, 28, 28), (16, 3), 2, 1),
         (9, (16, 14, 14), (16, 3), 2, 1),
+        (1, (16, 14, 14), (16, 3), 2, 1),
         (9, (16, 7, 7), (10, 3), 2, 1),
+        (2, (32, 7, 7), (40, 3), 1, 1),
         (3, (20, 6, 5), (20, 3), 1, 1),
         (2, (3, 9, 9), (5, 4), 3, 0),
     ];
@@ -245,6 +248,38 @@ fn every_backend_agrees_with_the_reference_and_the_others() {
                 }
             }
         }
+    }
+}
+
+/// Whole-tap layers read their patch rows from x through the pixel taps: the same bits as
+/// the patch matrix (im2row) and its product, on every backend (fused ReLU on).
+#[test]
+fn whole_tap_forward_is_bit_identical_to_the_patch_matrix() {
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    let cases = [
+        (3, (16, 14, 14), (16, 3), 2, 1),
+        (2, (32, 7, 7), (40, 3), 1, 1),
+        (1, (16, 7, 7), (10, 3), 2, 1),
+    ];
+    for (n, (c, h, w), (oc, k), st, pad) in cases {
+        let g = ConvGeom::new((c, h, w), (oc, k, k), st, pad);
+        assert!(matches!(Plan::for_geometry(&g), Plan::WholeTaps { .. }), "{g:?}");
+        // x taken as channels-last (N, H, W, C).
+        let (x, b) = (random(n * g.in_size(), 5), random(oc, 7));
+        let wt = weights_k_major(&g, &random(oc * g.ckk(), 6));
+        let (l, m) = (patch_stride(g.ckk()), n * g.ohw());
+        crate::for_each_backend!(|backend, s| {
+            let mut y = vec![0.0; m * oc];
+            conv2d_forward(s, &g, &x, false, &wt, Some(&b), &mut y, (false, true));
+            let mut a = vec![0.0; patch_rows(&g, n) * l];
+            im2row(s, &g, &x, l, &mut a);
+            let mut want = vec![0.0; m * oc];
+            for m0 in (0..m).step_by(MR) {
+                let rows = (MR.min(m - m0), true);
+                block_times_matrix::<_, 0>(s, &a[m0 * l..], l, (g.ckk(), oc), &wt, &b, &mut want[m0 * oc..], rows);
+            }
+            assert_eq!(bits(&y), bits(&want), "{backend} {g:?}");
+        });
     }
 }
 
