@@ -17,24 +17,13 @@ use mnist_cnn::optim::SgdConfig;
 use mnist_cnn::rng::Rng;
 use mnist_cnn::train::{LOSS_FUNC, loss_batch};
 use safetensors::SafeTensors;
-use safetensors::tensor::Dtype;
+
+#[path = "../tests/common/safetensors_f64.rs"]
+mod safetensors_f64;
+use safetensors_f64::values;
 use std::path::PathBuf;
 
 const STEPS: usize = 80;
-
-/// The fixture's tensor `name` as f64 values.
-fn values(st: &SafeTensors, name: &str) -> Vec<f64> {
-    let t = st.tensor(name).unwrap_or_else(|e| panic!("{name}: {e}"));
-    match t.dtype() {
-        Dtype::F32 => (t.data().chunks_exact(4))
-            .map(|b| f32::from_le_bytes(b.try_into().unwrap()) as f64)
-            .collect(),
-        Dtype::F64 => (t.data().chunks_exact(8))
-            .map(|b| f64::from_le_bytes(b.try_into().unwrap()))
-            .collect(),
-        d => panic!("{name}: dtype {d:?}"),
-    }
-}
 
 fn read_f64(path: &PathBuf) -> Vec<f64> {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e} (run the trace script first)", path.display()));

@@ -12,7 +12,10 @@ use mnist_cnn::optim::schedule::{Anneal, OneCycle};
 use mnist_cnn::optim::{AdamConfig, AdamWConfig, Optimizer, Schedule, ScheduleSpec, SgdConfig};
 use mnist_cnn::tensor::Tensor;
 use safetensors::SafeTensors;
-use safetensors::tensor::Dtype;
+
+#[path = "common/safetensors_f64.rs"]
+mod safetensors_f64;
+use safetensors_f64::values;
 
 const STEPS: usize = 10;
 const PARAMS: usize = 3;
@@ -21,20 +24,6 @@ const TOLERANCE: f64 = 1e-6;
 fn fixture() -> Vec<u8> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/torch_optim_golden.safetensors");
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-/// The fixture's tensor `name` as f64 values (stored F32 or F64, little-endian).
-fn values(st: &SafeTensors, name: &str) -> Vec<f64> {
-    let t = st.tensor(name).unwrap_or_else(|e| panic!("{name}: {e}"));
-    match t.dtype() {
-        Dtype::F32 => (t.data().chunks_exact(4))
-            .map(|b| f32::from_le_bytes(b.try_into().unwrap()) as f64)
-            .collect(),
-        Dtype::F64 => (t.data().chunks_exact(8))
-            .map(|b| f64::from_le_bytes(b.try_into().unwrap()))
-            .collect(),
-        d => panic!("{name}: dtype {d:?}"),
-    }
 }
 
 /// The configurations of scripts/torch_optim_golden.py, by its names.
