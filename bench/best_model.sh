@@ -6,8 +6,9 @@
 #   (defaults "0 1 2" and "0"; needs python3 with torch and numpy for the PyTorch runs; an empty
 #   TORCH_SEEDS skips them). EPOCHS=N overrides the recipe's 25 epochs (both sides).
 # Both sides are held to AVX2+FMA, the instructions most users' CPUs have: mnist-cnn with
-# MNIST_CNN_SIMD=avx2 (override with SIMD=avx512|portable), PyTorch with ATEN_CPU_CAPABILITY=avx2
-# and ONEDNN_MAX_CPU_ISA=AVX2. 2 threads each (THREADS=N). Run it on an otherwise idle machine.
+# MNIST_CNN_SIMD=avx2 (override with SIMD=avx512|portable), PyTorch with ATEN_CPU_CAPABILITY=avx2,
+# ONEDNN_MAX_CPU_ISA=AVX2 and MKL_ENABLE_INSTRUCTIONS=AVX2 (MKL, behind torch.mm and the linear
+# layers, ignores the other two). 2 threads each (THREADS=N). Run it on an otherwise idle machine.
 # SAVE_DIR=DIR keeps mnist-cnn's trained weights as DIR/bncnn-seedN.safetensors.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,7 +29,7 @@ for s in $seeds; do
 done
 for s in $torch_seeds; do
   echo "PyTorch bncnn seed $s (AVX2, $threads threads)" >&2
-  ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 "$python" bench/best_model.py --epochs "$epochs" \
+  ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 "$python" bench/best_model.py --epochs "$epochs" \
     --seed "$s" --threads "$threads" >"$out/torch-$s.jsonl"
 done
 "$python" - "$out" "$seeds" "$torch_seeds" "$simd" <<'PY'

@@ -3,7 +3,9 @@
 # threads, then prints medians and ratios, and the peak RSS of a full 10-epoch `train` run.
 # usage: bench/compare.sh [ROUNDS]   (default 3; needs python3 with torch and numpy)
 # The kernel backend is the best this CPU has; MNIST_CNN_SIMD=avx512|avx2|neon|portable forces
-# one (for mnist-cnn; the table's first line names the backend used).
+# one (for mnist-cnn; the table's first line names the backend used). To hold PyTorch to AVX2
+# as well: ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 (MKL,
+# behind torch.mm and so the SGEMM peak line, ignores the first two).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-3}
