@@ -28,7 +28,9 @@ d = sys.argv[1]
 rows = {"rust": [json.loads(l) for l in open(f"{d}/rust.jsonl")], "torch": [json.loads(l) for l in open(f"{d}/torch.jsonl")]}
 rss_train = int(open(f"{d}/rss").read().split()[-1]) / 1024
 cpu = [l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")][0]
-print(f"machine: {cpu}, {len(open('/proc/cpuinfo').read().split('processor')) - 1} cpus; torch {rows['torch'][0]['version']}; mnist-cnn SIMD backend {rows['rust'][0]['simd']}")
+t0 = rows['torch'][0]
+limits = ", ".join(f"{k}={v}" for k, v in t0.get("isa_limits", {}).items()) or "no ISA limits"
+print(f"machine: {cpu}, {len(open('/proc/cpuinfo').read().split('processor')) - 1} cpus; torch {t0['version']} (ATen {t0.get('cpu_capability', '?')}; {limits}); mnist-cnn SIMD backend {rows['rust'][0]['simd']}")
 print(f"medians of {len(rows['rust']) // 2} alternating rounds per thread count\n")
 metrics = [
     ("training samples/s", "train_samples_per_sec", True),

@@ -12,6 +12,7 @@ usage: python3 bench/pytorch_reference.py [--threads N] [--repeats R] [--json]
 import argparse
 import gzip
 import json
+import os
 import pathlib
 import resource
 import struct
@@ -113,6 +114,9 @@ def main():
         "impl": "pytorch",
         "version": torch.__version__,
         "threads": torch.get_num_threads(),
+        # What held PyTorch's kernels: ATen's vector code, and the settings oneDNN and MKL read.
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "isa_limits": {k: os.environ[k] for k in ("ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS") if k in os.environ},
         "train_samples_per_sec": float(np.median(rates)),
         "train_samples_per_sec_all": rates,
         "epoch_seconds": float(np.median(epochs)),
