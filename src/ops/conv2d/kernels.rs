@@ -282,6 +282,18 @@ pub(super) fn block_times_matrix<S: Simd, const AS: usize>(
     }
 }
 
+/// For each row of a block of 16 output pixels m0.. (the rows past `rows` repeat the last real
+/// one): its sample's offset in x (or dx), and where its taps start in the pixel taps `pix`
+/// (from [`pixel_taps`](super::layout::pixel_taps)).
+#[inline(always)]
+fn block_pixels(g: &ConvGeom, m0: usize, rows: usize) -> [(usize, usize); MR] {
+    let (ohw, kk) = (g.ohw(), g.kh * g.kw);
+    std::array::from_fn(|r| {
+        let m = m0 + r.min(rows - 1);
+        ((m / ohw) * g.in_size(), (m % ohw) * kk)
+    })
+}
+
 /// The forward's product for one block of up to 16 output pixels m0.. (rows < `rows` real) of
 /// a [`Plan::WholeTaps`](super::plan::Plan::WholeTaps) layer, without a patch matrix: A's rows
 /// are read from x (B, H, W, C) through the pixel taps `pix` (from
@@ -300,14 +312,9 @@ pub(super) fn tap_rows_times_matrix<S: Simd>(
     y: &mut [f32],
     relu: bool,
 ) {
-    let (ohw, kk) = (g.ohw(), g.kh * g.kw);
     assert!(rows > 0 && rows <= MR, "tap_rows_times_matrix: 1 to 16 rows");
-    // Per row: its sample's offset in x, and where its taps start in `pix`. Rows past `rows`
-    // repeat the last real one; they are computed, not stored.
-    let at: [(usize, usize); MR] = std::array::from_fn(|r| {
-        let m = m0 + r.min(rows - 1);
-        ((m / ohw) * g.in_size(), (m % ohw) * kk)
-    });
+    // Rows past `rows` repeat the last real one; they are computed, not stored.
+    let at = block_pixels(g, m0, rows);
     let args = (g, (x, pix), (wt, bias), relu);
     if rows <= 2 * GROUP {
         // A short last block (a single image's 49 pixels leave 1): 4 rows at a time.
@@ -681,11 +688,7 @@ pub(super) fn rows_times_matrix_into_image<S: Simd, const BS: usize>(
         rows > 0 && blk.len() >= MR * BS && BS >= oc && wr.len() >= oc * ckk,
         "rows_times_matrix_into_image: block or weights too short"
     );
-    // Per row: its sample's offset in dx, and where its taps start in `pix`.
-    let at: [(usize, usize); MR] = std::array::from_fn(|r| {
-        let m = m0 + r.min(rows - 1);
-        ((m / g.ohw()) * g.in_size(), (m % g.ohw()) * kk)
-    });
+    let at = block_pixels(g, m0, rows);
     for t in (0..kk).rev() {
         for cb in (0..c).step_by(LANES) {
             let n0 = t * c + cb;
