@@ -11,19 +11,16 @@
 //!
 //! The backend is the best this CPU has, or `MNIST_CNN_SIMD`.
 
-use mnist_cnn::data::{DataLoader, Format, load_mnist};
-use mnist_cnn::nn::{Module, models};
-use mnist_cnn::optim::SgdConfig;
+use mnist_cnn::nn::Module;
 use mnist_cnn::rng::Rng;
-use mnist_cnn::train::{LOSS_FUNC, loss_batch};
 use safetensors::SafeTensors;
-
-#[path = "../tests/common/safetensors_f64.rs"]
-mod safetensors_f64;
-use safetensors_f64::values;
 use std::path::PathBuf;
 
-const STEPS: usize = 80;
+#[path = "../tests/common/eighty_steps.rs"]
+mod eighty_steps;
+#[path = "../tests/common/safetensors_f64.rs"]
+mod safetensors_f64;
+use eighty_steps::{STEPS, fixture, model_at_init, train};
 
 fn read_f64(path: &PathBuf) -> Vec<f64> {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e} (run the trace script first)", path.display()));
@@ -43,36 +40,30 @@ fn flat(model: &dyn Module) -> Vec<f64> {
         .collect()
 }
 
+/// The largest |a - b| over the values.
+fn max_distance(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
+}
+
 /// Trains from the fixture's initial weights (each nudged one ulp up with probability 1/2 when
 /// `nudge` has a seed), calling `each(step, weights)` after every step.
-fn run(st: &SafeTensors, nudge: Option<u64>, mut each: impl FnMut(usize, &dyn Module)) {
-    let data = load_mnist(std::path::Path::new("data/mnist"), Format::Idx).expect("data/mnist");
-    let model = models::find("cnn").unwrap().build(&mut Rng::new(0));
+fn run(st: &SafeTensors, nudge: Option<u64>, each: impl FnMut(usize, &dyn Module)) {
     let mut rng = Rng::new(nudge.unwrap_or(0));
-    for (name, p) in model.named_parameters() {
-        let init = values(st, &format!("init.{name}"));
-        for (dst, v) in p.data_mut().iter_mut().zip(init) {
-            let v = v as f32;
-            *dst = if nudge.is_some() && rng.next_f32() < 0.5 {
-                f32::from_bits(if v >= 0.0 { v.to_bits() + 1 } else { v.to_bits() - 1 })
-            } else {
-                v
-            };
+    let model = model_at_init(st, |v| {
+        if nudge.is_some() && rng.next_f32() < 0.5 {
+            v.next_up()
+        } else {
+            v
         }
-    }
-    let mut opt = SgdConfig::new(0.1).with_momentum(0.9).init(model.parameters());
-    let dl = DataLoader::new(data.train.subset(0..STEPS * 64), 64, false, 0);
-    for (i, b) in dl.epoch(0).enumerate() {
-        loss_batch(model.as_ref(), LOSS_FUNC, &b.x, &b.y, Some(&mut opt));
-        each(i + 1, model.as_ref());
-    }
+    });
+    train(model.as_ref(), each);
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let dir = PathBuf::from(args.first().expect("usage: eighty_steps_trace DIR [NUDGES]"));
     let nudges: u64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(0);
-    let bytes = std::fs::read("tests/fixtures/torch_80_steps.safetensors").expect("the fixture");
+    let bytes = fixture();
     let st = SafeTensors::deserialize(&bytes).expect("the fixture");
     let (r64, r32) = (
         read_f64(&dir.join("steps_f64.bin")),
@@ -87,11 +78,10 @@ fn main() {
     run(&st, None, |step, model| {
         let ours = flat(model);
         let (f64s, f32s) = (&r64[(step - 1) * np..step * np], &r32[(step - 1) * np..step * np]);
-        let max = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
-        let d = max(&ours, f64s);
+        let d = max_distance(&ours, f64s);
         println!(
             "step {step:2}: this crate {d:.3e}, PyTorch float32 {:.3e}",
-            max(f32s, f64s)
+            max_distance(f32s, f64s)
         );
         if d > 1e-6 && !shown {
             shown = true;
@@ -113,12 +103,7 @@ fn main() {
         let mut last = 0.0;
         run(&st, Some(seed), |step, model| {
             if step == STEPS {
-                let w = flat(model);
-                last = w
-                    .iter()
-                    .zip(&r64[(STEPS - 1) * np..])
-                    .map(|(x, y)| (x - y).abs())
-                    .fold(0.0, f64::max);
+                last = max_distance(&flat(model), &r64[(STEPS - 1) * np..]);
             }
         });
         println!("nudge {seed}: step 80, max |w - w_f64| = {last:.3e}");

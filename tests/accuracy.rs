@@ -6,44 +6,26 @@
 //! PyTorch's own float32 run ends 2.1e-7 from its float64 one (the fixture's metadata).
 //! Fixture: tests/fixtures/torch_80_steps.safetensors, written by scripts/torch_80_steps.py.
 
-use std::path::PathBuf;
-
 use mnist_cnn::data::{DataLoader, Format, load_mnist};
-use mnist_cnn::nn::models;
 use mnist_cnn::ops::simd::{Backend, on_each_backend};
-use mnist_cnn::optim::SgdConfig;
-use mnist_cnn::rng::Rng;
-use mnist_cnn::train::{LOSS_FUNC, loss_batch};
+use mnist_cnn::train::LOSS_FUNC;
 use safetensors::SafeTensors;
 
 #[path = "common/safetensors_f64.rs"]
 mod safetensors_f64;
 use safetensors_f64::values;
+#[path = "common/eighty_steps.rs"]
+mod eighty_steps;
+use eighty_steps::{STEPS, fixture, model_at_init, root, train};
 
-const STEPS: usize = 80;
 const TOLERANCE: f64 = 2e-6;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Loads the fixture's initial weights into a fresh model.
-fn model_at_init(st: &SafeTensors) -> Box<dyn mnist_cnn::nn::Module> {
-    let model = models::find("cnn").unwrap().build(&mut Rng::new(0));
-    for (name, p) in model.named_parameters() {
-        let init: Vec<f32> = values(st, &format!("init.{name}")).iter().map(|&v| v as f32).collect();
-        assert_eq!(init.len(), p.numel(), "{name}");
-        p.data_mut().copy_from_slice(&init);
-    }
-    model
-}
 
 /// The gradients of the first batch from PyTorch's initial weights, on every backend, against
 /// PyTorch's float64 ones: each tensor's largest error, relative to its largest gradient, is
 /// no larger than PyTorch float32's (0.7e-6 to 3.3e-6, in the fixture's metadata).
 #[test]
 fn first_batch_gradients_are_as_accurate_as_pytorch_float32() {
-    let bytes = std::fs::read(root().join("tests/fixtures/torch_80_steps.safetensors")).unwrap();
+    let bytes = fixture();
     let st = SafeTensors::deserialize(&bytes).unwrap();
     let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
     let meta = meta.metadata().clone().unwrap();
@@ -51,7 +33,7 @@ fn first_batch_gradients_are_as_accurate_as_pytorch_float32() {
     let dl = DataLoader::new(data.train.subset(0..64), 64, false, 0);
     let mut worst = Vec::new();
     on_each_backend("first-batch gradients vs PyTorch float64", |b| {
-        let model = model_at_init(&st);
+        let model = model_at_init(&st, |v| v);
         let batch = dl.epoch(0).next().unwrap();
         LOSS_FUNC(&model.forward(&batch.x), &batch.y).backward();
         let mut line = String::new();
@@ -83,11 +65,7 @@ fn first_batch_gradients_are_as_accurate_as_pytorch_float32() {
 /// the weights moved in all. (The result is the same for any thread count: tests/training.rs
 /// checks that on every backend.)
 fn deviations(st: &SafeTensors) -> (Vec<(usize, f64)>, f64) {
-    let data = load_mnist(&root().join("data/mnist"), Format::Idx).unwrap();
-    let model = model_at_init(st);
-    let mut opt = SgdConfig::new(0.1).with_momentum(0.9).init(model.parameters());
-    let dl = DataLoader::new(data.train.subset(0..STEPS * 64), 64, false, 0);
-    let distance = |prefix: &str| -> f64 {
+    let distance = |model: &dyn mnist_cnn::nn::Module, prefix: &str| -> f64 {
         let mut dev = 0.0f64;
         for (name, p) in model.named_parameters() {
             let want = values(st, &format!("{prefix}.{name}"));
@@ -97,21 +75,18 @@ fn deviations(st: &SafeTensors) -> (Vec<(usize, f64)>, f64) {
         }
         dev
     };
+    let model = model_at_init(st, |v| v);
     let mut out = Vec::new();
-    let mut steps = 0;
-    for b in dl.epoch(0) {
-        loss_batch(model.as_ref(), LOSS_FUNC, &b.x, &b.y, Some(&mut opt));
-        steps += 1;
+    train(model.as_ref(), |steps, model| {
         if steps % 10 == 0 {
             let prefix = if steps == STEPS {
                 "f64".to_string()
             } else {
                 format!("f64.step{steps}")
             };
-            out.push((steps, distance(&prefix)));
+            out.push((steps, distance(model, &prefix)));
         }
-    }
-    assert_eq!(steps, STEPS);
+    });
     let mut moved = 0.0f64;
     for (name, _) in model.named_parameters() {
         let (w, i) = (values(st, &format!("f64.{name}")), values(st, &format!("init.{name}")));
@@ -132,7 +107,7 @@ fn deviations(st: &SafeTensors) -> (Vec<(usize, f64)>, f64) {
 /// 1.2e-5, not 2e-6: no float32 run can be sure of the side.
 #[test]
 fn eighty_steps_from_pytorch_weights_track_pytorch_float64() {
-    let bytes = std::fs::read(root().join("tests/fixtures/torch_80_steps.safetensors")).unwrap();
+    let bytes = fixture();
     let st = SafeTensors::deserialize(&bytes).unwrap();
     let mut results = Vec::new();
     let missing = on_each_backend("80 steps vs PyTorch float64", |b| {
