@@ -428,34 +428,99 @@ pub fn disk_extreme(p: &Plane, r: f32, max: bool) -> Plane {
 pub fn distance_to(mask: &[bool], w: usize, h: usize, target: bool) -> Vec<f32> {
     const INF: u32 = u32::MAX / 2;
     let mut d: Vec<u32> = mask.iter().map(|&m| if m == target { 0 } else { INF }).collect();
-    if w == 0 {
-        return Vec::new();
+    chamfer_passes(&mut d, w, h, None);
+    d.iter()
+        .map(|&v| if v >= INF { f32::INFINITY } else { v as f32 / 3.0 })
+        .collect()
+}
+
+/// Whether each pixel is within `r` of a pixel where `mask` is `target`: the same answers as
+/// `distance_to(mask, w, h, target)[i] <= r`, in 16-bit chamfer units that stop counting just
+/// above the largest passing one, V (the largest v with v / 3 <= r, the same division), with
+/// no distances made into floats. A pixel within V has its distance exactly (each step of its
+/// path is at most V); every other one ends above V. (A range too large for 16 bits is
+/// answered through [`distance_to`].)
+pub fn within(mask: &[bool], w: usize, h: usize, target: bool, r: f32) -> Vec<bool> {
+    let passes = |v: u32| v as f32 / 3.0 <= r;
+    if !passes(0) {
+        return vec![false; mask.len()];
     }
-    // Each pass relaxes a pixel from its neighbour along the row (final already in this pass)
-    // and from the three in the row before (final too): the row before is taken first for a
-    // whole row at once (it vectorises), then the scan along the row. A min in another order,
-    // so the same distances.
-    let from_row = |row: &mut [u32], other: &[u32]| {
-        for (x, v) in row.iter_mut().enumerate() {
-            let mut m = (*v).min(other[x] + 3);
-            if x > 0 {
-                m = m.min(other[x - 1] + 4);
+    const MOST: u32 = u16::MAX as u32 - 8;
+    if passes(MOST) {
+        return distance_to(mask, w, h, target).iter().map(|&d| d <= r).collect();
+    }
+    // The passing values are a prefix of 0, 1, ... (v / 3 grows with v): V, by halving.
+    let (mut lo, mut hi) = (0u32, MOST);
+    while hi - lo > 1 {
+        let mid = (lo + hi) / 2;
+        if passes(mid) { lo = mid } else { hi = mid }
+    }
+    let (most, beyond) = (lo as u16, lo as u16 + 1);
+    let mut d: Vec<u16> = mask.iter().map(|&m| if m == target { 0 } else { beyond }).collect();
+    // A run along a row of j steps costs 3j: only j <= V / 3 can end within V.
+    let span = Some(lo as usize / 3).filter(|&s| s <= 64);
+    chamfer_passes(&mut d, w, h, span);
+    d.iter().map(|&v| v <= most).collect()
+}
+
+/// The two passes of the chamfer transform on `d` (w x h, row by row: 0 at the targets, a
+/// large value elsewhere), in place. Each pass relaxes a pixel from its neighbour along the
+/// row (final already in this pass) and from the three in the row before (final too): the row
+/// before is taken first for a whole row at once (it vectorises), then the scan along the row.
+/// With `span`, only runs along a row of at most that many steps count (paths that cost at
+/// most 3 x span there): the scan is then log2(span) vector steps (row[x] from row[x - s] + 3s,
+/// s = 1, 2, 4, ...: together every j <= span), not a chain of one pixel at a time; `span` is
+/// at most 64 (3 x 64 fits a u8). The large value plus 4 (and 3 x span) must fit `T`.
+fn chamfer_passes<T>(d: &mut [T], w: usize, h: usize, span: Option<usize>)
+where
+    T: Copy + Ord + std::ops::Add<Output = T> + From<u8>,
+{
+    if w == 0 {
+        return;
+    }
+    let (three, four) = (T::from(3), T::from(4));
+    // The ends apart, so that the pixels between are zipped slices (no bounds or edge tests):
+    // that loop vectorises.
+    let from_row = |row: &mut [T], other: &[T]| {
+        row[0] = row[0].min(other[0] + three);
+        if w == 1 {
+            return;
+        }
+        row[0] = row[0].min(other[1] + four);
+        row[w - 1] = row[w - 1].min(other[w - 1] + three).min(other[w - 2] + four);
+        let inner = row[1..w - 1].iter_mut().zip(&other[1..w - 1]);
+        for ((v, &up), (&left, &right)) in inner.zip(other[..w - 2].iter().zip(&other[2..])) {
+            *v = (*v).min(up + three).min(left + four).min(right + four);
+        }
+    };
+    let mut before = Vec::with_capacity(w);
+    // Along the row, from the left (or from the right when `back`).
+    let mut along = |row: &mut [T], back: bool| match span {
+        None if back => (0..w - 1).rev().for_each(|x| row[x] = row[x].min(row[x + 1] + three)),
+        None => (1..w).for_each(|x| row[x] = row[x].min(row[x - 1] + three)),
+        Some(span) => {
+            let mut s = 1;
+            while s <= span && s < w {
+                before.clear();
+                before.extend_from_slice(row);
+                let c = T::from(3 * s as u8);
+                let (to, from) = if back {
+                    (&mut row[..w - s], &before[s..])
+                } else {
+                    (&mut row[s..], &before[..w - s])
+                };
+                to.iter_mut().zip(from).for_each(|(v, &p)| *v = (*v).min(p + c));
+                s *= 2;
             }
-            if x + 1 < w {
-                m = m.min(other[x + 1] + 4);
-            }
-            *v = m;
         }
     };
     for y in 0..h {
-        let (before, rest) = d.split_at_mut(y * w);
+        let (done, rest) = d.split_at_mut(y * w);
         let row = &mut rest[..w];
         if y > 0 {
-            from_row(row, &before[(y - 1) * w..]);
+            from_row(row, &done[(y - 1) * w..]);
         }
-        for x in 1..w {
-            row[x] = row[x].min(row[x - 1] + 3);
-        }
+        along(row, false);
     }
     for y in (0..h).rev() {
         let (head, after) = d.split_at_mut((y + 1) * w);
@@ -463,13 +528,8 @@ pub fn distance_to(mask: &[bool], w: usize, h: usize, target: bool) -> Vec<f32> 
         if y + 1 < h {
             from_row(row, &after[..w]);
         }
-        for x in (0..w - 1).rev() {
-            row[x] = row[x].min(row[x + 1] + 3);
-        }
+        along(row, true);
     }
-    d.iter()
-        .map(|&v| if v >= INF { f32::INFINITY } else { v as f32 / 3.0 })
-        .collect()
 }
 
 /// A connected set of mask pixels (8-neighbours).
@@ -643,17 +703,25 @@ pub fn quantiles<const K: usize>(values: &[f32], qs: [f64; K]) -> [f32; K] {
     out
 }
 
-/// How many of the values fall in each bin 0..=255 by `bin`: four histograms summed at the
-/// end, so that runs of one bin (paper) do not wait on one counter.
+/// How many of the values fall in each bin 0..=255 by `bin`: 16 values at a time, their bins
+/// made first (a pass that vectorises); 16 of one bin (paper) are counted at once, others in
+/// four histograms summed at the end, so that runs of one bin do not wait on one counter.
 pub(crate) fn histogram<T: Copy>(values: &[T], bin: impl Fn(T) -> u8) -> [u32; 256] {
     let mut hists = [[0u32; 256]; 4];
-    let mut quads = values.chunks_exact(4);
-    for q in &mut quads {
-        for (hist, &v) in hists.iter_mut().zip(q) {
-            hist[bin(v) as usize] += 1;
+    let mut sixteens = values.chunks_exact(16);
+    for c in &mut sixteens {
+        let bins: [u8; 16] = std::array::from_fn(|i| bin(c[i]));
+        if bins.iter().fold(true, |same, &b| same & (b == bins[0])) {
+            hists[0][bins[0] as usize] += 16;
+            continue;
+        }
+        for q in bins.chunks_exact(4) {
+            for (hist, &b) in hists.iter_mut().zip(q) {
+                hist[b as usize] += 1;
+            }
         }
     }
-    for &v in quads.remainder() {
+    for &v in sixteens.remainder() {
         hists[0][bin(v) as usize] += 1;
     }
     std::array::from_fn(|i| hists.iter().map(|h| h[i]).sum())
@@ -1037,6 +1105,42 @@ mod tests {
             for (g, &q) in got.iter().zip(&qs) {
                 assert_eq!(g.to_bits(), reference(v, q).to_bits(), "q {q} of {} values", v.len());
                 assert_eq!(quantile(v, q).to_bits(), g.to_bits());
+            }
+        }
+    }
+
+    #[test]
+    fn within_answers_as_the_distances_do() {
+        // Radii between and on the chamfer steps (thirds), 0, below 0, NaN, one beyond the
+        // 16-bit range (answered through `distance_to`); up to 64 steps along a row (21.9, 40)
+        // are scanned in vector steps, more (70) one pixel at a time.
+        let radii = [
+            0.0,
+            1.0 / 3.0,
+            0.999,
+            1.0,
+            4.0 / 3.0,
+            2.0,
+            2.5,
+            7.0,
+            21.9,
+            40.0,
+            70.0,
+            -0.5,
+            f32::NAN,
+            1e6,
+        ];
+        for (i, (w, h)) in [(1, 1), (1, 7), (9, 1), (13, 11), (40, 23), (120, 90)]
+            .into_iter()
+            .enumerate()
+        {
+            for (per_mille, target) in [(30, true), (500, false), (0, true), (5, true)] {
+                let m = random_mask(w, h, 10 + i as u64, per_mille);
+                let d = distance_to(&m, w, h, target);
+                for r in radii {
+                    let want: Vec<bool> = d.iter().map(|&d| d <= r).collect();
+                    assert_eq!(within(&m, w, h, target, r), want, "{w}x{h} {per_mille} r {r}");
+                }
             }
         }
     }

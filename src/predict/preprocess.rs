@@ -24,8 +24,8 @@ use image::{GrayImage, Luma, RgbImage};
 
 use super::decode::Decoded;
 use super::filters::{
-    Plane, box_blur, components, crop_rect, disk_extreme, distance_to, histogram, level_quantiles, max_finite, median3,
-    min_finite, nearest_rank, otsu, quantile, quantiles, resize, resize_part, shrink_to, square_closing_or_opening,
+    Plane, box_blur, components, crop_rect, disk_extreme, histogram, level_quantiles, max_finite, median3, min_finite,
+    nearest_rank, otsu, quantile, quantiles, resize, resize_part, shrink_to, square_closing_or_opening, within,
 };
 use crate::Error;
 
@@ -135,12 +135,13 @@ fn filtered(p: Plane) -> (Plane, bool) {
     let noisy = |d: f32| d / 0.954 > 4.0;
     let n = p.h * (p.w - 1);
     let rank = nearest_rank(n - 1, 0.5);
+    // Counted per row in u32 (four lanes to a 128-bit vector, not two), summed in usize.
     let passing: usize =
         p.px.chunks_exact(p.w)
             .map(|row| {
                 row.windows(2)
-                    .map(|d| usize::from(noisy((d[1] - d[0]).abs())))
-                    .sum::<usize>()
+                    .map(|d| u32::from(noisy((d[1] - d[0]).abs())))
+                    .sum::<u32>() as usize
             })
             .sum();
     if passing >= n - rank {
@@ -176,9 +177,9 @@ pub(crate) fn impulses(p: &Plane) -> usize {
                 .map(|(((&ul, &uh), (&dl, &dh)), ((&l, &v), &r))| {
                     let lo = min(min(min(ul, dl), l), r);
                     let hi = max(max(max(uh, dh), l), r);
-                    usize::from(v - hi > 64.0 || lo - v > 64.0)
+                    u32::from(v - hi > 64.0 || lo - v > 64.0)
                 })
-                .sum::<usize>()
+                .sum::<u32>() as usize
         })
         .sum()
 }
@@ -305,8 +306,8 @@ pub fn digit_components(s: &Plane, t: f32) -> Option<(Vec<bool>, f32)> {
         }
         // Chosen at a raised threshold: the ink at the first threshold within 2 pixels of it
         // (the strokes' edges back, without what it was joined to).
-        let near = distance_to(&digit, w, h, true);
-        return Some(((0..w * h).map(|i| s.px[i] >= t0 && near[i] <= 2.0).collect(), t0));
+        let near = within(&digit, w, h, true, 2.0);
+        return Some(((0..w * h).map(|i| s.px[i] >= t0 && near[i]).collect(), t0));
     }
     unreachable!("the last round chooses")
 }
@@ -405,10 +406,10 @@ pub fn target_width(width: f32) -> f32 {
 /// the ink (thin parts vanishing) is not done.
 pub fn set_stroke_width(mask: &[bool], w: usize, h: usize, by: f32) -> Vec<bool> {
     if by > 0.0 {
-        distance_to(mask, w, h, true).iter().map(|&d| d <= by).collect()
+        within(mask, w, h, true, by)
     } else if by < 0.0 {
-        let inside = distance_to(mask, w, h, false);
-        let out: Vec<bool> = inside.iter().map(|&d| d > -by).collect();
+        // d > -by for the distance d to the nearest pixel off the mask.
+        let out: Vec<bool> = within(mask, w, h, false, -by).iter().map(|&near| !near).collect();
         let (before, after) = (mask.iter().filter(|&&v| v).count(), out.iter().filter(|&&v| v).count());
         if after * 3 < before { mask.to_vec() } else { out }
     } else {
@@ -658,11 +659,17 @@ fn prepare(p: Plane, levels: Option<([u32; 256], [f32; 256])>, cfg: PreprocessCo
             (x1 + 2).min(s.w),
             (y1 + 2).min(s.h),
         );
-        let near = distance_to(&crop_rect(&digit, s.w, part), part.2 - part.0, part.3 - part.1, true);
+        let near = within(
+            &crop_rect(&digit, s.w, part),
+            part.2 - part.0,
+            part.3 - part.1,
+            true,
+            2.0,
+        );
         let sp = s.crop(part.0, part.1, part.2, part.3);
         let soft = Plane {
             px: (sp.px.iter().zip(&near))
-                .map(|(&v, &d)| if d <= 2.0 { (v * 255.0 / top).min(255.0) } else { 0.0 })
+                .map(|(&v, &near)| if near { (v * 255.0 / top).min(255.0) } else { 0.0 })
                 .collect(),
             ..sp
         };

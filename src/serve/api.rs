@@ -438,7 +438,7 @@ fn is_small_image(body: &[u8]) -> bool {
 /// An image body decoded and prepared as `predict` prepares it (one image), and the 28x28
 /// image itself when asked for.
 fn image_job(body: &[u8], want_image: bool) -> Result<(Input, bool, Option<GrayImage>), ApiError> {
-    let img = prepare_image(body)?;
+    let img = prepare_image(body).and_then(crate::serve::batcher::network_sized)?;
     let pixels = crate::predict::network_input(&img).collect();
     Ok((Input::Pixels(pixels), false, want_image.then_some(img)))
 }
