@@ -82,8 +82,8 @@ pub(crate) fn resize_part(
     assert!(w > 0 && h > 0, "resize to a non-empty size");
     assert!(part.w > 0 && part.h > 0, "a nonempty part");
     assert!(x0 + part.w <= of.0 && y0 + part.h <= of.1, "the part inside the plane");
-    let (oy0, ty) = triangle_taps(of.1, h).within(y0, y0 + part.h);
-    let (ox0, tx) = triangle_taps(of.0, w).within(x0, x0 + part.w);
+    let (oy0, ty) = taps_within(of.1, h, y0, y0 + part.h);
+    let (ox0, tx) = taps_within(of.0, w, x0, x0 + part.w);
     (resize_taps(part, &ty, &tx), ox0, oy0)
 }
 
@@ -163,11 +163,38 @@ impl Taps {
 /// output, the first input it reads and the normalised triangle weights of the inputs from
 /// there, computed as the `image` crate does.
 fn triangle_taps(len: usize, new_len: usize) -> Taps {
+    triangle_taps_of(len, new_len, 0..new_len)
+}
+
+/// `triangle_taps(len, new_len).within(lo, hi)`, with the weights made only for the outputs
+/// near `lo..hi` (each output's taps are its own: the same values). The outputs that can read
+/// an input there have centres within the triangle's support of it; 2 more on each side cover
+/// the rounding of that bound. Clamped reads reach the first (last) input from every output
+/// before (after) it: all outputs, when the range touches that end.
+fn taps_within(len: usize, new_len: usize, lo: usize, hi: usize) -> (usize, Taps) {
+    let ratio = len as f64 / new_len as f64;
+    let support = ratio.max(1.0);
+    let first = if lo == 0 {
+        0
+    } else {
+        (((lo as f64 - 1.0 - support) / ratio - 0.5).floor() - 2.0).max(0.0) as usize
+    };
+    let end = if hi >= len {
+        new_len
+    } else {
+        ((((hi as f64 + support) / ratio - 0.5).ceil() + 3.0).max(0.0) as usize).min(new_len)
+    };
+    let (o0, taps) = triangle_taps_of(len, new_len, first..end).within(lo, hi);
+    (first + o0, taps)
+}
+
+/// [`triangle_taps`] of the outputs in `outputs` only (the first read is `outputs.start`'s).
+fn triangle_taps_of(len: usize, new_len: usize, outputs: std::ops::Range<usize>) -> Taps {
     let ratio = len as f32 / new_len as f32;
     let sratio = if ratio < 1.0 { 1.0 } else { ratio };
     let support = sratio; // the triangle's support (1) in input pixels
     let mut weights = Vec::new();
-    let reads = (0..new_len)
+    let reads = outputs
         .map(|o| {
             let centre = (o as f32 + 0.5) * ratio;
             let first = ((centre - support).floor() as i64).clamp(0, len as i64 - 1);
@@ -829,6 +856,26 @@ mod tests {
                     assert!(got == want, "{w}x{h} -> {nw}x{nh}");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn taps_within_are_those_of_every_output() {
+        let mut rng = crate::rng::Rng::new(12);
+        for _ in 0..3000 {
+            let len = 1 + (rng.next_u64() % 300) as usize;
+            let new_len = 1 + (rng.next_u64() % 400) as usize;
+            let lo = (rng.next_u64() % len as u64) as usize;
+            let hi = lo + 1 + (rng.next_u64() % (len - lo) as u64) as usize;
+            let (o0, want) = triangle_taps(len, new_len).within(lo, hi);
+            let (p0, got) = taps_within(len, new_len, lo, hi);
+            // Each output's first input and weights (the ranges index each its own buffer).
+            let outputs = |t: &Taps| -> Vec<(usize, Vec<u32>)> {
+                let bits = |at: &std::ops::Range<usize>| t.weights[at.clone()].iter().map(|w| w.to_bits()).collect();
+                t.reads.iter().map(|(first, at)| (*first, bits(at))).collect()
+            };
+            let case = format!("{len} -> {new_len}, inputs {lo}..{hi}");
+            assert_eq!((p0, outputs(&got)), (o0, outputs(&want)), "{case}");
         }
     }
 
