@@ -350,7 +350,9 @@ fn steady_but_slow_ends_at_the_deadline() {
         &["not finished within the deadline of 2.0s"],
         Duration::from_secs(4),
     );
-    assert!(took >= Duration::from_secs(2), "{took:?}");
+    // The deadline ends a socket read whose timeout the kernel counts in ticks, which can end
+    // up to a tick (10 ms at 100 Hz) early: one run failed at 1.99 s, then called a stall.
+    assert!(took >= Duration::from_millis(1980), "{took:?}");
     assert!(part.is_some_and(|n| n > 0 && n < 200_000));
 }
 

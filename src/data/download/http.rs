@@ -12,10 +12,19 @@ use super::{Limits, RemoteFile};
 
 /// Whether a body read failed on a timeout (ureq wraps its own timeouts in an io::Error).
 fn is_timeout(e: &std::io::Error) -> bool {
-    e.kind() == std::io::ErrorKind::TimedOut
-        || e.get_ref()
-            .and_then(|inner| inner.downcast_ref::<ureq::Error>())
-            .is_some_and(|u| matches!(u, ureq::Error::Timeout(_)))
+    e.kind() == std::io::ErrorKind::TimedOut || ureq_error(e).is_some_and(|u| matches!(u, ureq::Error::Timeout(_)))
+}
+
+/// Whether `e` is ureq's global timeout: the deadline, by ureq's clock. Its read timeouts can
+/// end a moment before `fetch`'s own clock says the deadline passed (a read at 1.99 s of a 2 s
+/// deadline failed so), so the reason counts, not only that clock.
+fn is_deadline(e: &ureq::Error) -> bool {
+    matches!(e, ureq::Error::Timeout(ureq::Timeout::Global))
+}
+
+/// The ureq error inside an I/O error from a body read, if any.
+fn ureq_error(e: &std::io::Error) -> Option<&ureq::Error> {
+    e.get_ref().and_then(|inner| inner.downcast_ref::<ureq::Error>())
 }
 
 fn secs(d: Duration) -> String {
@@ -53,8 +62,8 @@ pub(super) fn fetch(url: &str, part: &Path, f: &RemoteFile, limits: &Limits, pro
             secs(limits.deadline)
         )
     };
-    let too_long = |e: &dyn std::fmt::Display| {
-        if t0.elapsed() >= limits.deadline {
+    let too_long = |e: &ureq::Error| {
+        if t0.elapsed() >= limits.deadline || is_deadline(e) {
             past_deadline(e)
         } else {
             format!("{url}: {e}")
@@ -120,7 +129,7 @@ pub(super) fn fetch(url: &str, part: &Path, f: &RemoteFile, limits: &Limits, pro
         let n = match reader.read(&mut buf) {
             Ok(0) => break Ok(()),
             Ok(n) => n,
-            Err(e) if t0.elapsed() >= limits.deadline => {
+            Err(e) if t0.elapsed() >= limits.deadline || ureq_error(&e).is_some_and(is_deadline) => {
                 break Err(past_deadline(&format_args!("{got} bytes so far; {e}")));
             }
             Err(e) if is_timeout(&e) => {
