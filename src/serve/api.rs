@@ -215,7 +215,21 @@ fn one_image(body: &[u8]) -> Option<Vec<f32>> {
     let mut pixels = Vec::with_capacity(PIXELS);
     loop {
         s.skip_space();
-        let v = s.number()?;
+        // Most of a digit's pixels are paper: a 0 written `0.0` (serde_json, Python's json) or
+        // `0` (JavaScript) right before a comma or the `]` is taken whole, without the number
+        // parser (the same +0).
+        let zero = match &s.b[s.i..] {
+            [b'0', b'.', b'0', b',' | b']', ..] => Some(3),
+            [b'0', b',' | b']', ..] => Some(1),
+            _ => None,
+        };
+        let v = match zero {
+            Some(n) => {
+                s.i += n;
+                0.0
+            }
+            None => s.number()?,
+        };
         if !(0.0..=1.0).contains(&v) || pixels.len() == PIXELS {
             return None;
         }
@@ -646,7 +660,18 @@ mod tests {
             format!("{{\"pixels\":[{}]}}", list(&|v| format!("{v:.25}")).join(",")).into_bytes(),
             format!("{{\"pixels\":[{}]}}", list(&|v| format!("{}e-30", v * 1e30)).join(",")).into_bytes(),
         ];
-        for body in &bodies {
+        // Zeros in every form (the fast path takes `0` and `0.0` before a comma or the `]`),
+        // the last value a zero too: ending `0]`, `0.0]`, `0.00]`, `-0.0 ]`, ...
+        let forms = ["0", "0.0", "0.00", "-0.0", "0.0 ", "0 ", "0e0", "0.0e1", "0.05"];
+        let bodies = bodies.into_iter().chain(forms.iter().enumerate().map(|(k, _)| {
+            let mut v = list(&|v| format!("{v}"));
+            v.iter_mut()
+                .enumerate()
+                .filter(|(i, _)| i % 4 == 0 || *i == 783)
+                .for_each(|(i, x)| *x = forms[(i + k) % forms.len()].to_string());
+            format!("{{\"pixels\":[{}]}}", v.join(",")).into_bytes()
+        }));
+        for body in &bodies.collect::<Vec<_>>() {
             let fast = one_image(body).map(|p| p.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
             assert!(fast.is_some(), "{}", String::from_utf8_lossy(&body[..60]));
             assert_eq!(fast, by_serde(body), "{}", String::from_utf8_lossy(&body[..60]));
@@ -655,6 +680,8 @@ mod tests {
         let zeros = |first: &str| format!("{{\"pixels\": [{first}{}]}}", ", 0".repeat(783));
         let others = [
             zeros("01"),
+            zeros("00"),
+            zeros("0.0.0"),
             zeros("1."),
             zeros(".5"),
             zeros("+1"),
