@@ -8,23 +8,16 @@
 
 use std::time::Instant;
 
+#[path = "common/pixels_body.rs"]
+mod pixels_body;
+
 fn main() {
     let count: usize = std::env::args()
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(20_000)
         .max(1);
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist");
-    let (img, _) = mnist_cnn::data::idx::read_images_and_labels(
-        &dir.join("t10k-images-idx3-ubyte.gz"),
-        &dir.join("t10k-labels-idx1-ubyte.gz"),
-    )
-    .expect("MNIST's test set in data/mnist");
-    let px: Vec<f32> = img.data[..784]
-        .iter()
-        .map(|&p| mnist_cnn::data::pixel_to_f32(p))
-        .collect();
-    let body = serde_json::to_vec(&serde_json::json!({ "pixels": px })).expect("JSON");
+    let body = pixels_body::mnist_pixels_json();
     let best = (0..5)
         .map(|_| {
             let t = Instant::now();

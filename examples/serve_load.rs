@@ -24,6 +24,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+#[path = "common/pixels_body.rs"]
+mod pixels_body;
+use pixels_body::mnist_pixels_json;
 use tokio::net::TcpStream;
 use tokio::time::timeout_at;
 
@@ -395,21 +398,6 @@ impl Conn {
             at += size + 2;
         }
     }
-}
-
-/// `{"pixels": [...]}` of MNIST's first test image (pixel / 256, as the library reads it).
-fn mnist_pixels_json() -> Vec<u8> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist");
-    let (img, _) = mnist_cnn::data::idx::read_images_and_labels(
-        &dir.join("t10k-images-idx3-ubyte.gz"),
-        &dir.join("t10k-labels-idx1-ubyte.gz"),
-    )
-    .expect("MNIST's test set in data/mnist");
-    let px: Vec<f32> = img.data[..784]
-        .iter()
-        .map(|&p| mnist_cnn::data::pixel_to_f32(p))
-        .collect();
-    serde_json::to_vec(&serde_json::json!({ "pixels": px })).expect("JSON")
 }
 
 #[cfg(test)]
