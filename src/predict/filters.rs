@@ -502,6 +502,7 @@ fn chamfer_passes<T>(d: &mut [T], w: usize, h: usize, span: Option<usize>)
 where
     T: Copy + Ord + std::ops::Add<Output = T> + From<u8>,
 {
+    assert!(span.is_none_or(|s| s <= 64), "3 x span fits a u8");
     if w == 0 {
         return;
     }
@@ -1157,10 +1158,32 @@ mod tests {
     }
 
     #[test]
+    fn histogram_counts_as_one_at_a_time() {
+        let mut r = crate::rng::Rng::new(21);
+        // Runs of one level (paper) of many lengths, mixed levels, and lengths that are not
+        // multiples of 16.
+        for n in [0, 1, 15, 16, 17, 33, 100, 1000, 4099] {
+            let values: Vec<f32> = (0..n)
+                .map(|i| {
+                    if (i / 23) % 3 == 0 {
+                        (r.next_u64() % 256) as f32
+                    } else {
+                        7.0
+                    }
+                })
+                .collect();
+            let mut want = [0u32; 256];
+            values.iter().for_each(|&v| want[v as usize] += 1);
+            assert_eq!(histogram(&values, |v| v as u8), want, "{n} values");
+        }
+    }
+
+    #[test]
     fn within_answers_as_the_distances_do() {
         // Radii between and on the chamfer steps (thirds), 0, below 0, NaN, one beyond the
-        // 16-bit range (answered through `distance_to`); up to 64 steps along a row (21.9, 40)
-        // are scanned in vector steps, more (70) one pixel at a time.
+        // 16-bit range (answered through `distance_to`) and the largest within it (21842); up to
+        // 64 steps along a row (21.9, 40, 64.5: 64 exactly) are scanned in vector steps, more
+        // (70) one pixel at a time.
         let radii = [
             0.0,
             1.0 / 3.0,
@@ -1172,7 +1195,9 @@ mod tests {
             7.0,
             21.9,
             40.0,
+            64.5,
             70.0,
+            21842.0,
             -0.5,
             f32::NAN,
             1e6,

@@ -360,11 +360,6 @@ fn to_gray(px: &[f32]) -> GrayImage {
     })
 }
 
-/// One prediction's JSON: digit, probabilities, the top K, the low-confidence flag.
-pub fn prediction(p: &[f32], top: usize) -> Value {
-    serde_json::to_value(Prediction::of(p, top)).expect("a prediction is JSON")
-}
-
 /// One prediction, serialised by its fields straight into the response (no `Value` tree: a
 /// dozen allocations fewer per request): digit, probabilities, the top K, the low-confidence
 /// flag, in that order.
@@ -780,6 +775,11 @@ mod tests {
             assert_eq!(e.status, StatusCode::BAD_REQUEST, "{bad}");
         }
         assert!(parse_pixels(b"{\"pixels\": [1e999]}").is_err());
+    }
+
+    /// One prediction's JSON: digit, probabilities, the top K, the low-confidence flag.
+    fn prediction(p: &[f32], top: usize) -> Value {
+        serde_json::to_value(Prediction::of(p, top)).expect("a prediction is JSON")
     }
 
     #[test]
