@@ -521,7 +521,8 @@ where
             *v = (*v).min(up + three).min(left + four).min(right + four);
         }
     };
-    let mut before = Vec::with_capacity(w);
+    // The row before a step (only with `span`: allocated at its first use, then reused).
+    let mut before = Vec::new();
     // Along the row, from the left (or from the right when `back`).
     let mut along = |row: &mut [T], back: bool| match span {
         None if back => (0..w - 1).rev().for_each(|x| row[x] = row[x].min(row[x + 1] + three)),

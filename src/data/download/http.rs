@@ -62,8 +62,10 @@ pub(super) fn fetch(url: &str, part: &Path, f: &RemoteFile, limits: &Limits, pro
             secs(limits.deadline)
         )
     };
+    // Past the deadline: by this function's clock, or by ureq's (its global timeout).
+    let at_deadline = |e: Option<&ureq::Error>| t0.elapsed() >= limits.deadline || e.is_some_and(is_deadline);
     let too_long = |e: &ureq::Error| {
-        if t0.elapsed() >= limits.deadline || is_deadline(e) {
+        if at_deadline(Some(e)) {
             past_deadline(e)
         } else {
             format!("{url}: {e}")
@@ -129,7 +131,7 @@ pub(super) fn fetch(url: &str, part: &Path, f: &RemoteFile, limits: &Limits, pro
         let n = match reader.read(&mut buf) {
             Ok(0) => break Ok(()),
             Ok(n) => n,
-            Err(e) if t0.elapsed() >= limits.deadline || ureq_error(&e).is_some_and(is_deadline) => {
+            Err(e) if at_deadline(ureq_error(&e)) => {
                 break Err(past_deadline(&format_args!("{got} bytes so far; {e}")));
             }
             Err(e) if is_timeout(&e) => {
@@ -159,7 +161,7 @@ pub(super) fn fetch(url: &str, part: &Path, f: &RemoteFile, limits: &Limits, pro
             b.inc(n as u64);
         }
         in_window += n as u64;
-        if t0.elapsed() >= limits.deadline {
+        if at_deadline(None) {
             break Err(past_deadline(&format_args!("{got} bytes so far")));
         }
         if window_start.elapsed() >= limits.window {
