@@ -233,28 +233,22 @@ pub fn shrink_to(p: &Plane, side: usize) -> Plane {
 /// the running extreme from each block's first row (`g`) and from its last (`h`) give the
 /// window of row i as `op(h[i - r], g[i + r])`. Clipped: `h[0]` for `i - r < 0` (the rows before
 /// 0 hold `id`), and past the last row, its `g` in the same block, or `h` alone in a block
-/// beyond. Strips of [`STRIP`] columns at a time, so `g` and `h` stay in cache, and each step
+/// beyond. Strips of 256 bytes of columns at a time, so `g` and `h` stay in cache, and each step
 /// is an elementwise `op` of two rows, which vectorises. (`id` is `op`'s identity: the result
 /// for NaN-free values is the same as with the rows of `id` there.)
-fn sliding_extreme_columns(
-    src: &[f32],
-    n: usize,
-    w: usize,
-    r: usize,
-    id: f32,
-    op: impl Fn(f32, f32) -> f32,
-) -> Vec<f32> {
-    const STRIP: usize = 64;
+fn sliding_extreme_columns<T: Copy>(src: &[T], n: usize, w: usize, r: usize, id: T, op: impl Fn(T, T) -> T) -> Vec<T> {
+    // 256 bytes of each row at a time: 64 floats, or 256 levels.
+    let strip = 256 / std::mem::size_of::<T>();
     let k = 2 * r + 1;
     // The block of row d: rows b k - r to b k + r are block b.
     let block = |d: usize| (d + r) / k;
-    let mut out = vec![0.0f32; n * w];
-    let (mut g, mut h) = (vec![id; n * STRIP], vec![id; n * STRIP]);
-    for c0 in (0..w).step_by(STRIP) {
-        let sw = STRIP.min(w - c0);
+    let mut out = vec![id; n * w];
+    let (mut g, mut h) = (vec![id; n * strip], vec![id; n * strip]);
+    for c0 in (0..w).step_by(strip) {
+        let sw = strip.min(w - c0);
         let row = |d: usize| &src[d * w + c0..d * w + c0 + sw];
         // cur = op(prev, row d) in one pass.
-        let step = |cur: &mut [f32], prev: &[f32], d: usize| {
+        let step = |cur: &mut [T], prev: &[T], d: usize| {
             (cur.iter_mut().zip(prev).zip(row(d))).for_each(|((c, &p), &v)| *c = op(p, v));
         };
         let mut start = 0;
@@ -295,12 +289,12 @@ fn sliding_extreme_columns(
 
 /// The `w` x `h` values (row by row) transposed to `h` x `w`: eight source rows at a time, so
 /// that each source row is read in order and each write is a run of eight values.
-pub(crate) fn transpose(src: &[f32], w: usize, h: usize) -> Vec<f32> {
+pub(crate) fn transpose<T: Copy + Default>(src: &[T], w: usize, h: usize) -> Vec<T> {
     const R: usize = 8;
-    let mut out = vec![0.0f32; w * h];
+    let mut out = vec![T::default(); w * h];
     let full = h - h % R;
     for y0 in (0..full).step_by(R) {
-        let rows: [&[f32]; R] = std::array::from_fn(|k| &src[(y0 + k) * w..(y0 + k + 1) * w]);
+        let rows: [&[T]; R] = std::array::from_fn(|k| &src[(y0 + k) * w..(y0 + k + 1) * w]);
         for (x, dst) in out.chunks_exact_mut(h).enumerate() {
             dst[y0..y0 + R].copy_from_slice(&rows.map(|r| r[x]));
         }
@@ -343,28 +337,75 @@ pub fn square_extreme(p: &Plane, r: usize, max: bool) -> Plane {
 /// the preprocessing's planes hold no -0). When the first filter gives one value everywhere,
 /// that is the result.
 pub fn square_closing_or_opening(p: &Plane, r: usize, max_first: bool) -> Plane {
-    let (w, h) = (p.w, p.h);
-    let t = transpose(&extreme_columns(&p.px, h, w, r, max_first), w, h);
+    Plane {
+        w: p.w,
+        h: p.h,
+        px: closing_or_opening(&p.px, p.w, p.h, r, max_first),
+    }
+}
+
+/// [`square_closing_or_opening`] of any values with extremes: the f32 of a plane, or the 8-bit
+/// levels of a gray image (16 to a 128-bit vector, not 4).
+pub(crate) fn closing_or_opening<T: Extreme>(px: &[T], w: usize, h: usize, r: usize, max_first: bool) -> Vec<T> {
+    let t = transpose(&extreme_columns(px, h, w, r, max_first), w, h);
     let first = extreme_columns(&t, w, h, r, max_first);
     // The first filter's result is often one value (the paper's, within reach of every pixel):
     // then so is the second's, which is skipped.
     if let Some(&c) = first.first()
-        && first.iter().all(|v| v.to_bits() == c.to_bits())
+        && first.iter().fold(true, |all, &v| all & v.same(c))
     {
-        return Plane::filled(w, h, c);
+        return vec![c; w * h];
     }
     let t = extreme_columns(&first, w, h, r, !max_first);
-    let px = extreme_columns(&transpose(&t, h, w), h, w, r, !max_first);
-    Plane { w, h, px }
+    extreme_columns(&transpose(&t, h, w), h, w, r, !max_first)
 }
 
-/// [`sliding_extreme_columns`] by max (`max = true`) or min: for finite values (the extremes are
-/// plain compares, which vectorise; a NaN is not given `f32::max`'s rules).
-fn extreme_columns(src: &[f32], n: usize, w: usize, r: usize, max: bool) -> Vec<f32> {
+/// Values a square min/max filter takes: ordered by plain compares (finite floats: no NaN
+/// rules, so the compares vectorise), with identities for max and min.
+pub(crate) trait Extreme: Copy + Default {
+    /// The identity of max (no value is smaller) and of min.
+    const LOWEST: Self;
+    const HIGHEST: Self;
+    fn max(self, b: Self) -> Self;
+    fn min(self, b: Self) -> Self;
+    /// The same value, bit for bit.
+    fn same(self, b: Self) -> bool;
+}
+
+impl Extreme for f32 {
+    const LOWEST: f32 = f32::NEG_INFINITY;
+    const HIGHEST: f32 = f32::INFINITY;
+    fn max(self, b: f32) -> f32 {
+        max_finite(self, b)
+    }
+    fn min(self, b: f32) -> f32 {
+        min_finite(self, b)
+    }
+    fn same(self, b: f32) -> bool {
+        self.to_bits() == b.to_bits()
+    }
+}
+
+impl Extreme for u8 {
+    const LOWEST: u8 = 0;
+    const HIGHEST: u8 = 255;
+    fn max(self, b: u8) -> u8 {
+        Ord::max(self, b)
+    }
+    fn min(self, b: u8) -> u8 {
+        Ord::min(self, b)
+    }
+    fn same(self, b: u8) -> bool {
+        self == b
+    }
+}
+
+/// [`sliding_extreme_columns`] by max (`max = true`) or min.
+fn extreme_columns<T: Extreme>(src: &[T], n: usize, w: usize, r: usize, max: bool) -> Vec<T> {
     if max {
-        sliding_extreme_columns(src, n, w, r, f32::NEG_INFINITY, max_finite)
+        sliding_extreme_columns(src, n, w, r, T::LOWEST, T::max)
     } else {
-        sliding_extreme_columns(src, n, w, r, f32::INFINITY, min_finite)
+        sliding_extreme_columns(src, n, w, r, T::HIGHEST, T::min)
     }
 }
 
@@ -574,13 +615,14 @@ pub struct Component {
     pub edge_px: usize,
 }
 
-/// The 8-connected components of a mask: a label per pixel (`usize::MAX` off the mask, else
-/// the index into the list) and the components, numbered in the order of their first pixel row
+/// The 8-connected components of a mask: a label per pixel (`u32::MAX` off the mask, else
+/// the index into the list; 32 bits, half the memory to clear of `usize`) and the components, numbered in the order of their first pixel row
 /// by row. Made from the mask's runs (row by row, a run joins the runs of the row above that it
 /// touches, corners included: a union-find whose roots are each component's first run), so
 /// its work grows with the runs, not with the pixels of ink.
-pub fn components(mask: &[bool], w: usize, h: usize) -> (Vec<usize>, Vec<Component>) {
+pub fn components(mask: &[bool], w: usize, h: usize) -> (Vec<u32>, Vec<Component>) {
     assert_eq!(mask.len(), w * h, "a mask of w x h");
+    assert!(w * h < u32::MAX as usize, "labels fit in 32 bits");
     if w == 0 || h == 0 {
         return (Vec::new(), Vec::new());
     }
@@ -589,8 +631,8 @@ pub fn components(mask: &[bool], w: usize, h: usize) -> (Vec<usize>, Vec<Compone
     for (y, row) in mask.chunks_exact(w).enumerate() {
         row_runs.push(runs.len());
         let mut x = 0;
-        while let Some(a) = row[x..].iter().position(|&m| m).map(|a| x + a) {
-            x = row[a..].iter().position(|&m| !m).map_or(w, |b| a + b);
+        while let Some(a) = find(row, x, true) {
+            x = find(row, a, false).unwrap_or(w);
             runs.push((y, a, x));
         }
     }
@@ -619,7 +661,7 @@ pub fn components(mask: &[bool], w: usize, h: usize) -> (Vec<usize>, Vec<Compone
             }
         }
     }
-    let mut label = vec![usize::MAX; w * h];
+    let mut label = vec![u32::MAX; w * h];
     let mut comps: Vec<Component> = Vec::new();
     let mut id_of = vec![usize::MAX; runs.len()];
     for (i, &(y, a, b)) in runs.iter().enumerate() {
@@ -645,9 +687,22 @@ pub fn components(mask: &[bool], w: usize, h: usize) -> (Vec<usize>, Vec<Compone
         } else {
             usize::from(a == 0) + usize::from(b == w && w > 1)
         };
-        label[y * w + a..y * w + b].fill(id_of[r]);
+        label[y * w + a..y * w + b].fill(id_of[r] as u32);
     }
     (label, comps)
+}
+
+/// The first index from `from` on where `m` is `want`: 16 values tested at once (a test that
+/// vectorises; most of a mask's row is one run), then the hit searched within them.
+fn find(m: &[bool], from: usize, want: bool) -> Option<usize> {
+    let mut at = from;
+    for c in m[from..].chunks(16) {
+        if c.iter().fold(false, |any, &v| any | (v == want)) {
+            return c.iter().position(|&v| v == want).map(|i| at + i);
+        }
+        at += c.len();
+    }
+    None
 }
 
 /// The rank (0 to `last`) of the q-quantile (0 to 1) of `last + 1` ordered values: the nearest.
@@ -698,7 +753,9 @@ pub fn quantiles<const K: usize>(values: &[f32], qs: [f64; K]) -> [f32; K] {
     // How many values equal the minimum, counted when a rank other than the first or the last
     // needs it.
     let mut at_min: Option<usize> = None;
-    let mut at_min = || *at_min.get_or_insert_with(|| values.iter().filter(|&&v| key(v) == lo).count());
+    // Counted in u32 per chunk (four lanes to a vector, not two), summed in usize.
+    let count_lo = |c: &[f32]| c.iter().map(|&v| u32::from(key(v) == lo)).sum::<u32>() as usize;
+    let mut at_min = || *at_min.get_or_insert_with(|| values.chunks(1 << 16).map(count_lo).sum());
     let mut order: [usize; K] = std::array::from_fn(|i| i);
     order.sort_by_key(|&i| rank(qs[i]));
     let mut out = [0.0; K];
@@ -732,21 +789,22 @@ pub fn quantiles<const K: usize>(values: &[f32], qs: [f64; K]) -> [f32; K] {
     out
 }
 
-/// How many of the values fall in each bin 0..=255 by `bin`: 16 values at a time, their bins
-/// made first (a pass that vectorises); 16 of one bin (paper) are counted at once, others in
-/// four histograms summed at the end, so that runs of one bin do not wait on one counter.
-pub(crate) fn histogram<T: Copy>(values: &[T], bin: impl Fn(T) -> u8) -> [u32; 256] {
+/// How many of the values fall in each bin 0..=255 by `bin` (which gives equal values one bin,
+/// as casts do): 16 values of one value (paper) are counted at once, found by comparing the
+/// values themselves (a pass that vectorises; making 16 bins first went one value at a time
+/// for floats), others in four histograms summed at the end, so that runs of one bin do not
+/// wait on one counter.
+pub(crate) fn histogram<T: Copy + PartialEq>(values: &[T], bin: impl Fn(T) -> u8) -> [u32; 256] {
     let mut hists = [[0u32; 256]; 4];
     let mut sixteens = values.chunks_exact(16);
     for c in &mut sixteens {
-        let bins: [u8; 16] = std::array::from_fn(|i| bin(c[i]));
-        if bins.iter().fold(true, |same, &b| same & (b == bins[0])) {
-            hists[0][bins[0] as usize] += 16;
+        if c.iter().fold(true, |same, &v| same & (v == c[0])) {
+            hists[0][bin(c[0]) as usize] += 16;
             continue;
         }
-        for q in bins.chunks_exact(4) {
-            for (hist, &b) in hists.iter_mut().zip(q) {
-                hist[b as usize] += 1;
+        for q in c.chunks_exact(4) {
+            for (hist, &v) in hists.iter_mut().zip(q) {
+                hist[bin(v) as usize] += 1;
             }
         }
     }
@@ -792,6 +850,10 @@ pub fn otsu(values: &[f32]) -> (f32, f32) {
     let (mut w0, mut s0) = (0.0, 0.0);
     let (mut best, mut best_t) = (-1.0, 128usize);
     for t in 1..256 {
+        // An empty bin leaves w0 and s0, so the variance, as at t - 1: not above the best.
+        if t > 1 && hist[t - 1] == 0.0 {
+            continue;
+        }
         w0 += hist[t - 1];
         s0 += (t - 1) as f64 * hist[t - 1];
         let w1 = n - w0;
@@ -988,6 +1050,57 @@ mod tests {
         assert_eq!(flat, 0.0);
     }
 
+    /// Skipping the empty bins gives the threshold and separability of every bin tried.
+    #[test]
+    fn otsu_without_the_empty_bins_is_otsu_over_all_of_them() {
+        fn plain_otsu(values: &[f32]) -> (f32, f32) {
+            let mut hist = [0f64; 256];
+            values
+                .iter()
+                .for_each(|&v| hist[v.clamp(0.0, 255.0) as u8 as usize] += 1.0);
+            let n: f64 = hist.iter().sum();
+            let total: f64 = hist.iter().enumerate().map(|(i, c)| i as f64 * c).sum();
+            let mean = total / n;
+            let var = hist
+                .iter()
+                .enumerate()
+                .map(|(i, c)| c * (i as f64 - mean).powi(2))
+                .sum::<f64>()
+                / n;
+            let (mut w0, mut s0, mut best, mut best_t) = (0.0, 0.0, -1.0, 128usize);
+            for t in 1..256 {
+                w0 += hist[t - 1];
+                s0 += (t - 1) as f64 * hist[t - 1];
+                let w1 = n - w0;
+                if w0 == 0.0 || w1 == 0.0 {
+                    continue;
+                }
+                let (m0, m1) = (s0 / w0, (total - s0) / w1);
+                let between = w0 * w1 * (m0 - m1).powi(2) / (n * n);
+                if between > best {
+                    (best, best_t) = (between, t);
+                }
+            }
+            let eta = if var > 0.0 { (best.max(0.0) / var) as f32 } else { 0.0 };
+            (best_t as f32, eta)
+        }
+        let mut r = crate::rng::Rng::new(11);
+        for case in 0..200 {
+            // A few occupied levels (most bins empty), sometimes level 0 empty too.
+            let levels: Vec<f32> = (0..1 + case % 7).map(|_| (r.next_u64() % 256) as f32).collect();
+            let n = 1 + (r.next_u64() % 500) as usize;
+            let v: Vec<f32> = (0..n)
+                .map(|_| levels[(r.next_u64() % levels.len() as u64) as usize] + 0.5)
+                .collect();
+            let (got, want) = (otsu(&v), plain_otsu(&v));
+            assert_eq!(
+                (got.0.to_bits(), got.1.to_bits()),
+                (want.0.to_bits(), want.1.to_bits()),
+                "case {case}"
+            );
+        }
+    }
+
     /// A pseudo-random mask of w x h with about `per_mille` / 1000 pixels on.
     fn random_mask(w: usize, h: usize, seed: u64, per_mille: u64) -> Vec<bool> {
         let mut r = crate::rng::Rng::new(seed);
@@ -1043,15 +1156,15 @@ mod tests {
     #[test]
     fn components_from_runs_are_the_flood_fills() {
         /// `components` as first written: a flood fill from each unlabelled pixel, row by row.
-        fn plain_components(mask: &[bool], w: usize, h: usize) -> (Vec<usize>, Vec<Component>) {
-            let mut label = vec![usize::MAX; w * h];
+        fn plain_components(mask: &[bool], w: usize, h: usize) -> (Vec<u32>, Vec<Component>) {
+            let mut label = vec![u32::MAX; w * h];
             let mut comps = Vec::new();
             let mut stack = Vec::new();
             for start in 0..w * h {
-                if !mask[start] || label[start] != usize::MAX {
+                if !mask[start] || label[start] != u32::MAX {
                     continue;
                 }
-                let id = comps.len();
+                let id = comps.len() as u32;
                 let mut c = Component {
                     area: 0,
                     x0: usize::MAX,
@@ -1070,7 +1183,7 @@ mod tests {
                     for yy in y.saturating_sub(1)..(y + 2).min(h) {
                         for xx in x.saturating_sub(1)..(x + 2).min(w) {
                             let j = yy * w + xx;
-                            if mask[j] && label[j] == usize::MAX {
+                            if mask[j] && label[j] == u32::MAX {
                                 label[j] = id;
                                 stack.push(j);
                             }
@@ -1088,6 +1201,14 @@ mod tests {
             for per_mille in [0, 50, 300, 500, 700, 1000] {
                 let m = random_mask(w, h, 100 + i as u64, per_mille);
                 assert_eq!(components(&m, w, h), plain_components(&m, w, h), "{w}x{h} {per_mille}");
+            }
+        }
+        // `find` (the runs' ends) is the first position from where it starts.
+        let m = random_mask(77, 3, 5, 300);
+        for from in 0..m.len() {
+            for want in [true, false] {
+                let plain = m[from..].iter().position(|&v| v == want).map(|i| from + i);
+                assert_eq!(find(&m, from, want), plain, "from {from}, {want}");
             }
         }
         // Diagonal touches join; a gap of one pixel does not.
@@ -1176,6 +1297,20 @@ mod tests {
             let mut want = [0u32; 256];
             values.iter().for_each(|&v| want[v as usize] += 1);
             assert_eq!(histogram(&values, |v| v as u8), want, "{n} values");
+            // Runs of one fraction, runs of values that differ but share a bin, values
+            // clamped to the end bins: as otsu bins them.
+            let values: Vec<f32> = (0..n)
+                .map(|i| match (i / 19) % 4 {
+                    0 => 7.25,
+                    1 => 7.0 + (r.next_u64() % 100) as f32 / 100.0,
+                    2 => (r.next_u64() % 300) as f32 - 20.0,
+                    _ => 0.0,
+                })
+                .collect();
+            let bin = |v: f32| v.clamp(0.0, 255.0) as u8;
+            let mut want = [0u32; 256];
+            values.iter().for_each(|&v| want[bin(v) as usize] += 1);
+            assert_eq!(histogram(&values, bin), want, "{n} fractions");
         }
     }
 

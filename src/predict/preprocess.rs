@@ -24,8 +24,9 @@ use image::{GrayImage, Luma, RgbImage};
 
 use super::decode::Decoded;
 use super::filters::{
-    Plane, box_blur, components, crop_rect, disk_extreme, histogram, level_quantiles, max_finite, median3, min_finite,
-    nearest_rank, otsu, quantile, quantiles, resize, resize_part, shrink_to, square_closing_or_opening, within,
+    Plane, box_blur, closing_or_opening, components, crop_rect, disk_extreme, histogram, level_quantiles, max_finite,
+    median3, min_finite, nearest_rank, otsu, quantile, quantiles, resize, resize_part, shrink_to,
+    square_closing_or_opening, within,
 };
 use crate::Error;
 
@@ -123,7 +124,9 @@ fn filtered(p: Plane) -> (Plane, bool) {
     if p.w < 3 || p.h < 3 {
         return (p, false);
     }
-    let (p, median) = if impulses(&p) as f64 > 0.01 * p.px.len() as f64 {
+    // Counted in full only when the bound allows more than 1% (it does not on clean pages).
+    let limit = 0.01 * p.px.len() as f64;
+    let (p, median) = if impulse_bound(&p) as f64 > limit && impulses(&p) as f64 > limit {
         (median3(&p), true)
     } else {
         (p, false)
@@ -184,6 +187,25 @@ pub(crate) fn impulses(p: &Plane) -> usize {
         .sum()
 }
 
+/// At least [`impulses`] (its upper bound), in one pass over the rows that vectorises: the
+/// pixels over 64 levels above (or below) both their left and right neighbours. An impulse is
+/// one of them: beyond all eight, it is beyond these two (`v - hi > 64` with `hi >= l` gives
+/// `v - l > 64`, as a rounded subtraction keeps the order).
+pub(crate) fn impulse_bound(p: &Plane) -> usize {
+    let (w, n) = (p.w, p.w - 2);
+    (p.px.chunks_exact(w).skip(1).take(p.h - 2))
+        .map(|row| {
+            let (l, v, r) = (&row[..n], &row[1..=n], &row[2..]);
+            (l.iter().zip(v).zip(r))
+                .map(|((&l, &v), &r)| {
+                    let (lo, hi) = (min_finite(l, r), max_finite(l, r));
+                    u32::from(v - hi > 64.0 || lo - v > 64.0)
+                })
+                .sum::<u32>() as usize
+        })
+        .sum()
+}
+
 /// Step 3: whether the ink is darker than the paper. The paper is the median; the side whose
 /// extreme (the 0.1% quantile) lies further from it holds the ink.
 pub fn dark_ink(p: &Plane) -> bool {
@@ -234,8 +256,13 @@ pub fn ink_strength(p: &Plane, bg: &Plane, dark_ink: bool) -> Plane {
 /// the paper (its median) and at least 24, so that paper texture and noise stay paper when
 /// there is little ink (a thin stroke on a large page).
 pub fn ink_threshold(s: &Plane) -> f32 {
-    let (t, _) = otsu(&s.px);
     let [lowest, paper] = quantiles(&s.px, [0.0, 0.5]);
+    threshold_above(s, lowest, paper)
+}
+
+/// [`ink_threshold`] of a plane whose lowest value and median are known.
+fn threshold_above(s: &Plane, lowest: f32, paper: f32) -> f32 {
+    let (t, _) = otsu(&s.px);
     // When over half the plane is at its lowest level (paper cleared to 0), over half the
     // deviations are 0: their median is, with no need to select it.
     let sigma = if paper.to_bits() == lowest.to_bits() && paper.is_finite() {
@@ -258,6 +285,15 @@ pub fn ink_threshold(s: &Plane) -> f32 {
 /// first threshold within 2 pixels of them. With the threshold used; `None` when nothing
 /// reaches the threshold.
 pub fn digit_components(s: &Plane, t: f32) -> Option<(Vec<bool>, f32)> {
+    digit_of(s, t).map(|(digit, t, _)| (digit, t))
+}
+
+/// A bounding box `(x0, y0, x1, y1)`, exclusive ends.
+pub(crate) type Bbox = (usize, usize, usize, usize);
+
+/// [`digit_components`] with the digit's bounding box (its pixels'; the kept components' boxes
+/// together when the threshold was not raised).
+pub(crate) fn digit_of(s: &Plane, t: f32) -> Option<(Vec<bool>, f32, Bbox)> {
     let (w, h) = (s.w, s.h);
     let (t0, mut t) = (t, t);
     for round in 0..4 {
@@ -275,7 +311,10 @@ pub fn digit_components(s: &Plane, t: f32) -> Option<(Vec<bool>, f32)> {
             (Some(m), Some(f)) if comps[m].area * 4 >= comps[f].area || round == 3 => m,
             (None, Some(f)) if round == 3 => f,
             (_, Some(f)) => {
-                let inside: Vec<f32> = (0..w * h).filter(|&i| label[i] == f).map(|i| s.px[i]).collect();
+                let inside: Vec<f32> = (0..w * h)
+                    .filter(|&i| label[i] as usize == f)
+                    .map(|i| s.px[i])
+                    .collect();
                 let raised = otsu(&inside).0;
                 if raised <= t {
                     // Nothing to split: take what there is.
@@ -300,14 +339,25 @@ pub fn digit_components(s: &Plane, t: f32) -> Option<(Vec<bool>, f32)> {
                     && c.y1 + reach >= m.y0
             })
             .collect();
-        let digit: Vec<bool> = label.iter().map(|&l| l != usize::MAX && keep[l]).collect();
+        // Every component kept (often one): the digit is the mask.
+        let digit: Vec<bool> = if keep.iter().all(|&k| k) {
+            mask
+        } else {
+            label.iter().map(|&l| l != u32::MAX && keep[l as usize]).collect()
+        };
         if round == 0 {
-            return Some((digit, t));
+            let kept = (0..comps.len()).filter(|&i| keep[i]).map(|i| &comps[i]);
+            let bbox = kept.fold((usize::MAX, usize::MAX, 0, 0), |(x0, y0, x1, y1), c| {
+                (x0.min(c.x0), y0.min(c.y0), x1.max(c.x1 + 1), y1.max(c.y1 + 1))
+            });
+            return Some((digit, t, bbox));
         }
         // Chosen at a raised threshold: the ink at the first threshold within 2 pixels of it
         // (the strokes' edges back, without what it was joined to).
         let near = within(&digit, w, h, true, 2.0);
-        return Some(((0..w * h).map(|i| s.px[i] >= t0 && near[i]).collect(), t0));
+        let digit: Vec<bool> = (0..w * h).map(|i| s.px[i] >= t0 && near[i]).collect();
+        let bbox = bbox(w, h, &digit, |v| v).expect("the main component's pixels are at or above t0");
+        return Some((digit, t0, bbox));
     }
     unreachable!("the last round chooses")
 }
@@ -316,7 +366,7 @@ pub fn digit_components(s: &Plane, t: f32) -> Option<(Vec<bool>, f32)> {
 /// row) where `on` holds. A row is first tested whole, without stopping at its first hit (a
 /// pass that vectorises: most rows of a page are empty); in a row with a hit, the first and
 /// the last are searched from each end.
-fn bbox<T: Copy>(w: usize, h: usize, px: &[T], on: impl Fn(T) -> bool) -> Option<(usize, usize, usize, usize)> {
+fn bbox<T: Copy>(w: usize, h: usize, px: &[T], on: impl Fn(T) -> bool) -> Option<Bbox> {
     let (mut x0, mut y0, mut x1, mut y1) = (usize::MAX, usize::MAX, 0, 0);
     for (y, row) in px[..w * h].chunks_exact(w.max(1)).enumerate() {
         if !row.iter().fold(false, |any, &v| any | on(v)) {
@@ -366,7 +416,7 @@ fn stroke_width_in(part: &Plane, at: (usize, usize), of: (usize, usize), t: f32)
         (part, s.max(1.0))
     };
     let m: Vec<bool> = big.px.iter().map(|&v| v >= t).collect();
-    let area = m.iter().filter(|&&v| v).count();
+    let area = count_true(&m);
     let perimeter = perimeter(&m, big.w, big.h);
     if perimeter == 0 {
         return 0.0;
@@ -378,18 +428,27 @@ fn stroke_width_in(part: &Plane, at: (usize, usize), of: (usize, usize), t: f32)
 /// off pixel or the image's edge. Counted per row and per column from the edges of the runs
 /// (an on-off pair of neighbours is one such side; so is an on pixel at either end).
 pub(crate) fn perimeter(m: &[bool], w: usize, h: usize) -> usize {
-    let sides = |a: bool, b: bool| usize::from(a != b);
+    // Each row's count in u32 (a row is far under 2^32 pixels), which vectorises four to a
+    // 128-bit vector where usize sums two.
+    let sides = |a: bool, b: bool| u32::from(a != b);
     let mut perimeter = 0usize;
     for row in m.chunks_exact(w) {
         perimeter += usize::from(row[0]) + usize::from(row[w - 1]);
-        perimeter += row.windows(2).map(|p| sides(p[0], p[1])).sum::<usize>();
+        perimeter += row.windows(2).map(|p| sides(p[0], p[1])).sum::<u32>() as usize;
     }
-    perimeter += m[..w].iter().chain(&m[(h - 1) * w..]).filter(|&&v| v).count();
+    perimeter += count_true(&m[..w]) + count_true(&m[(h - 1) * w..]);
     for y in 1..h {
         let (up, down) = (&m[(y - 1) * w..y * w], &m[y * w..(y + 1) * w]);
-        perimeter += up.iter().zip(down).map(|(&a, &b)| sides(a, b)).sum::<usize>();
+        perimeter += up.iter().zip(down).map(|(&a, &b)| sides(a, b)).sum::<u32>() as usize;
     }
     perimeter
+}
+
+/// How many are true: counted in u32 over chunks of 2^16 (four lanes to a vector, not two).
+fn count_true(m: &[bool]) -> usize {
+    m.chunks(1 << 16)
+        .map(|c| c.iter().map(|&v| u32::from(v)).sum::<u32>() as usize)
+        .sum()
 }
 
 /// Step 7: the width (in box pixels, as [`stroke_width`] measures) the strokes should have:
@@ -414,7 +473,7 @@ pub fn set_stroke_width(mask: &[bool], w: usize, h: usize, by: f32) -> Vec<bool>
     } else if by < 0.0 {
         // d > -by for the distance d to the nearest pixel off the mask.
         let out: Vec<bool> = within(mask, w, h, false, -by).iter().map(|&near| !near).collect();
-        let (before, after) = (mask.iter().filter(|&&v| v).count(), out.iter().filter(|&&v| v).count());
+        let (before, after) = (count_true(mask), count_true(&out));
         if after * 3 < before { mask.to_vec() } else { out }
     } else {
         mask.to_vec()
@@ -591,30 +650,49 @@ fn prepare_levels(w: usize, h: usize, levels: &[u8], cfg: PreprocessConfig) -> c
     }
     let of_level = luma_of_levels();
     let p = luma_plane(w, h, levels, &of_level);
-    let counts = (w.max(h) <= WORK).then(|| (histogram(levels, |l| l), of_level));
-    prepare(shrink_to(&p, WORK), counts, cfg)
+    let unshrunk = (w.max(h) <= WORK).then(|| Levels {
+        px: levels,
+        counts: histogram(levels, |l| l),
+        of_level,
+    });
+    prepare(shrink_to(&p, WORK), unshrunk, cfg)
 }
 
-/// Steps 2 to 9 on the chosen channel.
-fn prepare(p: Plane, levels: Option<([u32; 256], [f32; 256])>, cfg: PreprocessConfig) -> crate::Result<GrayImage> {
+/// A gray image's levels (one byte a pixel) beside its luma plane (`of_level[l]` the luma of
+/// level l), with their counts.
+struct Levels<'a> {
+    px: &'a [u8],
+    counts: [u32; 256],
+    of_level: [f32; 256],
+}
+
+/// Step 4's [`background`] of a gray image's luma plane, from its levels: the same values (the
+/// filters' max and min commute with the luma, which never falls as the level grows), taken over
+/// bytes, 16 to a vector.
+pub(crate) fn background_of_levels(w: usize, h: usize, levels: &[u8], of_level: &[f32; 256], dark_ink: bool) -> Plane {
+    let r = (w.max(h) / 4).max(2);
+    let px = closing_or_opening(levels, w, h, r, dark_ink);
+    let px = px.iter().map(|&l| of_level[l as usize]).collect();
+    Plane { w, h, px }
+}
+
+/// Steps 2 to 9 on the chosen channel, with its levels when it is a gray image's luma, not
+/// shrunk.
+fn prepare(p: Plane, levels: Option<Levels>, cfg: PreprocessConfig) -> crate::Result<GrayImage> {
     if p.w == 0 || p.h == 0 {
         return Err(Error::format_problem("empty image (0 pixels)"));
     }
-    let (p, changed) = filtered(p);
-    let dark = match levels {
-        Some((counts, of_level)) if !changed => dark_ink_of_levels(&counts, &of_level),
-        _ => dark_ink(&p),
-    };
-    let s = ink_strength(&p, &background(&p, dark), dark);
-    if quantile(&s.px, 1.0) < 32.0 {
+    let s = strength(p, levels);
+    // The strongest ink and step 5's quantiles, selected together.
+    let [lowest, paper, strongest] = quantiles(&s.px, [0.0, 0.5, 1.0]);
+    if strongest < 32.0 {
         return Err(Error::format_problem(
             "no digit found: the image is blank (no ink stands out from the background)",
         ));
     }
-    let t = ink_threshold(&s);
-    let (digit, t) = digit_components(&s, t)
+    let t = threshold_above(&s, lowest, paper);
+    let (digit, t, (x0, y0, x1, y1)) = digit_of(&s, t)
         .ok_or_else(|| Error::format_problem("no digit found: no pixel is dark (or light) enough to be ink"))?;
-    let (x0, y0, x1, y1) = bbox(s.w, s.h, &digit, |v| v).expect("the main component is kept");
     let long = (x1 - x0).max(y1 - y0);
     // The digit's strength (0 elsewhere), in its box: the stroke width is measured there.
     let mut part = s.crop(x0, y0, x1, y1);
@@ -691,6 +769,24 @@ fn prepare(p: Plane, levels: Option<([u32; 256], [f32; 256])>, cfg: PreprocessCo
     let (x0, y0, x1, y1) = bbox(ink.w, ink.h, &ink.px, |v| v > 0.5)
         .ok_or_else(|| Error::format_problem("no digit found: no pixel is dark (or light) enough to be ink"))?;
     Ok(into_field(&ink.crop(x0, y0, x1, y1)))
+}
+
+/// Steps 2 to 4: the ink strength of the chosen channel (given by value: it and its background
+/// are freed here, before the steps that follow allocate).
+fn strength(p: Plane, levels: Option<Levels>) -> Plane {
+    let (p, changed) = filtered(p);
+    // Unless step 2 filtered it, the plane is still the luma of the levels.
+    let (dark, bg) = match levels.filter(|_| !changed) {
+        Some(l) => {
+            let dark = dark_ink_of_levels(&l.counts, &l.of_level);
+            (dark, background_of_levels(p.w, p.h, l.px, &l.of_level, dark))
+        }
+        None => {
+            let dark = dark_ink(&p);
+            (dark, background(&p, dark))
+        }
+    };
+    ink_strength(&p, &bg, dark)
 }
 
 /// The plane with `n` pixels of 0 around it.

@@ -418,6 +418,11 @@ fn impulses_are_pixels_64_levels_beyond_all_eight_neighbours() {
         let p = Plane { w, h, px };
         let got = preprocess::impulses(&p);
         assert_eq!(got, naive(&p), "{w}x{h}");
+        let bound = preprocess::impulse_bound(&p);
+        assert!(
+            bound >= got && bound < w * h / 2,
+            "{w}x{h}: bound {bound}, impulses {got}"
+        );
         assert!(w * h < 100 || got > 0, "{w}x{h}: some specks");
     }
 }
@@ -530,6 +535,18 @@ fn the_ink_side_from_level_counts_is_dark_inks_answer() {
         GrayImage::from_fn(33, 17, |_, _| Luma([(rng.next_u64() % 256) as u8])),
         GrayImage::from_fn(10, 10, |x, _| Luma([if x < 5 { 0 } else { 255 }])),
         GrayImage::from_fn(1, 1, |_, _| Luma([77])),
+        // A lighting gradient with a dark stroke and a light one: neither filter of the
+        // background gives one value.
+        GrayImage::from_fn(121, 90, |x, y| {
+            let paper = 90 + (x + y) as u8 / 2;
+            Luma([if x == 40 {
+                10
+            } else if y == 60 {
+                255
+            } else {
+                paper
+            }])
+        }),
     ];
     for (i, g) in images.iter().enumerate() {
         let rgb = image::DynamicImage::ImageLuma8(g.clone()).to_rgb8();
@@ -543,6 +560,13 @@ fn the_ink_side_from_level_counts_is_dark_inks_answer() {
             preprocess::dark_ink(&p),
             "image {i}"
         );
+        // The background from the levels is the luma plane's, bit for bit, for either ink.
+        for dark in [true, false] {
+            let want = preprocess::background(&p, dark);
+            let got = preprocess::background_of_levels(w, h, g.as_raw(), &of_level, dark);
+            let bits = |p: &Plane| p.px.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&want), "image {i}, dark ink {dark}");
+        }
     }
 }
 
@@ -596,4 +620,38 @@ fn an_image_buffer_longer_than_its_pixels_prepares_as_its_pixels() {
         preprocess_with(&longer, PreprocessConfig::default()).unwrap(),
         preprocess_with(&rgb, PreprocessConfig::default()).unwrap()
     );
+}
+
+/// The digit's box from its components' boxes is the box of its pixels: with a speck left out,
+/// and when the digit touches a large frame at a lower strength (the raised threshold's path).
+#[test]
+fn the_digits_box_is_the_box_of_its_pixels() {
+    let rect = |p: &mut Plane, (x0, y0, x1, y1): (usize, usize, usize, usize), v: f32| {
+        (y0..y1).for_each(|y| p.px[y * p.w + x0..y * p.w + x1].fill(v))
+    };
+    let mut kept = Plane::filled(80, 60, 0.0);
+    rect(&mut kept, (20, 10, 30, 50), 200.0); // the main stroke
+    rect(&mut kept, (34, 12, 44, 20), 200.0); // a part near it, over a tenth of its area
+    rect(&mut kept, (70, 55, 71, 56), 200.0); // a speck, left out
+    let mut framed = Plane::filled(80, 60, 0.0);
+    rect(&mut framed, (0, 0, 80, 15), 90.0); // a shadow along the top edge, joined to...
+    rect(&mut framed, (40, 10, 46, 55), 220.0); // ... the digit
+    for (i, s) in [kept, framed].iter().enumerate() {
+        let t = preprocess::ink_threshold(s);
+        let (digit, _, got) = preprocess::digit_of(s, t).unwrap_or_else(|| panic!("plane {i}: no digit at {t}"));
+        let on: Vec<(usize, usize)> = (0..s.w * s.h)
+            .filter(|&i| digit[i])
+            .map(|i| (i % s.w, i / s.w))
+            .collect();
+        let want = (
+            on.iter().map(|p| p.0).min().unwrap(),
+            on.iter().map(|p| p.1).min().unwrap(),
+            on.iter().map(|p| p.0).max().unwrap() + 1,
+            on.iter().map(|p| p.1).max().unwrap() + 1,
+        );
+        assert_eq!(got, want, "plane {i}");
+        // The shadow is split off (the raised threshold), the strokes' edges within 2 pixels kept.
+        assert!(i == 0 || (got.0, got.2) == (38, 48), "plane {i}: {got:?}");
+        assert!(!digit[55 * 80 + 70], "plane {i}: the speck is left out");
+    }
 }
