@@ -363,8 +363,9 @@ pub(crate) fn closing_or_opening<T: Extreme>(px: &[T], w: usize, h: usize, r: us
 /// Values a square min/max filter takes: ordered by plain compares (finite floats: no NaN
 /// rules, so the compares vectorise), with identities for max and min.
 pub(crate) trait Extreme: Copy + Default {
-    /// The identity of max (no value is smaller) and of min.
+    /// The identity of max: no value is smaller.
     const LOWEST: Self;
+    /// The identity of min: no value is larger.
     const HIGHEST: Self;
     fn max(self, b: Self) -> Self;
     fn min(self, b: Self) -> Self;
@@ -615,9 +616,9 @@ pub struct Component {
     pub edge_px: usize,
 }
 
-/// The 8-connected components of a mask: a label per pixel (`u32::MAX` off the mask, else
-/// the index into the list; 32 bits, half the memory to clear of `usize`) and the components, numbered in the order of their first pixel row
-/// by row. Made from the mask's runs (row by row, a run joins the runs of the row above that it
+/// The 8-connected components of a mask (under 2^32 pixels): a label per pixel (`u32::MAX`
+/// off the mask, else the index into the list; 32 bits, half the memory to clear of `usize`)
+/// and the components, numbered in the order of their first pixel row by row. Made from the mask's runs (row by row, a run joins the runs of the row above that it
 /// touches, corners included: a union-find whose roots are each component's first run), so
 /// its work grows with the runs, not with the pixels of ink.
 pub fn components(mask: &[bool], w: usize, h: usize) -> (Vec<u32>, Vec<Component>) {
@@ -1305,6 +1306,14 @@ mod tests {
                     1 => 7.0 + (r.next_u64() % 100) as f32 / 100.0,
                     2 => (r.next_u64() % 300) as f32 - 20.0,
                     _ => 0.0,
+                })
+                .collect();
+            // NaN (bin 0, never equal to itself) and both zeros (equal, one bin) among them.
+            let values: Vec<f32> = (values.iter().enumerate())
+                .map(|(i, &v)| match i % 37 {
+                    5 => f32::NAN,
+                    6..=22 => -0.0,
+                    _ => v,
                 })
                 .collect();
             let bin = |v: f32| v.clamp(0.0, 255.0) as u8;

@@ -188,9 +188,10 @@ pub(crate) fn impulses(p: &Plane) -> usize {
 }
 
 /// At least [`impulses`] (its upper bound), in one pass over the rows that vectorises: the
-/// pixels over 64 levels above (or below) both their left and right neighbours. An impulse is
-/// one of them: beyond all eight, it is beyond these two (`v - hi > 64` with `hi >= l` gives
-/// `v - l > 64`, as a rounded subtraction keeps the order).
+/// pixels over 64 levels above (or below) both their left and right neighbours (w and h at
+/// least 3, as there). An impulse is one of them: with `hi8` the largest of its eight
+/// neighbours and `hi2` the larger of these two, `hi2 <= hi8`, so `v - hi8 > 64` gives
+/// `v - hi2 > 64` (a rounded subtraction keeps the order); the same for the smallest.
 pub(crate) fn impulse_bound(p: &Plane) -> usize {
     let (w, n) = (p.w, p.w - 2);
     (p.px.chunks_exact(w).skip(1).take(p.h - 2))
@@ -637,8 +638,9 @@ pub fn preprocess_decoded(img: &Decoded, cfg: PreprocessConfig) -> crate::Result
 
 /// Steps 2 to 9 of a gray image (w x h, at least 1 x 1) given by its `levels`, one byte a
 /// pixel. No colour channel can separate ink from paper better than luma (they are luma): step
-/// 1 would choose it, so only luma is made. Not shrunk, its levels' counts give step 3's
-/// answer (unless step 2 filters it).
+/// 1 would choose it, so only luma is made. Not shrunk (and unless step 2 filters it), its
+/// levels' counts give step 3's answer and the levels themselves step 4's background
+/// ([`background_of_levels`]).
 fn prepare_levels(w: usize, h: usize, levels: &[u8], cfg: PreprocessConfig) -> crate::Result<GrayImage> {
     if !cfg.deskew && (w, h) == (SIDE, SIDE) {
         // Luma is each level exactly. (Only a 28x28 image can be in MNIST's form: no other is

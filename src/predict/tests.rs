@@ -547,6 +547,17 @@ fn the_ink_side_from_level_counts_is_dark_inks_answer() {
                 paper
             }])
         }),
+        // Over 256 pixels wide and high: the filters' column strips (256 levels) in pieces.
+        GrayImage::from_fn(300, 270, |x, y| {
+            let paper = 60 + ((x + 2 * y) / 5) as u8;
+            Luma([if x % 97 == 3 {
+                0
+            } else if y % 89 == 7 {
+                250
+            } else {
+                paper
+            }])
+        }),
     ];
     for (i, g) in images.iter().enumerate() {
         let rgb = image::DynamicImage::ImageLuma8(g.clone()).to_rgb8();
