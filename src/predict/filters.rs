@@ -790,6 +790,26 @@ pub fn quantiles<const K: usize>(values: &[f32], qs: [f64; K]) -> [f32; K] {
     out
 }
 
+/// [`quantiles`] of values given as `(value, how many)` pairs (the pairs are sorted here): the
+/// same values as over the values written out one by one, in `f32::total_cmp`'s order, by
+/// nearest rank; 0 for none.
+pub(crate) fn counted_quantiles<const K: usize>(pairs: &mut [(f32, u32)], qs: [f64; K]) -> [f32; K] {
+    pairs.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let total: usize = pairs.iter().map(|p| p.1 as usize).sum();
+    if total == 0 {
+        return [0.0; K];
+    }
+    qs.map(|q| {
+        let k = nearest_rank(total - 1, q);
+        let mut below = 0;
+        let at = pairs.iter().find(|p| {
+            below += p.1 as usize;
+            below > k
+        });
+        at.expect("the counts add up to the values").0
+    })
+}
+
 /// How many of the values fall in each bin 0..=255 by `bin` (which gives equal values one bin,
 /// as casts do): 16 values of one value (paper) are counted at once, found by comparing the
 /// values themselves (a pass that vectorises; making 16 bins first went one value at a time
@@ -834,7 +854,16 @@ pub(crate) fn level_quantiles<const K: usize>(counts: &[u32; 256], qs: [f64; K])
 /// variance, with that variance's share of the total (0 to 1, the separability). A pixel is
 /// above the threshold when its value is `>= threshold`.
 pub fn otsu(values: &[f32]) -> (f32, f32) {
-    let counts = histogram(values, |v| v.clamp(0.0, 255.0) as u8);
+    otsu_of_counts(&histogram(values, otsu_bin))
+}
+
+/// The bin of a value in [`otsu`]: its integer part, clamped to 0..=255 (NaN: 0).
+pub(crate) fn otsu_bin(v: f32) -> u8 {
+    v.clamp(0.0, 255.0) as u8
+}
+
+/// [`otsu`] of values counted by [`otsu_bin`].
+pub(crate) fn otsu_of_counts(counts: &[u32; 256]) -> (f32, f32) {
     let hist: [f64; 256] = counts.map(|c| c as f64);
     let n: f64 = hist.iter().sum();
     if n == 0.0 {

@@ -24,9 +24,9 @@ use image::{GrayImage, Luma, RgbImage};
 
 use super::decode::Decoded;
 use super::filters::{
-    Plane, box_blur, closing_or_opening, components, crop_rect, disk_extreme, histogram, level_quantiles, max_finite,
-    median3, min_finite, nearest_rank, otsu, quantile, quantiles, resize, resize_part, shrink_to,
-    square_closing_or_opening, within,
+    Plane, box_blur, closing_or_opening, components, counted_quantiles, crop_rect, disk_extreme, histogram,
+    level_quantiles, max_finite, median3, min_finite, nearest_rank, otsu, otsu_bin, otsu_of_counts, quantile,
+    quantiles, resize, resize_part, shrink_to, square_closing_or_opening, within,
 };
 use crate::Error;
 
@@ -154,6 +154,44 @@ fn filtered(p: Plane) -> (Plane, bool) {
     }
 }
 
+/// Whether [`filtered`] leaves the luma plane of a gray image's levels (w x h) as it is, found
+/// from the levels, 16 to a vector. The same answer: for every pair of levels a and b (a test
+/// checks all of them), the noise test's `|luma(a) - luma(b)| / 0.954 > 4` holds exactly when
+/// they are 4 or more apart, and `luma(a) - luma(b) > 64` (an impulse) only when a is 64 or
+/// more above b; so the impulses' bound counted here with 64 or more is at least theirs. A
+/// bound over 1% answers "not clean" (then `filtered` decides, on the plane).
+fn clean_levels(w: usize, h: usize, levels: &[u8]) -> bool {
+    if w < 3 || h < 3 {
+        return true;
+    }
+    let n = w - 2;
+    // Per row in u16 (a row is at most 512 levels wide here: no overflow), 8 to a vector.
+    let bound: usize = (levels.chunks_exact(w).skip(1).take(h - 2))
+        .map(|row| {
+            let (l, v, r) = (&row[..n], &row[1..=n], &row[2..]);
+            (l.iter().zip(v).zip(r))
+                .map(|((&l, &v), &r)| {
+                    let (lo, hi) = (l.min(r), l.max(r));
+                    u16::from(v.saturating_sub(hi) >= 64 || lo.saturating_sub(v) >= 64)
+                })
+                .fold(0u16, u16::wrapping_add) as usize
+        })
+        .sum();
+    if bound as f64 > 0.01 * (w * h) as f64 {
+        return false;
+    }
+    let pairs = h * (w - 1);
+    let rank = nearest_rank(pairs - 1, 0.5);
+    let passing: usize = (levels.chunks_exact(w))
+        .map(|row| {
+            (row.windows(2))
+                .map(|d| u16::from(d[0].abs_diff(d[1]) >= 4))
+                .fold(0u16, u16::wrapping_add) as usize
+        })
+        .sum();
+    passing < pairs - rank
+}
+
 /// The impulses of [`denoise`]: pixels over 64 levels above (or below) all 8 of their
 /// neighbours: specks, not strokes (a stroke's pixels have neighbours along it). The
 /// neighbours' extremes come from each row's extremes over 3 columns, made once.
@@ -238,19 +276,51 @@ pub fn background(p: &Plane, dark_ink: bool) -> Plane {
 /// (bg - v) / bg for dark ink, (v - bg) / (255 - bg) for light ink). Light on black (MNIST)
 /// comes out unchanged.
 pub fn ink_strength(p: &Plane, bg: &Plane, dark_ink: bool) -> Plane {
-    let px =
-        p.px.iter()
-            .zip(&bg.px)
-            .map(|(&v, &b)| {
-                let s = if dark_ink {
-                    (b - v) / b.max(16.0)
-                } else {
-                    (v - b) / (255.0 - b).max(16.0)
-                };
-                (s * 255.0).clamp(0.0, 255.0)
-            })
-            .collect();
+    let px = (p.px.iter().zip(&bg.px))
+        .map(|(&v, &b)| strength_of(v, b, dark_ink))
+        .collect();
     Plane { w: p.w, h: p.h, px }
+}
+
+/// [`ink_strength`] of one pixel of value `v` on paper of level `b`.
+fn strength_of(v: f32, b: f32, dark_ink: bool) -> f32 {
+    let s = if dark_ink {
+        (b - v) / b.max(16.0)
+    } else {
+        (v - b) / (255.0 - b).max(16.0)
+    };
+    (s * 255.0).clamp(0.0, 255.0)
+}
+
+/// An ink-strength plane that is a function of a gray image's levels: on paper of one level
+/// (the background one value everywhere, as on a clean page), pixel i's strength is
+/// `of_level[levels[i]]`. Its quantiles and Otsu's threshold then come from the levels' counts,
+/// 256 values at most, with the same answers as over the plane.
+struct StrengthOfLevels {
+    of_level: [f32; 256],
+    counts: [u32; 256],
+}
+
+impl StrengthOfLevels {
+    /// `(f(strength), count)` for each level present.
+    fn counted(&self, f: impl Fn(f32) -> f32) -> Vec<(f32, u32)> {
+        (0..256)
+            .filter(|&l| self.counts[l] > 0)
+            .map(|l| (f(self.of_level[l]), self.counts[l]))
+            .collect()
+    }
+
+    fn quantiles<const K: usize>(&self, qs: [f64; K]) -> [f32; K] {
+        counted_quantiles(&mut self.counted(|v| v), qs)
+    }
+
+    fn otsu(&self) -> (f32, f32) {
+        let mut bins = [0u32; 256];
+        for (v, n) in self.counted(|v| v) {
+            bins[otsu_bin(v) as usize] += n;
+        }
+        otsu_of_counts(&bins)
+    }
 }
 
 /// Step 5: the ink threshold on [`ink_strength`]: Otsu's, but at least 6 robust sigmas above
@@ -258,19 +328,24 @@ pub fn ink_strength(p: &Plane, bg: &Plane, dark_ink: bool) -> Plane {
 /// there is little ink (a thin stroke on a large page).
 pub fn ink_threshold(s: &Plane) -> f32 {
     let [lowest, paper] = quantiles(&s.px, [0.0, 0.5]);
-    threshold_above(s, lowest, paper)
+    threshold_above(s, None, lowest, paper)
 }
 
-/// [`ink_threshold`] of a plane whose lowest value and median are known.
-fn threshold_above(s: &Plane, lowest: f32, paper: f32) -> f32 {
-    let (t, _) = otsu(&s.px);
+/// [`ink_threshold`] of a plane whose lowest value and median are known; from the levels'
+/// counts when it is a function of them.
+fn threshold_above(s: &Plane, by_level: Option<&StrengthOfLevels>, lowest: f32, paper: f32) -> f32 {
+    let (t, _) = by_level.map_or_else(|| otsu(&s.px), |l| l.otsu());
     // When over half the plane is at its lowest level (paper cleared to 0), over half the
     // deviations are 0: their median is, with no need to select it.
     let sigma = if paper.to_bits() == lowest.to_bits() && paper.is_finite() {
         0.0
     } else {
-        let dev: Vec<f32> = s.px.iter().map(|v| (v - paper).abs()).collect();
-        1.4826 * quantile(&dev, 0.5)
+        let dev = |v: f32| (v - paper).abs();
+        let median = match by_level {
+            Some(l) => counted_quantiles(&mut l.counted(dev), [0.5])[0],
+            None => quantile(&s.px.iter().map(|&v| dev(v)).collect::<Vec<f32>>(), 0.5),
+        };
+        1.4826 * median
     };
     t.max(paper + 6.0 * sigma).max(24.0)
 }
@@ -599,7 +674,10 @@ pub fn preprocess(img: &GrayImage) -> crate::Result<GrayImage> {
 
 /// The steps of [`preprocess`] on any gray image, even one already in MNIST's form.
 pub fn preprocess_steps(img: &GrayImage) -> crate::Result<GrayImage> {
-    prepare(shrink_to(&gray_plane(img), WORK), None, PreprocessConfig::default())
+    prepare(
+        Channel::Plane(shrink_to(&gray_plane(img), WORK)),
+        PreprocessConfig::default(),
+    )
 }
 
 /// MNIST-style preparation of any image: a light digit on black, in a 20x20 box, centred by
@@ -616,7 +694,7 @@ pub fn preprocess_with(img: &RgbImage, cfg: PreprocessConfig) -> crate::Result<G
         let levels: Vec<u8> = px.iter().map(|p| p[0]).collect();
         return prepare_levels(w, h, &levels, cfg);
     }
-    prepare(pick_channel(work_planes(img)), None, cfg)
+    prepare(Channel::Plane(pick_channel(work_planes(img))), cfg)
 }
 
 /// [`preprocess_with`] of a gray image (the same bytes as for that image made RGB).
@@ -651,48 +729,83 @@ fn prepare_levels(w: usize, h: usize, levels: &[u8], cfg: PreprocessConfig) -> c
         }
     }
     let of_level = luma_of_levels();
-    let p = luma_plane(w, h, levels, &of_level);
-    let unshrunk = (w.max(h) <= WORK).then(|| Levels {
+    if w.max(h) > WORK {
+        return prepare(
+            Channel::Plane(shrink_to(&luma_plane(w, h, levels, &of_level), WORK)),
+            cfg,
+        );
+    }
+    let levels = Levels {
+        w,
+        h,
         px: levels,
         counts: histogram(levels, |l| l),
         of_level,
-    });
-    prepare(shrink_to(&p, WORK), unshrunk, cfg)
+    };
+    prepare(Channel::Levels(Box::new(levels)), cfg)
 }
 
-/// A gray image's levels (one byte a pixel) beside its luma plane (`of_level[l]` the luma of
-/// level l), with their counts.
+/// A gray image's levels (w x h, one byte a pixel), with their luma (`of_level[l]` the luma of
+/// level l) and their counts.
 struct Levels<'a> {
+    w: usize,
+    h: usize,
     px: &'a [u8],
     counts: [u32; 256],
     of_level: [f32; 256],
 }
 
+impl Levels<'_> {
+    /// The luma plane.
+    fn luma(&self) -> Plane {
+        luma_plane(self.w, self.h, self.px, &self.of_level)
+    }
+}
+
+/// The channel that steps 2 to 9 run on: a plane, or a gray image's levels not shrunk (at
+/// least 1 x 1), whose luma plane is made only when a step needs it.
+enum Channel<'a> {
+    Plane(Plane),
+    /// Boxed: two 256-entry tables.
+    Levels(Box<Levels<'a>>),
+}
+
 /// Step 4's [`background`] of a gray image's luma plane, from its levels: the same values (the
 /// filters' max and min commute with the luma, which never falls as the level grows), taken over
 /// bytes, 16 to a vector.
+#[cfg(test)]
 pub(crate) fn background_of_levels(w: usize, h: usize, levels: &[u8], of_level: &[f32; 256], dark_ink: bool) -> Plane {
-    let r = (w.max(h) / 4).max(2);
-    let px = closing_or_opening(levels, w, h, r, dark_ink);
+    let px = background_levels(w, h, levels, dark_ink);
     let px = px.iter().map(|&l| of_level[l as usize]).collect();
     Plane { w, h, px }
 }
 
+/// [`background_of_levels`] as levels (the level of the paper at each pixel).
+fn background_levels(w: usize, h: usize, levels: &[u8], dark_ink: bool) -> Vec<u8> {
+    let r = (w.max(h) / 4).max(2);
+    closing_or_opening(levels, w, h, r, dark_ink)
+}
+
 /// Steps 2 to 9 on the chosen channel, with its levels when it is a gray image's luma, not
 /// shrunk.
-fn prepare(p: Plane, levels: Option<Levels>, cfg: PreprocessConfig) -> crate::Result<GrayImage> {
-    if p.w == 0 || p.h == 0 {
+fn prepare(ch: Channel, cfg: PreprocessConfig) -> crate::Result<GrayImage> {
+    if let Channel::Plane(p) = &ch
+        && (p.w == 0 || p.h == 0)
+    {
         return Err(Error::format_problem("empty image (0 pixels)"));
     }
-    let s = strength(p, levels);
-    // The strongest ink and step 5's quantiles, selected together.
-    let [lowest, paper, strongest] = quantiles(&s.px, [0.0, 0.5, 1.0]);
+    let (s, by_level) = strength(ch);
+    // The strongest ink and step 5's quantiles, selected together (or counted by level).
+    let qs = [0.0, 0.5, 1.0];
+    let [lowest, paper, strongest] = by_level
+        .as_ref()
+        .map_or_else(|| quantiles(&s.px, qs), |l| l.quantiles(qs));
     if strongest < 32.0 {
         return Err(Error::format_problem(
             "no digit found: the image is blank (no ink stands out from the background)",
         ));
     }
-    let t = threshold_above(&s, lowest, paper);
+    let t = threshold_above(&s, by_level.as_ref(), lowest, paper);
     let (digit, t, (x0, y0, x1, y1)) = digit_of(&s, t)
         .ok_or_else(|| Error::format_problem("no digit found: no pixel is dark (or light) enough to be ink"))?;
     let long = (x1 - x0).max(y1 - y0);
@@ -774,21 +887,52 @@ fn prepare(p: Plane, levels: Option<Levels>, cfg: PreprocessConfig) -> crate::Re
 }
 
 /// Steps 2 to 4: the ink strength of the chosen channel (given by value: it and its background
-/// are freed here, before the steps that follow allocate).
-fn strength(p: Plane, levels: Option<Levels>) -> Plane {
-    let (p, changed) = filtered(p);
-    // Unless step 2 filtered it, the plane is still the luma of the levels.
-    let (dark, bg) = match levels.filter(|_| !changed) {
-        Some(l) => {
-            let dark = dark_ink_of_levels(&l.counts, &l.of_level);
-            (dark, background_of_levels(p.w, p.h, l.px, &l.of_level, dark))
-        }
-        None => {
-            let dark = dark_ink(&p);
-            (dark, background(&p, dark))
-        }
+/// are freed here, before the steps that follow allocate), and when it is a function of a gray
+/// image's levels (paper of one level), that function.
+fn strength(ch: Channel) -> (Plane, Option<StrengthOfLevels>) {
+    let l = match ch {
+        Channel::Plane(p) => return (plane_strength(filtered(p).0), None),
+        Channel::Levels(l) => *l,
     };
-    ink_strength(&p, &bg, dark)
+    // Step 2 from the levels; on the plane when they cannot tell.
+    let mut luma = None;
+    if !clean_levels(l.w, l.h, l.px) {
+        match filtered(l.luma()) {
+            (p, true) => return (plane_strength(p), None),
+            (p, false) => luma = Some(p),
+        }
+    }
+    // Not filtered: the plane is still the luma of the levels.
+    let dark = dark_ink_of_levels(&l.counts, &l.of_level);
+    let bg = background_levels(l.w, l.h, l.px, dark);
+    if let Some(&c) = bg.first()
+        && bg.iter().fold(true, |all, &b| all & (b == c))
+    {
+        // Every pixel's strength is its level's (the same arithmetic on the same two values).
+        let paper = l.of_level[c as usize];
+        let of_level: [f32; 256] = std::array::from_fn(|v| strength_of(l.of_level[v], paper, dark));
+        let px = l.px.iter().map(|&v| of_level[v as usize]).collect();
+        let s = Plane { w: l.w, h: l.h, px };
+        return (
+            s,
+            Some(StrengthOfLevels {
+                of_level,
+                counts: l.counts,
+            }),
+        );
+    }
+    let bg = Plane {
+        w: l.w,
+        h: l.h,
+        px: bg.iter().map(|&b| l.of_level[b as usize]).collect(),
+    };
+    (ink_strength(&luma.unwrap_or_else(|| l.luma()), &bg, dark), None)
+}
+
+/// Steps 3 and 4 on a plane.
+fn plane_strength(p: Plane) -> Plane {
+    let dark = dark_ink(&p);
+    ink_strength(&p, &background(&p, dark), dark)
 }
 
 /// The plane with `n` pixels of 0 around it.
@@ -831,4 +975,125 @@ pub fn preprocess_basic(img: &GrayImage) -> crate::Result<GrayImage> {
     let (x0, y0, x1, y1) = bbox(scaled.w, scaled.h, &scaled.px, |v| v > 50.0)
         .ok_or_else(|| Error::format_problem("no digit found: no pixel is dark (or light) enough to be ink"))?;
     Ok(into_field(&scaled.crop(x0, y0, x1, y1)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// On paper of one level, the strength plane is its levels' strengths, and its quantiles,
+    /// Otsu's threshold and the ink threshold from the levels' counts are the plane's, bit for
+    /// bit: dark ink and light, with the median at the paper and (a textured paper) above it.
+    #[test]
+    fn the_strength_of_levels_answers_as_the_plane() {
+        let mut rng = crate::rng::Rng::new(21);
+        let mut noise = move || (rng.next_u64() % 60) as u8;
+        let images: Vec<(usize, usize, Vec<u8>)> = vec![
+            // A dark stroke with grey edges on white.
+            (
+                40,
+                30,
+                (0..1200)
+                    .map(|i| if (12..18).contains(&(i % 40)) { noise() } else { 255 })
+                    .collect(),
+            ),
+            // Light ink on a dark screen (paper 20).
+            (
+                33,
+                50,
+                (0..1650)
+                    .map(|i| if (i / 33) % 7 == 3 { 190 + noise() } else { 20 })
+                    .collect(),
+            ),
+            // Paper with a texture (40% at 230, 35% at 225) and 25% ink: the median strength
+            // is the texture's, above the lowest.
+            (
+                64,
+                48,
+                (0..3072)
+                    .map(|i| match i % 20 {
+                        0..8 => 230,
+                        8..15 => 225,
+                        _ => 40 + noise(),
+                    })
+                    .collect(),
+            ),
+        ];
+        let of_level = luma_of_levels();
+        let mut seen = 0;
+        for (i, (w, h, px)) in images.iter().enumerate() {
+            let levels = Levels {
+                w: *w,
+                h: *h,
+                px,
+                counts: histogram(px, |l| l),
+                of_level,
+            };
+            let (s, by_level) = strength(Channel::Levels(Box::new(levels)));
+            let by_level = by_level.unwrap_or_else(|| panic!("image {i}: paper of one level"));
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            let want = px.iter().map(|&l| by_level.of_level[l as usize]).collect::<Vec<_>>();
+            assert_eq!(bits(&s.px), bits(&want), "image {i}");
+            // The plane's own steps 2 to 4 give the same strengths.
+            let plain = plane_strength(filtered(luma_plane(*w, *h, px, &of_level)).0);
+            assert_eq!(bits(&s.px), bits(&plain.px), "image {i}");
+            let qs = [0.0, 0.001, 0.5, 0.9, 1.0];
+            assert_eq!(bits(&by_level.quantiles(qs)), bits(&quantiles(&s.px, qs)), "image {i}");
+            let (a, b) = (by_level.otsu(), otsu(&s.px));
+            assert_eq!(
+                (a.0.to_bits(), a.1.to_bits()),
+                (b.0.to_bits(), b.1.to_bits()),
+                "image {i}"
+            );
+            let [lowest, paper] = quantiles(&s.px, [0.0, 0.5]);
+            let (t, plain) = (threshold_above(&s, Some(&by_level), lowest, paper), ink_threshold(&s));
+            assert_eq!(t.to_bits(), plain.to_bits(), "image {i}");
+            seen += usize::from(paper.to_bits() != lowest.to_bits());
+        }
+        assert_eq!(seen, 1, "one image has its median away from the lowest strength");
+    }
+
+    /// The level tests behind [`clean_levels`], for every pair of levels; and its answer is
+    /// `filtered`'s on clean, speckled and noisy images.
+    #[test]
+    fn clean_levels_is_filtereds_answer() {
+        let luma = luma_of_levels();
+        for a in 0..256usize {
+            for b in 0..256usize {
+                let d = luma[a] - luma[b];
+                assert_eq!(d.abs() / 0.954 > 4.0, a.abs_diff(b) >= 4, "noise test, levels {a} {b}");
+                assert!(d <= 64.0 || a >= b + 64, "impulse test, levels {a} {b}");
+            }
+        }
+        let mut rng = crate::rng::Rng::new(23);
+        let mut next = move |n: u64| rng.next_u64() % n;
+        let (w, h) = (50, 40);
+        let images: Vec<Vec<u8>> = vec![
+            // A clean stroke.
+            (0..w * h)
+                .map(|i| if (20..26).contains(&(i % w)) { 30 } else { 240 })
+                .collect(),
+            // Salt and pepper: 3% specks.
+            (0..w * h)
+                .map(|_| match next(100) {
+                    0..2 => 0,
+                    2 => 255,
+                    _ => 128,
+                })
+                .collect(),
+            // Noise of a few levels everywhere.
+            (0..w * h).map(|_| 100 + next(12) as u8).collect(),
+            // Level steps of exactly 64 (and 3, under the noise test's 4).
+            (0..w * h)
+                .map(|i| if i % 7 == 0 { 164 } else { 100 + (i % 2) as u8 * 3 })
+                .collect(),
+        ];
+        // (clean by the levels, changed by `filtered`): "clean" is never wrong; "not clean"
+        // leaves the answer to `filtered`, as for the last image, whose 64-level steps pass
+        // the levels' bound but are not impulses on the plane.
+        let answers: Vec<(bool, bool)> = (images.iter())
+            .map(|px| (clean_levels(w, h, px), filtered(luma_plane(w, h, px, &luma)).1))
+            .collect();
+        assert_eq!(answers, [(true, false), (false, true), (false, true), (false, false)]);
+    }
 }
