@@ -347,6 +347,18 @@ pub fn square_closing_or_opening(p: &Plane, r: usize, max_first: bool) -> Plane 
 /// [`square_closing_or_opening`] of any values with extremes: the f32 of a plane, or the 8-bit
 /// levels of a gray image (16 to a 128-bit vector, not 4).
 pub(crate) fn closing_or_opening<T: Extreme>(px: &[T], w: usize, h: usize, r: usize, max_first: bool) -> Vec<T> {
+    // When every pixel's window holds a pixel of the image's extreme, the first filter gives
+    // that value everywhere, and so does the second: found in one pass (paper on a clean page).
+    if let Some(&first) = px.first() {
+        let m = if max_first {
+            px.iter().fold(first, |a, &b| a.max(b))
+        } else {
+            px.iter().fold(first, |a, &b| a.min(b))
+        };
+        if every_tile_holds(px, w, r + 1, m) {
+            return vec![m; w * h];
+        }
+    }
     let t = transpose(&extreme_columns(px, h, w, r, max_first), w, h);
     let first = extreme_columns(&t, w, h, r, max_first);
     // The first filter's result is often one value (the paper's, within reach of every pixel):
@@ -358,6 +370,26 @@ pub(crate) fn closing_or_opening<T: Extreme>(px: &[T], w: usize, h: usize, r: us
     }
     let t = extreme_columns(&first, w, h, r, !max_first);
     extreme_columns(&transpose(&t, h, w), h, w, r, !max_first)
+}
+
+/// Whether each tile of `side` x `side` pixels (from the top left; those at the right and
+/// bottom edges smaller) of the w-wide image holds a pixel of value `m`. With `side` = r + 1,
+/// a pixel's (2r+1)-square window (clipped at the edges) holds its whole tile, so then every
+/// window holds such a pixel. Each row's segments are tested whole (a pass that vectorises).
+fn every_tile_holds<T: Extreme>(px: &[T], w: usize, side: usize, m: T) -> bool {
+    let mut holds = vec![false; w.div_ceil(side)];
+    for (y, row) in px.chunks_exact(w).enumerate() {
+        if y % side == 0 && y > 0 {
+            if !holds.iter().all(|&b| b) {
+                return false;
+            }
+            holds.fill(false);
+        }
+        for (has, seg) in holds.iter_mut().zip(row.chunks(side)) {
+            *has = *has || seg.iter().fold(false, |any, &v| any | v.same(m));
+        }
+    }
+    holds.iter().all(|&b| b)
 }
 
 /// Values a square min/max filter takes: ordered by plain compares (finite floats: no NaN
@@ -1051,13 +1083,39 @@ mod tests {
             let p = Plane { w, h, px };
             // And paper (250) with strokes of ink: the first filter of a closing is all paper.
             let paper = plane(w, h, |x, y| if (x + 2 * y) % 7 == 0 { 30.0 } else { 250.0 });
-            for (p, max_first) in [(&p, true), (&p, false), (&paper, true), (&paper, false)] {
+            // Paper (250) everywhere but one corner: the extreme misses some windows (a tile
+            // without paper), so the filters run.
+            let corner = plane(w, h, |x, y| if x + y < 3 * radius { 40.0 } else { 250.0 });
+            for (p, max_first) in [
+                (&p, true),
+                (&p, false),
+                (&paper, true),
+                (&paper, false),
+                (&corner, true),
+            ] {
                 let want = square_extreme(&square_extreme(p, radius, max_first), radius, !max_first);
                 let got = square_closing_or_opening(p, radius, max_first);
                 assert_eq!((got.w, got.h), (w, h));
                 let bits = |q: &Plane| q.px.iter().map(|v| v.to_bits()).collect::<Vec<u32>>();
                 assert_eq!(bits(&got), bits(&want), "{w}x{h} r {radius} max first {max_first}");
+                // The same filters over bytes (the values' integer parts).
+                let bytes: Vec<u8> = p.px.iter().map(|&v| v as u8).collect();
+                let as_f32 = Plane {
+                    px: bytes.iter().map(|&b| b as f32).collect(),
+                    ..p.clone()
+                };
+                let want = square_extreme(&square_extreme(&as_f32, radius, max_first), radius, !max_first);
+                let got = closing_or_opening(&bytes, w, h, radius, max_first);
+                assert_eq!(
+                    got.iter().map(|&b| b as f32).collect::<Vec<_>>(),
+                    want.px,
+                    "bytes {w}x{h}"
+                );
             }
+            // Only the right one of the shortcut's answers: a tile without paper whose pixels'
+            // windows still hold paper is the filters' business, not a wrong constant.
+            assert!(every_tile_holds(&paper.px, w, radius + 1, 250.0) || w.min(h) < 7);
+            assert!(!every_tile_holds(&corner.px, w, radius + 1, 250.0) || w * h < 3);
         }
     }
 
