@@ -7,6 +7,12 @@
 //! pen-drawn 7, tests/fixtures/user_style/pen_7_07.png, and 20,000 preparations in all). One
 //! thread. The preparation is plain Rust, compiled for the target's baseline (SSE2 on x86-64):
 //! no SIMD backend applies to it, so `MNIST_CNN_SIMD` changes nothing here.
+//!
+//! Before timing, a 16 MiB buffer is allocated and freed, as a long-running `serve` has done by
+//! then (its model file, its batches): glibc's malloc then raises its thresholds for handing
+//! memory back to the kernel, so the preparations reuse the heap. Without it, a fresh process
+//! returns its freed planes to the kernel after every preparation and faults them back in on
+//! the next (for the larger images, a third of the time), which `serve` does not pay.
 
 use mnist_cnn::predict::{PreprocessConfig, decode_image, preprocess_decoded};
 use std::time::Instant;
@@ -17,6 +23,7 @@ fn main() {
     let count: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(20_000).max(5);
     let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     let cfg = PreprocessConfig::default();
+    drop(std::hint::black_box(vec![1u8; 16 << 20]));
     let round = count / 5;
     // Seconds per image of `f`, the best of 5 rounds.
     let best = |f: &dyn Fn()| {
