@@ -650,9 +650,10 @@ pub struct Component {
 
 /// The 8-connected components of a mask (under 2^32 pixels): a label per pixel (`u32::MAX`
 /// off the mask, else the index into the list; 32 bits, half the memory to clear of `usize`)
-/// and the components, numbered in the order of their first pixel row by row. Made from the mask's runs (row by row, a run joins the runs of the row above that it
-/// touches, corners included: a union-find whose roots are each component's first run), so
-/// its work grows with the runs, not with the pixels of ink.
+/// and the components, numbered in the order of their first pixel row by row. Made from the
+/// mask's runs (row by row, a run joins the runs of the row above that it touches, corners
+/// included: a union-find whose roots are each component's first run), so its work grows with
+/// the runs, not with the pixels of ink.
 pub fn components(mask: &[bool], w: usize, h: usize) -> (Vec<u32>, Vec<Component>) {
     assert_eq!(mask.len(), w * h, "a mask of w x h");
     assert!(w * h < u32::MAX as usize, "labels fit in 32 bits");
@@ -831,15 +832,7 @@ pub(crate) fn counted_quantiles<const K: usize>(pairs: &mut [(f32, u32)], qs: [f
     if total == 0 {
         return [0.0; K];
     }
-    qs.map(|q| {
-        let k = nearest_rank(total - 1, q);
-        let mut below = 0;
-        let at = pairs.iter().find(|p| {
-            below += p.1 as usize;
-            below > k
-        });
-        at.expect("the counts add up to the values").0
-    })
+    qs.map(|q| pairs[holding_rank(pairs.iter().map(|p| p.1), nearest_rank(total - 1, q))].0)
 }
 
 /// How many of the values fall in each bin 0..=255 by `bin` (which gives equal values one bin,
@@ -871,15 +864,18 @@ pub(crate) fn histogram<T: Copy + PartialEq>(values: &[T], bin: impl Fn(T) -> u8
 /// level (`counts[l]` values at level l; at least one value).
 pub(crate) fn level_quantiles<const K: usize>(counts: &[u32; 256], qs: [f64; K]) -> [usize; K] {
     let last = counts.iter().map(|&c| c as usize).sum::<usize>() - 1;
-    qs.map(|q| {
-        let k = nearest_rank(last, q);
-        let mut below = 0;
-        let level = (0..256).find(|&l| {
-            below += counts[l] as usize;
-            below > k
-        });
-        level.expect("the counts add up to the values")
-    })
+    qs.map(|q| holding_rank(counts.iter().copied(), nearest_rank(last, q)))
+}
+
+/// The index of the count that holds rank `k` (from 0) of the values counted in order: the
+/// first whose running total passes `k`.
+fn holding_rank(counts: impl IntoIterator<Item = u32>, k: usize) -> usize {
+    let mut below = 0;
+    let at = counts.into_iter().position(|c| {
+        below += c as usize;
+        below > k
+    });
+    at.expect("the counts add up to the values")
 }
 
 /// Otsu's threshold of values in 0..=255 (256 bins): the level that maximises the between-class
@@ -1403,10 +1399,9 @@ mod tests {
                     _ => v,
                 })
                 .collect();
-            let bin = |v: f32| v.clamp(0.0, 255.0) as u8;
             let mut want = [0u32; 256];
-            values.iter().for_each(|&v| want[bin(v) as usize] += 1);
-            assert_eq!(histogram(&values, bin), want, "{n} fractions");
+            values.iter().for_each(|&v| want[otsu_bin(v) as usize] += 1);
+            assert_eq!(histogram(&values, otsu_bin), want, "{n} fractions");
         }
     }
 
