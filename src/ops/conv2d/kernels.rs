@@ -316,6 +316,21 @@ pub(super) fn tap_rows_times_matrix<S: Simd>(
     // Rows past `rows` repeat the last real one; they are computed, not stored.
     let at = block_pixels(g, m0, rows);
     let args = (g, (x, pix), (wt, bias), relu);
+    // Where a vector is one register (AVX-512) and OC is a multiple of 32: 8 rows of two
+    // vectors each (see `tap_rows_block_wide`), or 4 for a short last block of 4 or fewer.
+    if S::ROWS >= MR && g.oc.is_multiple_of(WIDE_VECTORS * LANES) {
+        if rows <= GROUP {
+            let atg: &[(usize, usize); GROUP] = at[..GROUP].try_into().expect("GROUP rows");
+            tap_rows_block_wide::<S, GROUP, WIDE_VECTORS>(s, args, atg, y, rows);
+            return;
+        }
+        for r0 in (0..rows).step_by(WIDE_ROWS) {
+            let atg: &[(usize, usize); WIDE_ROWS] = at[r0..][..WIDE_ROWS].try_into().expect("8 rows");
+            let yg = &mut y[r0 * g.oc..];
+            tap_rows_block_wide::<S, WIDE_ROWS, WIDE_VECTORS>(s, args, atg, yg, WIDE_ROWS.min(rows - r0));
+        }
+        return;
+    }
     if rows <= 2 * GROUP {
         // A short last block (a single image's 49 pixels leave 1): 4 rows at a time.
         for r0 in (0..rows).step_by(GROUP) {
@@ -328,6 +343,73 @@ pub(super) fn tap_rows_times_matrix<S: Simd>(
         let atg: &[(usize, usize); G] = at[r0..][..G].try_into().expect("G rows");
         tap_rows_block::<S, G>(s, args, atg, &mut y[r0 * g.oc..], G.min(rows - r0));
     });
+}
+
+/// Rows and vectors of output channels per row of [`tap_rows_block_wide`] on AVX-512.
+const WIDE_ROWS: usize = 8;
+const WIDE_VECTORS: usize = 2;
+
+/// [`tap_rows_block`] with NV vectors of output channels per row (OC a multiple of 16 NV) and
+/// G rows, for the backends where a vector is one register. With 16 rows of one vector (the
+/// [`tap_rows_block`] of AVX-512), each multiply-add needs a load of its own (the broadcast
+/// value, and the 16 row addresses do not fit the general registers either), so the loads, not
+/// the multiply-adds, set the pace. With 8 rows of two vectors, each broadcast value feeds two
+/// multiply-adds and the 8 row addresses stay in registers: 10 loads per 16 multiply-adds.
+/// `bncnn`'s blocks 2-4 at batch 16 (`examples/bncnn_layers.rs`, one thread): 19.2/17.8/10.9
+/// -> 13.5/13.0/8.2 us per image; 4 rows of four vectors or 6 of four were slower, so were 16
+/// of one and 8 of one. The same multiply-adds in the same order per value, so the same bits.
+#[allow(clippy::type_complexity)]
+#[inline(always)]
+fn tap_rows_block_wide<S: Simd, const G: usize, const NV: usize>(
+    s: S,
+    (g, (x, pix), (wt, bias), relu): (&ConvGeom, (&[f32], &[usize]), (&[f32], &[f32]), bool),
+    at: &[(usize, usize); G],
+    y: &mut [f32],
+    rows: usize,
+) {
+    let (c, oc, kk) = (g.c, g.oc, g.kh * g.kw);
+    assert!(
+        c.is_multiple_of(LANES) && oc.is_multiple_of(NV * LANES) && wt.len() >= kk * c * oc && bias.len() >= oc,
+        "tap_rows_block_wide: weights or bias too short"
+    );
+    let zeros = [0.0f32; LANES];
+    for n0 in (0..oc).step_by(NV * LANES) {
+        let bv: [S::V; NV] = std::array::from_fn(|h| s.load(&bias[n0 + h * LANES..], LANES));
+        let mut acc = [bv; G];
+        for t in 0..kk {
+            for cb in (0..c).step_by(LANES) {
+                let a: [&[f32; LANES]; G] = std::array::from_fn(|r| {
+                    let (base, first) = at[r];
+                    match pix[first + t] {
+                        usize::MAX => &zeros,
+                        o => x[base + o + cb..][..LANES].try_into().expect("16 channels"),
+                    }
+                });
+                let k0 = t * c + cb;
+                for j in 0..LANES {
+                    // SAFETY: (k0 + j) * oc + n0 + 32 <= (kk * c - 1) * oc + oc <= wt.len()
+                    // (asserted above), as k0 + j < kk * c and n0 + 32 <= oc.
+                    let w = unsafe { wt.get_unchecked((k0 + j) * oc + n0..) };
+                    let v: [S::V; NV] = std::array::from_fn(|h| s.load(&w[h * LANES..], LANES));
+                    for (acc, ar) in acc.iter_mut().zip(&a) {
+                        let av = s.splat(ar[j]);
+                        for (acc, v) in acc.iter_mut().zip(&v) {
+                            *acc = s.mul_add(av, *v, *acc);
+                        }
+                    }
+                }
+            }
+        }
+        for (r, v) in acc.iter().enumerate().take(rows) {
+            for (h, v) in v.iter().enumerate() {
+                s.store(
+                    &mut y[r * oc + n0 + h * LANES..],
+                    LANES,
+                    if relu { s.relu(*v) } else { *v },
+                );
+            }
+        }
+    }
 }
 
 /// [`tap_rows_times_matrix`] for G rows (`at`: each row's sample offset in x and first entry in
