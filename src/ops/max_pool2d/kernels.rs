@@ -8,8 +8,13 @@
 //!
 //! Everything here is `#[inline(always)]` so that it is compiled inside the [`Kernel::run`]
 //! that calls it, with the backend's target features enabled; no `unsafe` (the trait's checked
-//! loads and stores). Only selects and compares touch values, so every backend gives the same
-//! bits.
+//! loads and stores). Only selects and compares make the results (the forward's sums only
+//! detect NaN), so every backend gives the same bits.
+//!
+//! The forward first scans without NaN's rule, which is PyTorch's scan whenever no value is NaN,
+//! and scans again with it only the chunks where one may be (see `forward`). In `bncnn`'s first
+//! block (convolution, ReLU and this pooling fused, batch 16, one thread), block 1 took 6.8 ->
+//! 5.7 us per image on AVX-512 and 9.1 -> 7.5 on AVX2.
 
 use super::PoolGeom;
 use crate::ops::simd::{Kernel, LANES, Simd};
@@ -36,22 +41,43 @@ impl Kernel for Forward<'_> {
     type Output = ();
     #[inline(always)]
     fn run<S: Simd>(self, s: S) {
-        // Compiled apart without the indices (inference), which then cost nothing.
-        if self.idx.is_some() {
-            forward::<S, true>(s, self)
-        } else {
-            forward::<S, false>(s, self)
+        // Compiled apart without the indices (inference), which then cost nothing. First the
+        // scan without NaN's rule; again with it (over the same outputs) only when a value of
+        // the chunk may be NaN.
+        let Forward { g, x, y, mut idx } = self;
+        let clean = match idx.as_deref_mut() {
+            Some(i) => forward::<S, true, false>(s, g, x, y, Some(i)),
+            None => forward::<S, false, false>(s, g, x, y, None),
+        };
+        if !clean {
+            match idx {
+                Some(i) => forward::<S, true, true>(s, g, x, y, Some(i)),
+                None => forward::<S, false, true>(s, g, x, y, None),
+            };
         }
     }
 }
 
-/// [`Forward`], tracking the indices when `IDX`.
+/// [`Forward`], tracking the indices when `IDX`. With `NAN`, PyTorch's scan (see [`wins`]);
+/// without, a value replaces the best only when it is larger (a compare and a select instead of
+/// [`wins`]' seven operations), which is the same scan unless a value is NaN: then it returns
+/// false (the sum of all values read is NaN; an overflow to infinities can make it NaN too),
+/// and the caller runs the scan with `NAN` over the same outputs. So the bits are the scan's.
 #[inline(always)]
-fn forward<S: Simd, const IDX: bool>(s: S, f: Forward) {
-    let Forward { g, x, y, mut idx } = f;
+fn forward<S: Simd, const IDX: bool, const NAN: bool>(
+    s: S,
+    g: &PoolGeom,
+    x: &[f32],
+    y: &mut [f32],
+    mut idx: Option<&mut [f32]>,
+) -> bool {
     let (c, ins, outs) = (g.c, g.in_size(), g.out_size());
+    let mut sum = s.zero();
     let samples = y.len() / outs;
     assert!(x.len() == samples * ins && idx.as_ref().is_none_or(|i| i.len() == y.len()));
+    if !NAN && g.k == 2 && g.padding == 0 {
+        return no_nan_in(s, forward_2x2::<S, IDX>(s, g, x, y, idx));
+    }
     for sm in 0..samples {
         let xs = &x[sm * ins..][..ins];
         for i in 0..g.oh {
@@ -66,6 +92,9 @@ fn forward<S: Simd, const IDX: bool>(s: S, f: Forward) {
                     let first = h0 * g.w + w0;
                     let mut best = s.load(&xs[first * c + c0..], n);
                     let mut at = if IDX { s.splat(first as f32) } else { s.zero() };
+                    if !NAN {
+                        sum = s.add(sum, best);
+                    }
                     for r in h0..h1 {
                         for q in w0..w1 {
                             let pos = r * g.w + q;
@@ -73,7 +102,12 @@ fn forward<S: Simd, const IDX: bool>(s: S, f: Forward) {
                                 continue;
                             }
                             let v = s.load(&xs[pos * c + c0..], n);
-                            let m = wins(s, v, best);
+                            let m = if NAN {
+                                wins(s, v, best)
+                            } else {
+                                sum = s.add(sum, v);
+                                s.gt(v, best)
+                            };
                             best = s.select(m, v, best);
                             if IDX {
                                 at = s.select(m, s.splat(pos as f32), at);
@@ -88,6 +122,61 @@ fn forward<S: Simd, const IDX: bool>(s: S, f: Forward) {
             }
         }
     }
+    NAN || no_nan_in(s, sum)
+}
+
+/// Whether no lane of `v` is NaN.
+#[inline(always)]
+fn no_nan_in<S: Simd>(s: S, v: S::V) -> bool {
+    let mut lanes = [0.0f32; LANES];
+    s.store(&mut lanes, LANES, v);
+    !lanes.iter().any(|v| v.is_nan())
+}
+
+/// [`forward`] without NaN's rule for 2x2 windows without padding (every window whole: the
+/// pooling of the accuracy model), the four positions at fixed offsets, in the scan's order;
+/// returns the sum of the values read (see [`forward`]).
+#[inline(always)]
+fn forward_2x2<S: Simd, const IDX: bool>(
+    s: S,
+    g: &PoolGeom,
+    x: &[f32],
+    y: &mut [f32],
+    mut idx: Option<&mut [f32]>,
+) -> S::V {
+    let (c, ins, outs) = (g.c, g.in_size(), g.out_size());
+    let mut sum = s.zero();
+    // The window's positions after its first, in the scan's order, as pixel offsets.
+    let steps = [1, g.w, g.w + 1];
+    for (sm, (xs, ys)) in x.chunks_exact(ins).zip(y.chunks_exact_mut(outs)).enumerate() {
+        for i in 0..g.oh {
+            for j in 0..g.ow {
+                let first = i * g.stride * g.w + j * g.stride;
+                let o = (i * g.ow + j) * c;
+                for c0 in (0..c).step_by(LANES) {
+                    let n = LANES.min(c - c0);
+                    let mut best = s.load(&xs[first * c + c0..], n);
+                    let mut at = if IDX { s.splat(first as f32) } else { s.zero() };
+                    sum = s.add(sum, best);
+                    for d in steps {
+                        let pos = first + d;
+                        let v = s.load(&xs[pos * c + c0..], n);
+                        sum = s.add(sum, v);
+                        let m = s.gt(v, best);
+                        best = s.select(m, v, best);
+                        if IDX {
+                            at = s.select(m, s.splat(pos as f32), at);
+                        }
+                    }
+                    s.store(&mut ys[o + c0..], n, best);
+                    if let (true, Some(idx)) = (IDX, idx.as_deref_mut()) {
+                        s.store(&mut idx[sm * outs + o + c0..], n, at);
+                    }
+                }
+            }
+        }
+    }
+    sum
 }
 
 /// Backward of a chunk when windows do not overlap (stride >= kernel size): each input gets

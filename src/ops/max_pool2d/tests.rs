@@ -191,3 +191,55 @@ fn every_backend_matches_the_plain_layout_with_ties_nan_and_inf() {
         }
     });
 }
+
+/// The vector kernels' scan without NaN's rule (a compare and a select, and the 2x2 windows'
+/// own loop), which they take when no value of a chunk is NaN, gives the plain layout's bits:
+/// with ties, -0 against +0 (the first taken) and -inf, and with a NaN in the second chunk only
+/// (the first chunk then keeps the quick scan's results, the second runs PyTorch's).
+#[test]
+fn the_scan_without_nan_gives_the_same_bits() {
+    let settings = [(2, 2, 0, 8, 8), (2, 2, 0, 7, 9), (2, 3, 0, 8, 7), (3, 2, 1, 7, 7)];
+    let special = [-0.0, 0.0, f32::NEG_INFINITY];
+    crate::ops::simd::on_each_backend("max_pool2d", |b| {
+        for (k, s, p, h, w) in settings {
+            for nan_in_last in [false, true] {
+                let (n, c) = (CHUNK + 1, 20);
+                let mut x: Vec<f32> = random(n * c * h * w, 16)
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| {
+                        if i % 7 == 3 {
+                            special[i % 3]
+                        } else {
+                            (v * 2.0).round() / 2.0
+                        }
+                    })
+                    .collect();
+                if nan_in_last {
+                    // Pixel (0, 0) of the last sample's last channel: in its first window.
+                    x[(n * c - 1) * h * w] = f32::NAN;
+                }
+                let run = |cl: bool| {
+                    let xt = Tensor::parameter(x.clone(), &[n, c, h, w]);
+                    let xin = if cl { to_channels_last(&xt) } else { xt.clone() };
+                    let y = max_pool2d(&xin, k, s, p);
+                    y.contiguous().backward_with(random(y.numel(), 17));
+                    let bits = |v: Vec<f32>| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                    (bits(y.to_vec()), bits(xt.grad().unwrap()))
+                };
+                let (plain, cl) = (run(false), run(true));
+                let zeros = |v: &[u32], z: f32| v.iter().filter(|&&u| u == z.to_bits()).count();
+                assert!(
+                    zeros(&plain.0, -0.0) > 0 && zeros(&plain.0, 0.0) > 0,
+                    "both zeros reach the outputs"
+                );
+                let nans = plain.0.iter().filter(|&&v| f32::from_bits(v).is_nan()).count();
+                assert_eq!(nans > 0, nan_in_last, "NaN reaches an output only when there is one");
+                assert_eq!(
+                    cl, plain,
+                    "{b} k={k} s={s} p={p} {h}x{w} NaN in the last chunk: {nan_in_last}"
+                );
+            }
+        }
+    });
+}
