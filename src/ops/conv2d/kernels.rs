@@ -6,9 +6,10 @@
 //! at tap offsets, or x read through [`pixel_taps`](super::layout::pixel_taps)), Wt (CKK, OC),
 //! Wr (OC, CKK), dy (M, OC). Each kernel keeps MR = 16 rows (or columns) of 16-lane
 //! accumulators in registers, or fewer at a time where a vector takes several registers
-//! ([`Simd::ROWS`]: 6 + 6 + 4 on AVX2, 4 at a time on NEON, see `for_each_group`); every value
-//! gets the same operations in the same order either way, so the vector backends give the same
-//! bits. The reductions over pixels (dW, dbias) run blocks of [`SUM_BLOCK`] rows outermost, so
+//! ([`Simd::ROWS`]: 6 + 6 + 4 on AVX2, 4 at a time on NEON, see `for_each_group`; the
+//! forward of whole-tap layers on AVX-512 holds 8 rows of two vectors, see
+//! `tap_rows_block_wide`); every value gets the same operations in the same order either way,
+//! so the vector backends give the same bits. The reductions over pixels (dW, dbias) run blocks of [`SUM_BLOCK`] rows outermost, so
 //! a block of dy is read from the L1 cache by every column group, and their inner loops carry
 //! no per-row bookkeeping (offsets are computed before the loop, whole-vector widths are
 //! compiled apart from partial ones).

@@ -11,7 +11,9 @@
 //! per pixel (not the scalar strided gathers of NCHW im2col). Then
 //!   forward  y (M, OC)    = A Wt + bias          (16 pixels in registers, OC in vector lanes;
 //!                             when C is a multiple of 16, A's rows are read straight from x,
-//!                             each tap's 16 channels through a per-pixel offset: no matrix)
+//!                             each tap's 16 channels through a per-pixel offset: no matrix;
+//!                             then on AVX-512, with OC a multiple of 32, 8 pixels by 32
+//!                             channels at a time)
 //!   backward dWt (CKK, OC) = A^T dy              (16 patch columns in registers; when C is a
 //!                             multiple of 16 these are read straight from x too)
 //!            dA (M, CKK)   = dy Wr, dx = row2im(dA)   (when C is a multiple of 16, each 16-column
