@@ -379,13 +379,7 @@ fn tap_rows_block_wide<S: Simd, const G: usize, const NV: usize>(
         let mut acc = [bv; G];
         for t in 0..kk {
             for cb in (0..c).step_by(LANES) {
-                let a: [&[f32; LANES]; G] = std::array::from_fn(|r| {
-                    let (base, first) = at[r];
-                    match pix[first + t] {
-                        usize::MAX => &zeros,
-                        o => x[base + o + cb..][..LANES].try_into().expect("16 channels"),
-                    }
-                });
+                let a = tap_channels(x, pix, at, (t, cb), &zeros);
                 let k0 = t * c + cb;
                 for j in 0..LANES {
                     // SAFETY: (k0 + j) * oc + n0 + 32 <= (kk * c - 1) * oc + oc <= wt.len()
@@ -413,6 +407,25 @@ fn tap_rows_block_wide<S: Simd, const G: usize, const NV: usize>(
     }
 }
 
+/// The 16 channels from cb that each of G rows (`at`: its sample's offset in x and its first
+/// entry in `pix`) reads through tap t, or `zeros` in the padding.
+#[inline(always)]
+fn tap_channels<'a, const G: usize>(
+    x: &'a [f32],
+    pix: &[usize],
+    at: &[(usize, usize); G],
+    (t, cb): (usize, usize),
+    zeros: &'a [f32; LANES],
+) -> [&'a [f32; LANES]; G] {
+    std::array::from_fn(|r| {
+        let (base, first) = at[r];
+        match pix[first + t] {
+            usize::MAX => zeros,
+            o => x[base + o + cb..][..LANES].try_into().expect("16 channels"),
+        }
+    })
+}
+
 /// [`tap_rows_times_matrix`] for G rows (`at`: each row's sample offset in x and first entry in
 /// `pix`), all in registers; the first `rows` stored.
 #[allow(clippy::type_complexity)]
@@ -435,14 +448,7 @@ fn tap_rows_block<S: Simd, const G: usize>(
             let mut acc = [s.load(&bias[n0..], w); G];
             for t in 0..kk {
                 for cb in (0..c).step_by(LANES) {
-                    // The 16 channels from cb that each row reads through tap t, or zeros.
-                    let a: [&[f32; LANES]; G] = std::array::from_fn(|r| {
-                        let (base, first) = at[r];
-                        match pix[first + t] {
-                            usize::MAX => &zeros,
-                            o => x[base + o + cb..][..LANES].try_into().expect("16 channels"),
-                        }
-                    });
+                    let a = tap_channels(x, pix, at, (t, cb), &zeros);
                     let k0 = t * c + cb;
                     for j in 0..LANES {
                         // SAFETY: (k0 + j) * oc + n0 + w <= (kk * c - 1) * oc + oc <= wt.len()

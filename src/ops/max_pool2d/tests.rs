@@ -145,6 +145,39 @@ fn matches_pytorch_golden_values() {
     }
 }
 
+/// `len` random values rounded to a grid of 1/`steps` (so that there are ties), with
+/// `special[i % 3]` at each index i where i % every == at.
+fn with_specials(len: usize, seed: u64, steps: f32, (every, at): (usize, usize), special: [f32; 3]) -> Vec<f32> {
+    random(len, seed)
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            if i % every == at {
+                special[i % 3]
+            } else {
+                (v * steps).round() / steps
+            }
+        })
+        .collect()
+}
+
+/// max_pool2d of x (N, C, H, W) stored plainly, or channels-last with `cl`, and its gradient
+/// for a random dy (seed `dy_seed`): (y, dx) as bits.
+fn pooled_bits(
+    x: &[f32],
+    (n, c, h, w): (usize, usize, usize, usize),
+    (k, s, p): (usize, usize, usize),
+    cl: bool,
+    dy_seed: u64,
+) -> (Vec<u32>, Vec<u32>) {
+    let xt = Tensor::parameter(x.to_vec(), &[n, c, h, w]);
+    let xin = if cl { to_channels_last(&xt) } else { xt.clone() };
+    let y = max_pool2d(&xin, k, s, p);
+    y.contiguous().backward_with(random(y.numel(), dy_seed));
+    let bits = |v: Vec<f32>| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+    (bits(y.to_vec()), bits(xt.grad().unwrap()))
+}
+
 /// The vector kernels (channels-last) on every backend give the bits of the plain layout's
 /// scalar kernels, values and gradients, with ties (values on a coarse grid), NaN, +inf and
 /// -inf in the windows; C = 20 fills vectors partly. Settings: 2x2 stride 2 covering the input
@@ -163,25 +196,8 @@ fn every_backend_matches_the_plain_layout_with_ties_nan_and_inf() {
     crate::ops::simd::on_each_backend("max_pool2d", |b| {
         for (k, s, p, h, w) in settings {
             let (n, c) = (CHUNK + 1, 20);
-            let x: Vec<f32> = random(n * c * h * w, 14)
-                .iter()
-                .enumerate()
-                .map(|(i, v)| {
-                    if i % 37 == 5 {
-                        special[i % 3]
-                    } else {
-                        (v * 4.0).round() / 4.0
-                    }
-                })
-                .collect();
-            let run = |cl: bool| {
-                let xt = Tensor::parameter(x.clone(), &[n, c, h, w]);
-                let xin = if cl { to_channels_last(&xt) } else { xt.clone() };
-                let y = max_pool2d(&xin, k, s, p);
-                y.contiguous().backward_with(random(y.numel(), 15));
-                let bits = |v: Vec<f32>| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-                (bits(y.to_vec()), bits(xt.grad().unwrap()))
-            };
+            let x = with_specials(n * c * h * w, 14, 4.0, (37, 5), special);
+            let run = |cl: bool| pooled_bits(&x, (n, c, h, w), (k, s, p), cl, 15);
             let (plain, cl) = (run(false), run(true));
             assert!(
                 plain.0.iter().any(|&v| f32::from_bits(v).is_nan()),
@@ -204,29 +220,12 @@ fn the_scan_without_nan_gives_the_same_bits() {
         for (k, s, p, h, w) in settings {
             for nan_in_last in [false, true] {
                 let (n, c) = (CHUNK + 1, 20);
-                let mut x: Vec<f32> = random(n * c * h * w, 16)
-                    .iter()
-                    .enumerate()
-                    .map(|(i, v)| {
-                        if i % 7 == 3 {
-                            special[i % 3]
-                        } else {
-                            (v * 2.0).round() / 2.0
-                        }
-                    })
-                    .collect();
+                let mut x = with_specials(n * c * h * w, 16, 2.0, (7, 3), special);
                 if nan_in_last {
                     // Pixel (0, 0) of the last sample's last channel: in its first window.
                     x[(n * c - 1) * h * w] = f32::NAN;
                 }
-                let run = |cl: bool| {
-                    let xt = Tensor::parameter(x.clone(), &[n, c, h, w]);
-                    let xin = if cl { to_channels_last(&xt) } else { xt.clone() };
-                    let y = max_pool2d(&xin, k, s, p);
-                    y.contiguous().backward_with(random(y.numel(), 17));
-                    let bits = |v: Vec<f32>| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-                    (bits(y.to_vec()), bits(xt.grad().unwrap()))
-                };
+                let run = |cl: bool| pooled_bits(&x, (n, c, h, w), (k, s, p), cl, 17);
                 let (plain, cl) = (run(false), run(true));
                 let zeros = |v: &[u32], z: f32| v.iter().filter(|&&u| u == z.to_bits()).count();
                 assert!(
