@@ -7,9 +7,9 @@
 //! Wr (OC, CKK), dy (M, OC). Each kernel keeps MR = 16 rows (or columns) of 16-lane
 //! accumulators in registers, or fewer at a time where a vector takes several registers
 //! ([`Simd::ROWS`]: 6 + 6 + 4 on AVX2, 4 at a time on NEON, see `for_each_group`; the
-//! forward of whole-tap layers on AVX-512 holds 8 rows of two vectors, see
-//! `tap_rows_block_wide`); every value gets the same operations in the same order either way,
-//! so the vector backends give the same bits. The reductions over pixels (dW, dbias) run blocks of [`SUM_BLOCK`] rows outermost, so
+//! forward of whole-tap layers on AVX-512 and the portable path holds 8 rows of two vectors,
+//! see `tap_rows_block_wide`); every value gets the same operations in the same order either
+//! way, so the vector backends give the same bits. The reductions over pixels (dW, dbias) run blocks of [`SUM_BLOCK`] rows outermost, so
 //! a block of dy is read from the L1 cache by every column group, and their inner loops carry
 //! no per-row bookkeeping (offsets are computed before the loop, whole-vector widths are
 //! compiled apart from partial ones).
@@ -24,7 +24,8 @@ use crate::ops::simd::{LANES, Simd};
 pub(super) const MR: usize = 16;
 
 /// Register rows per group on the backends that hold fewer than 6 rows (NEON, see
-/// [`Simd::ROWS`]), and for the blocks of 4 or 8 rows wherever a vector takes several registers.
+/// [`Simd::ROWS`]), for the blocks of 4 or 8 rows wherever a vector takes several registers, and
+/// for a short last block of the whole-tap forward's rows of two vectors (AVX-512, portable).
 const GROUP: usize = 4;
 
 /// Runs `$body` once per group of register rows covering rows `0..$rows` of a block of
@@ -317,8 +318,9 @@ pub(super) fn tap_rows_times_matrix<S: Simd>(
     // Rows past `rows` repeat the last real one; they are computed, not stored.
     let at = block_pixels(g, m0, rows);
     let args = (g, (x, pix), (wt, bias), relu);
-    // Where a vector is one register (AVX-512) and OC is a multiple of 32: 8 rows of two
-    // vectors each (see `tap_rows_block_wide`), or 4 for a short last block of 4 or fewer.
+    // Where 16 register rows fit (AVX-512: a vector is one register; and the portable path)
+    // and OC is a multiple of 32: 8 rows of two vectors each (see `tap_rows_block_wide`), or 4
+    // for a short last block of 4 or fewer.
     if S::ROWS >= MR && g.oc.is_multiple_of(WIDE_VECTORS * LANES) {
         if rows <= GROUP {
             let atg: &[(usize, usize); GROUP] = at[..GROUP].try_into().expect("GROUP rows");
@@ -371,7 +373,7 @@ fn tap_rows_block_wide<S: Simd, const G: usize, const NV: usize>(
     let (c, oc, kk) = (g.c, g.oc, g.kh * g.kw);
     assert!(
         c.is_multiple_of(LANES) && oc.is_multiple_of(NV * LANES) && wt.len() >= kk * c * oc && bias.len() >= oc,
-        "tap_rows_block_wide: weights or bias too short"
+        "tap_rows_block_wide: C or OC not a whole number of vectors, or weights or bias too short"
     );
     let zeros = [0.0f32; LANES];
     for n0 in (0..oc).step_by(NV * LANES) {
@@ -382,8 +384,9 @@ fn tap_rows_block_wide<S: Simd, const G: usize, const NV: usize>(
                 let a = tap_channels(x, pix, at, (t, cb), &zeros);
                 let k0 = t * c + cb;
                 for j in 0..LANES {
-                    // SAFETY: (k0 + j) * oc + n0 + 32 <= (kk * c - 1) * oc + oc <= wt.len()
-                    // (asserted above), as k0 + j < kk * c and n0 + 32 <= oc.
+                    // SAFETY: (k0 + j) * oc + n0 + 16 NV <= (kk * c - 1) * oc + oc <= wt.len()
+                    // (asserted above), as k0 + j < kk * c and n0 + 16 NV <= oc (OC is a
+                    // multiple of 16 NV).
                     let w = unsafe { wt.get_unchecked((k0 + j) * oc + n0..) };
                     let v: [S::V; NV] = std::array::from_fn(|h| s.load(&w[h * LANES..], LANES));
                     for (acc, ar) in acc.iter_mut().zip(&a) {

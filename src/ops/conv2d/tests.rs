@@ -199,8 +199,8 @@ fn kernels<S: crate::ops::simd::Simd>(
 /// than 16 output channels (two vector blocks), several input channels in (N, C, H, W)
 /// order, a fused ReLU; and whole-tap layers (C a multiple of 16, read from x through the
 /// pixel taps) with two channel blocks, three output blocks and a last block of one pixel, and
-/// with 32 or 64 output channels (AVX-512's rows of two vectors: last blocks of 4, 1 and 5
-/// pixels).
+/// with 32, 64 or 96 output channels (AVX-512's rows of two vectors: last blocks of 4, 1, 5 and
+/// 9 pixels).
 #[test]
 fn every_backend_agrees_with_the_reference_and_the_others() {
     let cases = [
@@ -212,6 +212,8 @@ fn every_backend_agrees_with_the_reference_and_the_others() {
         (1, (16, 14, 14), (32, 3), 1, 1),
         (1, (32, 7, 7), (64, 3), 1, 1),
         (1, (16, 3, 7), (32, 3), 1, 1),
+        (1, (16, 5, 5), (32, 3), 1, 1),
+        (1, (16, 7, 7), (96, 3), 1, 1),
         (3, (20, 6, 5), (20, 3), 1, 1),
         (2, (3, 9, 9), (5, 4), 3, 0),
     ];
@@ -258,7 +260,8 @@ fn every_backend_agrees_with_the_reference_and_the_others() {
 
 /// Whole-tap layers read their patch rows from x through the pixel taps: the same bits as
 /// the patch matrix (im2row) and its product, on every backend (fused ReLU on), also with 32
-/// and 64 output channels (AVX-512's rows of two vectors) and last blocks of 4, 2 and 5 pixels.
+/// and 64 output channels (AVX-512's rows of two vectors) and last blocks of 4, 2, 5 and 10
+/// pixels.
 #[test]
 fn whole_tap_forward_is_bit_identical_to_the_patch_matrix() {
     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
@@ -269,6 +272,7 @@ fn whole_tap_forward_is_bit_identical_to_the_patch_matrix() {
         (1, (16, 14, 14), (32, 3), 1, 1),
         (2, (32, 7, 7), (64, 3), 1, 1),
         (1, (16, 3, 7), (32, 3), 1, 1),
+        (2, (16, 3, 7), (32, 3), 1, 1),
         (2, (64, 7, 7), (64, 3), 2, 1),
     ];
     for (n, (c, h, w), (oc, k), st, pad) in cases {

@@ -211,10 +211,17 @@ fn every_backend_matches_the_plain_layout_with_ties_nan_and_inf() {
 /// The vector kernels' scan without NaN's rule (a compare and a select, and the 2x2 windows'
 /// own loop), which they take when no value of a chunk is NaN, gives the plain layout's bits:
 /// with ties, -0 against +0 (the first taken) and -inf, and with a NaN in the second chunk only
-/// (the first chunk then keeps the quick scan's results, the second runs PyTorch's).
+/// (the first chunk then keeps the quick scan's results, the second runs PyTorch's); with and
+/// without the indices; 2x2 windows apart, overlapping (stride 1) and with gaps (stride 3).
 #[test]
 fn the_scan_without_nan_gives_the_same_bits() {
-    let settings = [(2, 2, 0, 8, 8), (2, 2, 0, 7, 9), (2, 3, 0, 8, 7), (3, 2, 1, 7, 7)];
+    let settings = [
+        (2, 2, 0, 8, 8),
+        (2, 2, 0, 7, 9),
+        (2, 3, 0, 8, 7),
+        (2, 1, 0, 6, 5),
+        (3, 2, 1, 7, 7),
+    ];
     let special = [-0.0, 0.0, f32::NEG_INFINITY];
     crate::ops::simd::on_each_backend("max_pool2d", |b| {
         for (k, s, p, h, w) in settings {
@@ -222,11 +229,17 @@ fn the_scan_without_nan_gives_the_same_bits() {
                 let (n, c) = (CHUNK + 1, 20);
                 let mut x = with_specials(n * c * h * w, 16, 2.0, (7, 3), special);
                 if nan_in_last {
-                    // Pixel (0, 0) of the last sample's last channel: in its first window.
-                    x[(n * c - 1) * h * w] = f32::NAN;
+                    // Pixel (1, 1) of the last sample's last channel: in its first window, not
+                    // first there (so the scan without NaN's rule would not take it).
+                    x[(n * c - 1) * h * w + w + 1] = f32::NAN;
                 }
                 let run = |cl: bool| pooled_bits(&x, (n, c, h, w), (k, s, p), cl, 17);
                 let (plain, cl) = (run(false), run(true));
+                // Without gradients (no indices kept: inference's kernels), the same values.
+                let xt = to_channels_last(&Tensor::from_vec(x.clone(), &[n, c, h, w]));
+                let y = crate::tensor::no_grad(|| max_pool2d(&xt, k, s, p));
+                let bits = y.to_vec().iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits, plain.0, "{b} k={k} s={s} p={p} {h}x{w} without gradients");
                 let zeros = |v: &[u32], z: f32| v.iter().filter(|&&u| u == z.to_bits()).count();
                 assert!(
                     zeros(&plain.0, -0.0) > 0 && zeros(&plain.0, 0.0) > 0,
