@@ -220,31 +220,15 @@ impl Kernel for Elements<'_> {
             g.len() == n && m.len() == n && v.len() == n,
             "gradient, state and parameter differ in length"
         );
-        // Each case compiled apart, without branches in its loop.
-        match (k.decay, vmax) {
-            (Decay::None, None) => update(w, g, m, v, k, |x| x, |g, _| g),
-            (Decay::Decoupled(d), None) => update(w, g, m, v, k, |x| (x * d) as f32 as f64, |g, _| g),
-            (Decay::L2(wd), None) => update(w, g, m, v, k, |x| x, |g, x| (g + wd * x) as f32 as f64),
-            (decay, Some(vmax)) => {
-                assert_eq!(vmax.len(), n, "max_exp_avg_sq and parameter differ in length");
-                for i in 0..n {
-                    let (mut g, mut x) = (g[i] as f64, w[i] as f64);
-                    match decay {
-                        Decay::None => {}
-                        Decay::Decoupled(d) => x = (x * d) as f32 as f64,
-                        Decay::L2(wd) => g = (g + wd * x) as f32 as f64,
-                    }
-                    let (mi, vi) = moments(k, g, m[i], v[i]);
-                    (m[i], v[i]) = (mi, vi);
-                    // torch.maximum: NaN wins.
-                    vmax[i] = if vmax[i].is_nan() || vi.is_nan() {
-                        f32::NAN
-                    } else {
-                        vmax[i].max(vi)
-                    };
-                    w[i] = updated(k, x, mi, vmax[i]);
-                }
-            }
+        if let Some(vmax) = &vmax {
+            assert_eq!(vmax.len(), n, "max_exp_avg_sq and parameter differ in length");
+        }
+        // Each decay compiled apart (and each with and without amsgrad, in `update`), without
+        // branches in its loop.
+        match k.decay {
+            Decay::None => update((w, g, m, v, vmax), k, |x| x, |g, _| g),
+            Decay::Decoupled(d) => update((w, g, m, v, vmax), k, |x| (x * d) as f32 as f64, |g, _| g),
+            Decay::L2(wd) => update((w, g, m, v, vmax), k, |x| x, |g, x| (g + wd * x) as f32 as f64),
         }
     }
 }
@@ -265,24 +249,38 @@ fn updated(k: Constants, x: f64, m: f32, v: f32) -> f32 {
     (x - k.step_size * m as f64 / denom) as f32
 }
 
-/// The update without amsgrad: `decayed(x)` is the parameter after the decoupled decay,
-/// `grad(g, x)` the gradient after the L2 penalty.
+/// The update of weights w with gradient g, moments m and v, and with amsgrad v_max:
+/// `decayed(x)` is the parameter after the decoupled decay, `grad(g, x)` the gradient after the
+/// L2 penalty.
+#[allow(clippy::type_complexity)]
 #[inline(always)]
 fn update(
-    w: &mut [f32],
-    g: &[f32],
-    m: &mut [f32],
-    v: &mut [f32],
+    (w, g, m, v, vmax): (&mut [f32], &[f32], &mut [f32], &mut [f32], Option<&mut [f32]>),
     k: Constants,
     decayed: impl Fn(f64) -> f64,
     grad: impl Fn(f64, f64) -> f64,
 ) {
-    for (((w, &g), m), v) in w.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+    let mv = w.iter_mut().zip(g).zip(m.iter_mut().zip(v.iter_mut()));
+    let Some(vmax) = vmax else {
+        for ((w, &g), (m, v)) in mv {
+            let x = *w as f64;
+            let g = grad(g as f64, x);
+            (*m, *v) = moments(k, g, *m, *v);
+            *w = updated(k, decayed(x), *m, *v);
+        }
+        return;
+    };
+    for (((w, &g), (m, v)), vm) in mv.zip(vmax) {
         let x = *w as f64;
         let g = grad(g as f64, x);
-        let x = decayed(x);
         (*m, *v) = moments(k, g, *m, *v);
-        *w = updated(k, x, *m, *v);
+        // torch.maximum: NaN wins.
+        *vm = if vm.is_nan() || v.is_nan() {
+            f32::NAN
+        } else {
+            vm.max(*v)
+        };
+        *w = updated(k, decayed(x), *m, *vm);
     }
 }
 

@@ -90,27 +90,13 @@ fn forward<S: Simd, const IDX: bool, const NAN: bool>(
                     // The first in-bounds value always takes the place of the -inf start
                     // (it is larger, NaN, or -inf itself, at the same index).
                     let first = h0 * g.w + w0;
-                    let mut best = s.load(&xs[first * c + c0..], n);
-                    let mut at = if IDX { s.splat(first as f32) } else { s.zero() };
-                    if !NAN {
-                        sum = s.add(sum, best);
-                    }
+                    let load = |pos: usize| s.load(&xs[pos * c + c0..], n);
+                    let (mut best, mut at) = start::<S, IDX, NAN>(s, load(first), first, &mut sum);
                     for r in h0..h1 {
                         for q in w0..w1 {
                             let pos = r * g.w + q;
-                            if pos == first {
-                                continue;
-                            }
-                            let v = s.load(&xs[pos * c + c0..], n);
-                            let m = if NAN {
-                                wins(s, v, best)
-                            } else {
-                                sum = s.add(sum, v);
-                                s.gt(v, best)
-                            };
-                            best = s.select(m, v, best);
-                            if IDX {
-                                at = s.select(m, s.splat(pos as f32), at);
+                            if pos != first {
+                                step::<S, IDX, NAN>(s, (load(pos), pos), (&mut best, &mut at), &mut sum);
                             }
                         }
                     }
@@ -123,6 +109,38 @@ fn forward<S: Simd, const IDX: bool, const NAN: bool>(
         }
     }
     NAN || no_nan_in(s, sum)
+}
+
+/// A window's scan from its first value `v` (at pixel `first`): the best so far and, with
+/// `IDX`, its index; without `NAN`, `v` added to the chunk's sum (see [`forward`]).
+#[inline(always)]
+fn start<S: Simd, const IDX: bool, const NAN: bool>(s: S, v: S::V, first: usize, sum: &mut S::V) -> (S::V, S::V) {
+    if !NAN {
+        *sum = s.add(*sum, v);
+    }
+    (v, if IDX { s.splat(first as f32) } else { s.zero() })
+}
+
+/// One more value `v` (at pixel `pos`) of a window's scan: it replaces the best (and its index)
+/// when larger, or with `NAN` also when NaN ([`wins`]); without `NAN`, it is added to the
+/// chunk's sum.
+#[inline(always)]
+fn step<S: Simd, const IDX: bool, const NAN: bool>(
+    s: S,
+    (v, pos): (S::V, usize),
+    (best, at): (&mut S::V, &mut S::V),
+    sum: &mut S::V,
+) {
+    let m = if NAN {
+        wins(s, v, *best)
+    } else {
+        *sum = s.add(*sum, v);
+        s.gt(v, *best)
+    };
+    *best = s.select(m, v, *best);
+    if IDX {
+        *at = s.select(m, s.splat(pos as f32), *at);
+    }
 }
 
 /// Whether no lane of `v` is NaN.
@@ -155,18 +173,10 @@ fn forward_2x2<S: Simd, const IDX: bool>(
                 let o = (i * g.ow + j) * c;
                 for c0 in (0..c).step_by(LANES) {
                     let n = LANES.min(c - c0);
-                    let mut best = s.load(&xs[first * c + c0..], n);
-                    let mut at = if IDX { s.splat(first as f32) } else { s.zero() };
-                    sum = s.add(sum, best);
-                    for d in steps {
-                        let pos = first + d;
-                        let v = s.load(&xs[pos * c + c0..], n);
-                        sum = s.add(sum, v);
-                        let m = s.gt(v, best);
-                        best = s.select(m, v, best);
-                        if IDX {
-                            at = s.select(m, s.splat(pos as f32), at);
-                        }
+                    let load = |pos: usize| s.load(&xs[pos * c + c0..], n);
+                    let (mut best, mut at) = start::<S, IDX, false>(s, load(first), first, &mut sum);
+                    for pos in steps.map(|d| first + d) {
+                        step::<S, IDX, false>(s, (load(pos), pos), (&mut best, &mut at), &mut sum);
                     }
                     s.store(&mut ys[o + c0..], n, best);
                     if let (true, Some(idx)) = (IDX, idx.as_deref_mut()) {
