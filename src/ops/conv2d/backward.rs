@@ -1,7 +1,8 @@
 //! conv2d's backward: per chunk of samples, from what the forward saved (patches, or x for
-//! whole-tap layers) and dy: dWt (CKK, OC) = A^T dy, dbias = column sums of dy, and dx from
-//! dA (M, CKK) = dy Wr (through row2im, or straight into the image). Weight gradients are
-//! summed one partial per chunk, in chunk order.
+//! whole-tap layers) and dy: dWt (CKK, OC) = A^T dy, dbias = column sums of dy (only for a
+//! convolution with a bias: `bncnn`'s have none, their batch norms shift), and dx from dA
+//! (M, CKK) = dy Wr (through row2im, or straight into the image). Weight gradients are summed
+//! one partial per chunk, in chunk order.
 //!
 //! Shapes (see the module header): dy stored (N, OH, OW, OC), dw (OC, C, KH, KW), dbias (OC),
 //! dx (N, C, H, W) stored either way; per chunk of B samples M = B*OHW.
@@ -22,8 +23,8 @@ use crate::tensor::nhwc_to_nchw;
 use crate::tensor::pool;
 use std::borrow::Cow;
 
-/// Backward of one chunk: dWt (CKK, OC) = A^T dy, dbias = column sums of dy, and with `dx`,
-/// dA (M, CKK) = dy Wr then dx = row2im(dA).
+/// Backward of one chunk: dWt (CKK, OC) = A^T dy, with `db` dbias = column sums of dy, and
+/// with `dx`, dA (M, CKK) = dy Wr then dx = row2im(dA).
 struct BackwardChunk<'a> {
     g: &'a ConvGeom,
     plan: Plan,
@@ -33,7 +34,8 @@ struct BackwardChunk<'a> {
     y: Option<&'a [f32]>,
     wr: &'a [f32],
     dwt: &'a mut [f32],
-    db: &'a mut [f32],
+    /// None when the convolution has no bias (its sums would be thrown away).
+    db: Option<&'a mut [f32]>,
     dx: Option<(&'a mut [f32], &'a mut [f32])>,
 }
 
@@ -58,7 +60,7 @@ impl Kernel for BackwardChunk<'_> {
             let t = Taps::for_chunk(g);
             let koff: &[usize; MR] = t.koff[..MR].try_into().expect("16 offsets");
             let base = t.bases(dy.len() / oc);
-            taps_columns_times_matrix(s, a, (base, koff), oc, (dy, y), dwt, ckk, Some(db));
+            taps_columns_times_matrix(s, a, (base, koff), oc, (dy, y), dwt, ckk, db);
             return;
         }
         let masked = y.map(|y| {
@@ -71,7 +73,9 @@ impl Kernel for BackwardChunk<'_> {
         });
         let dy: &[f32] = masked.as_deref().unwrap_or(dy);
         weight_grads(s, g, plan, a, dy, dwt);
-        bias_grads(s, oc, dy, db);
+        if let Some(db) = db {
+            bias_grads(s, oc, dy, db);
+        }
         if let Some((dx, da)) = dx {
             input_grads(s, g, plan, (dy, wr), dx, da);
         }
@@ -214,8 +218,9 @@ pub fn saved_for_backward<'a>(g: &ConvGeom, patches: Option<&'a [f32]>, x: &'a [
 
 /// Backward. From what the forward saved (see [`saved_for_backward`]) and dy stored
 /// (N, OH, OW, OC) (with a fused ReLU, also its output y, to mask dy where y <= 0): dw
-/// (OC, C, KH, KW) and dbias (OC), overwritten, and dx when asked for (stored (N, C, H, W) if
-/// `x_nchw`, else channels-last).
+/// (OC, C, KH, KW) and dbias (OC) when asked for (a convolution with a bias), overwritten, and
+/// dx when asked for (stored (N, C, H, W) if `x_nchw`, else channels-last). Without dbias the
+/// column sums of dy are not made; dw and dx have the same bits either way.
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_backward<S: Simd>(
     s: S,
@@ -226,14 +231,16 @@ pub fn conv2d_backward<S: Simd>(
     (dy, y): (&[f32], Option<&[f32]>),
     dx: Option<&mut [f32]>,
     dw: &mut [f32],
-    dbias: &mut [f32],
+    dbias: Option<&mut [f32]>,
 ) {
     let (ckk, oc) = (g.ckk(), g.oc);
     let plan = Plan::for_geometry(g);
     let wr = weights_oc_major(g, w);
     let n = dy.len() / g.out_size();
-    let part_len = ckk * oc + oc;
-    let mut partials = vec![0.0f32; n.div_ceil(CHUNK) * part_len];
+    let part_len = ckk * oc + if dbias.is_some() { oc } else { 0 };
+    // Every value of a partial is stored by its chunk's kernels (the first block of each sum
+    // stores, see `fold_block`) before it is read: a pooled buffer, not zeroed.
+    let mut partials = pool::take(n.div_ceil(CHUNK) * part_len);
     // An NCHW input with several channels gets its gradient in channels-last first.
     let (mut dx_direct, mut dx_tmp) = match dx {
         Some(d) if x_nchw && g.c > 1 => {
@@ -244,6 +251,7 @@ pub fn conv2d_backward<S: Simd>(
     };
     let per_chunk = |a: &[f32], (dyc, yc): (&[f32], Option<&[f32]>), dxc: Option<&mut [f32]>, part: &mut [f32]| {
         let (dwt, db) = part.split_at_mut(ckk * oc);
+        let db = (!db.is_empty()).then_some(db);
         let b = dyc.len() / g.out_size();
         let mut da = dxc.is_some().then(|| pool::take(plan.da_len(g, b)));
         let dx = dxc.zip(da.as_deref_mut());
@@ -298,7 +306,10 @@ pub fn conv2d_backward<S: Simd>(
     for part in partials.chunks(part_len) {
         sum.iter_mut().zip(part).for_each(|(a, b)| *a += b);
     }
+    pool::recycle(partials);
     let (pw, pb) = sum.split_at(ckk * oc);
     for_each_weight(g, WeightOrder::KMajor, |i, j| dw[i] = pw[j]);
-    dbias.copy_from_slice(pb);
+    if let Some(d) = dbias {
+        d.copy_from_slice(pb);
+    }
 }

@@ -193,7 +193,8 @@ fn conv2d_op(
             let patches = saved_for_backward(&g, patches.as_deref(), &xd, x_nchw);
             let mut dx = inp[0].requires_grad().then(|| pool::take(inp[0].numel()));
             let mut dw = pool::take(inp[1].numel());
-            let mut db = vec![0.0f32; g.oc];
+            // Only a convolution with a bias gets dbias made.
+            let mut db = (inp.len() == 3).then(|| vec![0.0f32; g.oc]);
             let (wd, yd) = (inp[1].data(), out.data());
             let y = relu.then_some(&yd[..]);
             simd_dispatch!(conv2d_backward(
@@ -204,10 +205,10 @@ fn conv2d_op(
                 (dy, y),
                 dx.as_deref_mut(),
                 &mut dw,
-                &mut db
+                db.as_deref_mut()
             ));
             let mut grads = vec![dx, Some(dw)];
-            if inp.len() == 3 {
+            if let Some(db) = db {
                 grads.push(Some(db));
             }
             grads

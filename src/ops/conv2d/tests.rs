@@ -172,7 +172,9 @@ fn fused_max_pool_is_bit_identical_to_the_ops_in_turn() {
 }
 
 /// Runs the forward and backward kernels with backend `s`: (y, dw, db, dx), y and dx in
-/// logical (N, C, H, W) order.
+/// logical (N, C, H, W) order. The backward also runs without dbias (a convolution without a
+/// bias) and without dx (the first layer: the planes' one pass over dy), which must give the
+/// others the same bits.
 fn kernels<S: crate::ops::simd::Simd>(
     s: S,
     g: &ConvGeom,
@@ -186,7 +188,20 @@ fn kernels<S: crate::ops::simd::Simd>(
     let kept = saved_for_backward(g, kept.as_deref(), x, true);
     let (mut dw, mut db, mut dx) = (vec![0.0; w.len()], vec![0.0; g.oc], vec![0.0; x.len()]);
     let yk = relu.then_some(&y[..]);
-    conv2d_backward(s, g, &kept, true, w, (dy, yk), Some(&mut dx), &mut dw, &mut db);
+    conv2d_backward(s, g, &kept, true, w, (dy, yk), Some(&mut dx), &mut dw, Some(&mut db));
+    let (mut dw2, mut dx2) = (vec![0.0; w.len()], vec![0.0; x.len()]);
+    conv2d_backward(s, g, &kept, true, w, (dy, yk), Some(&mut dx2), &mut dw2, None);
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!((bits(&dw2), bits(&dx2)), (bits(&dw), bits(&dx)), "{g:?}: without dbias");
+    for with_db in [true, false] {
+        let mut db3 = vec![0.0; g.oc];
+        let db3_arg = with_db.then_some(&mut db3[..]);
+        conv2d_backward(s, g, &kept, true, w, (dy, yk), None, &mut dw2, db3_arg);
+        assert_eq!(bits(&dw2), bits(&dw), "{g:?}: without dx, with dbias {with_db}");
+        if with_db {
+            assert_eq!(bits(&db3), bits(&db), "{g:?}: dbias without dx");
+        }
+    }
     let mut y_nchw = vec![0.0; y.len()];
     crate::tensor::nhwc_to_nchw(&y, (n, g.oc, g.oh, g.ow), &mut y_nchw);
     [y_nchw, dw, db, dx]
@@ -533,4 +548,55 @@ fn golden_case() {
 #[allow(clippy::excessive_precision)]
 mod golden {
     include!("../../../tests/golden/conv2d.rs");
+}
+
+/// The backward's per-chunk partial sums come from the buffer pool, which hands out buffers
+/// with arbitrary contents: every value must be stored by the kernels before it is summed.
+/// Run on a thread whose pool holds a NaN-filled buffer of exactly that length, the gradients
+/// have the same bits as on a fresh thread (whose pool allocates zeros), for each plan (planes,
+/// whole taps, patch matrix), with and without dbias and dx, on every backend.
+#[test]
+fn the_pooled_partials_are_written_before_they_are_summed() {
+    use crate::ops::CHUNK;
+    use crate::tensor::pool;
+    let cases = [
+        (64, (1, 28, 28), (16, 3), 2, 1),
+        (9, (16, 14, 14), (32, 3), 1, 1),
+        (9, (20, 6, 5), (20, 3), 1, 1),
+    ];
+    for (n, (c, h, w), (oc, k), st, pad) in cases {
+        let g = ConvGeom::new((c, h, w), (oc, k, k), st, pad);
+        let (x, wv, b) = (random(n * c * h * w, 1), random(oc * g.ckk(), 2), random(oc, 3));
+        let dy = random(n * g.out_size(), 4);
+        for (with_db, with_dx) in [(true, true), (false, true), (true, false), (false, false)] {
+            let part_len = g.ckk() * oc + if with_db { oc } else { 0 };
+            assert!(n.div_ceil(CHUNK) * part_len >= 1024, "{g:?}: long enough to be pooled");
+            crate::for_each_backend!(|backend, s| {
+                let run = |dirty: bool| {
+                    let (x, wv, b, dy, g) = (&x, &wv, &b, &dy, &g);
+                    std::thread::scope(|sc| {
+                        sc.spawn(move || {
+                            if dirty {
+                                let mut v = pool::take(n.div_ceil(CHUNK) * part_len);
+                                v.fill(f32::NAN);
+                                pool::recycle(v);
+                            }
+                            let wt = weights_k_major(g, wv);
+                            let mut y = vec![0.0; n * g.out_size()];
+                            let kept = conv2d_forward(s, g, x, true, &wt, Some(b), &mut y, (true, false));
+                            let kept = saved_for_backward(g, kept.as_deref(), x, true);
+                            let (mut dw, mut db, mut dx) = (vec![0.0; wv.len()], vec![0.0; oc], vec![0.0; x.len()]);
+                            let dx_arg = with_dx.then_some(&mut dx[..]);
+                            let db_arg = with_db.then_some(&mut db[..]);
+                            conv2d_backward(s, g, &kept, true, wv, (dy, None), dx_arg, &mut dw, db_arg);
+                            [dw, db, dx].map(|v| v.iter().map(|a| a.to_bits()).collect::<Vec<_>>())
+                        })
+                        .join()
+                        .expect("the backward runs")
+                    })
+                };
+                assert_eq!(run(true), run(false), "{backend} {g:?}: dbias {with_db}, dx {with_dx}");
+            });
+        }
+    }
 }
