@@ -73,7 +73,21 @@ pub fn resize(p: &Plane, w: usize, h: usize) -> Plane {
 /// the whole plane (a test checks it): the taps that read the zeros around the rectangle are
 /// left out, and in [`weighted_rows`]' sums from +0 a term `0 x weight` changes nothing. For a
 /// new size only (`resize` copies a plane to its own size unclamped; this would clamp it).
+#[cfg(test)]
 pub(crate) fn resize_part(
+    part: &Plane,
+    at: (usize, usize),
+    of: (usize, usize),
+    size: (usize, usize),
+) -> (Plane, usize, usize) {
+    let (t, ox0, oy0) = resize_part_transposed(part, at, of, size);
+    (untranspose(t), ox0, oy0)
+}
+
+/// [`resize_part`]'s result transposed (`w` and `h` swapped, column by column), as the
+/// resize's last pass leaves it: for what does not depend on the orientation (a mask's area and
+/// perimeter), without the transpose back.
+pub(crate) fn resize_part_transposed(
     part: &Plane,
     (x0, y0): (usize, usize),
     of: (usize, usize),
@@ -84,11 +98,26 @@ pub(crate) fn resize_part(
     assert!(x0 + part.w <= of.0 && y0 + part.h <= of.1, "the part inside the plane");
     let (oy0, ty) = taps_within(of.1, h, y0, y0 + part.h);
     let (ox0, tx) = taps_within(of.0, w, x0, x0 + part.w);
-    (resize_taps(part, &ty, &tx), ox0, oy0)
+    (resize_taps_transposed(part, &ty, &tx), ox0, oy0)
 }
 
 /// [`resize`] by the taps of each axis (see [`triangle_taps`]).
 fn resize_taps(p: &Plane, taps_y: &Taps, taps_x: &Taps) -> Plane {
+    untranspose(resize_taps_transposed(p, taps_y, taps_x))
+}
+
+/// A plane transposed back (see [`resize_part_transposed`]).
+fn untranspose(t: Plane) -> Plane {
+    Plane {
+        w: t.h,
+        h: t.w,
+        px: transpose(&t.px, t.w, t.h),
+    }
+}
+
+/// [`resize_taps`]' result transposed: its last pass sums along the rows of the transposed
+/// plane.
+fn resize_taps_transposed(p: &Plane, taps_y: &Taps, taps_x: &Taps) -> Plane {
     let (w, h) = (taps_x.reads.len(), taps_y.reads.len());
     // Along the columns, on the values scaled to 0..1 as the crate sees them (each input row
     // feeds several output rows: scaled once, the same quotients).
@@ -96,21 +125,18 @@ fn resize_taps(p: &Plane, taps_y: &Taps, taps_x: &Taps) -> Plane {
     let tall = weighted_rows(&scaled, p.w, taps_y);
     // Along the rows, on the columns' result transposed, so that this pass too sums whole rows
     // (vectorised, where a pixel at a time is a short scalar loop); then clamped to 0..1 as the
-    // crate clamps its float pixels.
-    let out_t = weighted_rows(&transpose(&tall, p.w, h), h, taps_x);
-    let px = transpose(&out_t, h, w)
-        .into_iter()
-        .map(|t| {
-            if t < 0.0 {
-                0.0
-            } else if t > 1.0 {
-                255.0
-            } else {
-                t * 255.0
-            }
-        })
-        .collect();
-    Plane { w, h, px }
+    // crate clamps its float pixels (value by value: the same values in either orientation).
+    let mut out_t = weighted_rows(&transpose(&tall, p.w, h), h, taps_x);
+    out_t.iter_mut().for_each(|t| {
+        *t = if *t < 0.0 {
+            0.0
+        } else if *t > 1.0 {
+            255.0
+        } else {
+            *t * 255.0
+        }
+    });
+    Plane { w: h, h: w, px: out_t }
 }
 
 /// One pass of [`resize`]: output row o (of `n` values) = 0 + the weighted sum, in order, of the
@@ -1027,6 +1053,9 @@ mod tests {
             let bits = |q: &Plane| q.px.iter().map(|v| v.to_bits()).collect::<Vec<u32>>();
             let want = full.crop(ox0, oy0, ox0 + part.w, oy0 + part.h);
             assert_eq!(bits(&part), bits(&want), "{w}x{h} -> {nw}x{nh}, {:?}", (x0, y0, x1, y1));
+            let (t, tx0, ty0) = resize_part_transposed(&p.crop(x0, y0, x1, y1), (x0, y0), (w, h), (nw, nh));
+            assert_eq!((t.w, t.h, tx0, ty0), (part.h, part.w, ox0, oy0), "transposed sizes");
+            assert_eq!(bits(&t), bits(&untranspose(part.clone())), "transposed values");
             for y in 0..nh {
                 for x in 0..nw {
                     let inside = (ox0..ox0 + part.w).contains(&x) && (oy0..oy0 + part.h).contains(&y);

@@ -26,7 +26,7 @@ use super::decode::Decoded;
 use super::filters::{
     Plane, box_blur, closing_or_opening, components, counted_quantiles, crop_rect, disk_extreme, histogram,
     level_quantiles, max_finite, median3, min_finite, nearest_rank, otsu, otsu_bin, otsu_of_counts, quantile,
-    quantiles, resize, resize_part, shrink_to, square_closing_or_opening, within,
+    quantiles, resize, resize_part_transposed, shrink_to, square_closing_or_opening, within,
 };
 use crate::Error;
 
@@ -485,7 +485,8 @@ fn stroke_width_in(part: &Plane, at: (usize, usize), of: (usize, usize), t: f32)
     let (w, h) = ((of.0 as f32 * s).round() as usize, (of.1 as f32 * s).round() as usize);
     let scaled;
     let (big, s) = if s > 1.0 && (w, h) != of {
-        scaled = resize_part(part, at, of, (w, h)).0;
+        // Transposed: a mask's area and perimeter are its transpose's.
+        scaled = resize_part_transposed(part, at, of, (w, h)).0;
         (&scaled, s)
     } else {
         // Not scaled (a scale that rounds to the same size is a copy in `resize`).
