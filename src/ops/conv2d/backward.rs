@@ -237,7 +237,8 @@ pub fn conv2d_backward<S: Simd>(
     let plan = Plan::for_geometry(g);
     let wr = weights_oc_major(g, w);
     let n = dy.len() / g.out_size();
-    let part_len = ckk * oc + if dbias.is_some() { oc } else { 0 };
+    let with_db = dbias.is_some();
+    let part_len = ckk * oc + if with_db { oc } else { 0 };
     // Every value of a partial is stored by its chunk's kernels (the first block of each sum
     // stores, see `fold_block`) before it is read: a pooled buffer, not zeroed.
     let mut partials = pool::take(n.div_ceil(CHUNK) * part_len);
@@ -251,7 +252,7 @@ pub fn conv2d_backward<S: Simd>(
     };
     let per_chunk = |a: &[f32], (dyc, yc): (&[f32], Option<&[f32]>), dxc: Option<&mut [f32]>, part: &mut [f32]| {
         let (dwt, db) = part.split_at_mut(ckk * oc);
-        let db = (!db.is_empty()).then_some(db);
+        let db = with_db.then_some(db);
         let b = dyc.len() / g.out_size();
         let mut da = dxc.is_some().then(|| pool::take(plan.da_len(g, b)));
         let dx = dxc.zip(da.as_deref_mut());

@@ -11,6 +11,11 @@ use super::*;
 use crate::ops::gradcheck::{check, input, random};
 use crate::ops::simd::{Backend, LANES, Simd, on_each_backend};
 
+/// The bit patterns of values, for comparisons that must be exact.
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
 /// Plain f64 convolution: the reference.
 fn naive(x: &[f64], w: &[f64], b: Option<&[f64]>, n: usize, g: &ConvGeom) -> Vec<f64> {
     let mut y = vec![0.0; n * g.out_size()];
@@ -103,14 +108,13 @@ fn relu_of_conv_bits(fused: bool, (n, c, hw): (usize, usize, usize), x_grad: boo
     };
     let r: Vec<f32> = (0..y.numel()).map(|i| (i as f32 * 0.7).sin()).collect();
     y.contiguous().backward_with(r);
-    let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<_>>();
-    let yb = bits(y.to_vec());
+    let yb = bits(&y.to_vec());
     assert!(yb.contains(&0) && yb.iter().any(|&v| v != 0), "some units off, some on");
     [
         yb,
-        bits(w.grad().unwrap()),
-        bits(b.grad().unwrap()),
-        bits(x.grad().unwrap_or_default()),
+        bits(&w.grad().unwrap()),
+        bits(&b.grad().unwrap()),
+        bits(&x.grad().unwrap_or_default()),
     ]
 }
 
@@ -156,9 +160,8 @@ fn fused_max_pool_is_bit_identical_to_the_ops_in_turn() {
             });
             assert_eq!(fused.shape(), apart.shape(), "{b}");
             assert!(fused.is_channels_last() && !fused.requires_grad());
-            let bits = |t: &Tensor| t.to_vec().into_iter().map(f32::to_bits).collect::<Vec<_>>();
-            let got = bits(&fused);
-            assert_eq!(got, bits(&apart), "{b} {:?}", (n, c, h, w, oc, stride));
+            let got = bits(&fused.to_vec());
+            assert_eq!(got, bits(&apart.to_vec()), "{b} {:?}", (n, c, h, w, oc, stride));
             assert!(got.contains(&0), "{b}: ties of zeros");
         }
         // With a graph to record, the ops run one after the other: the gradients flow.
@@ -191,7 +194,6 @@ fn kernels<S: crate::ops::simd::Simd>(
     conv2d_backward(s, g, &kept, true, w, (dy, yk), Some(&mut dx), &mut dw, Some(&mut db));
     let (mut dw2, mut dx2) = (vec![0.0; w.len()], vec![0.0; x.len()]);
     conv2d_backward(s, g, &kept, true, w, (dy, yk), Some(&mut dx2), &mut dw2, None);
-    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     assert_eq!((bits(&dw2), bits(&dx2)), (bits(&dw), bits(&dx)), "{g:?}: without dbias");
     for with_db in [true, false] {
         let mut db3 = vec![0.0; g.oc];
@@ -258,7 +260,6 @@ fn every_backend_agrees_with_the_reference_and_the_others() {
             for (backend, p) in &results[1..] {
                 for (name, (pa, va)) in ["y", "dw", "db", "dx"].iter().zip(p.iter().zip(p0)) {
                     if *backend != Backend::Portable {
-                        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                         assert_eq!(bits(pa), bits(va), "{g:?} {name}: {backend} vs {first} bits");
                     }
                     for (i, (a, b)) in pa.iter().zip(va).enumerate() {
@@ -279,7 +280,6 @@ fn every_backend_agrees_with_the_reference_and_the_others() {
 /// pixels.
 #[test]
 fn whole_tap_forward_is_bit_identical_to_the_patch_matrix() {
-    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     let cases = [
         (3, (16, 14, 14), (16, 3), 2, 1),
         (2, (32, 7, 7), (40, 3), 1, 1),
@@ -355,8 +355,7 @@ fn dx_into_image_is_bit_identical_to_row2im() {
             }
         }
         row2im(s, g, &da, l, &mut via_da);
-        let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect();
-        (bits(via_da), bits(direct))
+        (bits(&via_da), bits(&direct))
     }
     let cases = [
         (3, (16, 14, 14), (16, 3, 3), 2, 1),
@@ -589,7 +588,7 @@ fn the_pooled_partials_are_written_before_they_are_summed() {
                             let dx_arg = with_dx.then_some(&mut dx[..]);
                             let db_arg = with_db.then_some(&mut db[..]);
                             conv2d_backward(s, g, &kept, true, wv, (dy, None), dx_arg, &mut dw, db_arg);
-                            [dw, db, dx].map(|v| v.iter().map(|a| a.to_bits()).collect::<Vec<_>>())
+                            [dw, db, dx].map(|v| bits(&v))
                         })
                         .join()
                         .expect("the backward runs")
