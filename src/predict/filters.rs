@@ -67,26 +67,14 @@ pub fn resize(p: &Plane, w: usize, h: usize) -> Plane {
 }
 
 /// [`resize`] to `w` x `h` of a plane `of` = (width, height) that is 0 except in `part`, the
-/// rectangle of it at `at` = (x, y), computed only where the result can be nonzero: the part
-/// `(ox0, oy0)` to `(ox0 + out.w, oy0 + out.h)` of the `w` x `h` result, `(out, ox0, oy0)`; every
-/// output pixel outside it is 0. The same values, bit for bit, as that part of [`resize`] of
-/// the whole plane (a test checks it): the taps that read the zeros around the rectangle are
-/// left out, and in [`weighted_rows`]' sums from +0 a term `0 x weight` changes nothing. For a
-/// new size only (`resize` copies a plane to its own size unclamped; this would clamp it).
-#[cfg(test)]
-pub(crate) fn resize_part(
-    part: &Plane,
-    at: (usize, usize),
-    of: (usize, usize),
-    size: (usize, usize),
-) -> (Plane, usize, usize) {
-    let (t, ox0, oy0) = resize_part_transposed(part, at, of, size);
-    (untranspose(t), ox0, oy0)
-}
-
-/// [`resize_part`]'s result transposed (`w` and `h` swapped, column by column), as the
-/// resize's last pass leaves it: for what does not depend on the orientation (a mask's area and
-/// perimeter), without the transpose back.
+/// rectangle of it at `at` = (x, y), computed only where the result can be nonzero, and left
+/// transposed as the resize's last pass leaves it (for what does not depend on the orientation,
+/// a mask's area and perimeter: no transpose back). Untransposed, `out` is the part `(ox0, oy0)`
+/// to `(ox0 + out.h, oy0 + out.w)` of the `w` x `h` result, `(out, ox0, oy0)`; every output
+/// pixel outside it is 0. The same values, bit for bit, as that part of [`resize`] of the whole
+/// plane (a test checks it): the taps that read the zeros around the rectangle are left out,
+/// and in [`weighted_rows`]' sums from +0 a term `0 x weight` changes nothing. For a new size
+/// only (`resize` copies a plane to its own size unclamped; this would clamp it).
 pub(crate) fn resize_part_transposed(
     part: &Plane,
     (x0, y0): (usize, usize),
@@ -113,6 +101,18 @@ fn untranspose(t: Plane) -> Plane {
         h: t.w,
         px: transpose(&t.px, t.w, t.h),
     }
+}
+
+/// [`resize_part_transposed`] transposed back (for the tests, which compare it with [`resize`]).
+#[cfg(test)]
+pub(crate) fn resize_part(
+    part: &Plane,
+    at: (usize, usize),
+    of: (usize, usize),
+    size: (usize, usize),
+) -> (Plane, usize, usize) {
+    let (t, ox0, oy0) = resize_part_transposed(part, at, of, size);
+    (untranspose(t), ox0, oy0)
 }
 
 /// [`resize_taps`]' result transposed: its last pass sums along the rows of the transposed
