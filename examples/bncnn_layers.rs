@@ -1,8 +1,8 @@
 //! Per-block inference times of the accuracy model `bncnn` (evaluation mode without gradients,
 //! so each batch norm is folded into its convolution, and blocks 1 and 2 run with their max
-//! pooling in one op, as `serve` runs them), on random input and fresh weights: microseconds
-//! per image, the median and the minimum over the repeats. For the kernels' serving work
-//! (issue 12: the forward pass is most of a JSON request's CPU).
+//! pooling in one op, blocks 2 and 3 by Winograd, as `serve` runs them), on random input and
+//! fresh weights: microseconds per image, the median and the minimum over the repeats. For the
+//! kernels' serving work (issue 12: the forward pass is most of a JSON request's CPU).
 //!
 //! `MNIST_CNN_SIMD=avx2 RAYON_NUM_THREADS=1 cargo run --release --example bncnn_layers -- [batch] [repeats]`
 //! (defaults: batch 16, `serve`'s largest micro-batch, and 2,000 repeats).

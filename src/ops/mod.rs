@@ -30,7 +30,7 @@ pub(crate) mod gradcheck;
 pub use adaptive_avg_pool2d::adaptive_avg_pool2d;
 pub use avg_pool2d::avg_pool2d;
 pub use batch_norm::{batch_norm2d, batch_norm2d_relu};
-pub use conv2d::{conv2d, conv2d_relu, conv2d_relu_max_pool2d};
+pub use conv2d::{conv2d, conv2d_relu, conv2d_relu_max_pool2d, conv2d_relu_winograd};
 pub use cross_entropy::cross_entropy;
 pub use dropout::dropout;
 pub use elementwise::{add, div, exp, log, mul, neg, pow, sqrt, sub};

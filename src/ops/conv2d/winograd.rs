@@ -1,0 +1,499 @@
+//! Winograd F(2x2, 3x3): 3x3 convolutions of stride 1 and padding 1 for inference, with 16
+//! multiplications for each 2x2 block of outputs where the direct convolution takes 36.
+//!
+//! Shapes: x (N, H, W, C) channels-last, weight (OC, C, 3, 3) as PyTorch stores it, y
+//! (N, H, W, OC) channels-last, or (N, H/2, W/2, OC) with the 2x2 max pooling fused. The output
+//! is cut into T = ceil(H/2) * ceil(W/2) tiles of 2x2; tile t reads the 4x4 input patch around
+//! it (zeros outside the image). With p = 4i + j an entry of a 4x4 transformed tile:
+//!   U[p] (C, OC) = G w G^T             the weights, once per weight tensor (`winograd_weights`)
+//!   V[p] (T, C)  = B^T d B             each tile's input patch d, per image
+//!   M[p] (T, OC) = V[p] U[p]           16 products, by the forward's GEMM kernel
+//!   y (2x2)      = A^T M A + bias      then ReLU (and the 2x2 maximum when pooled)
+//! with B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1], G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1],
+//! A^T = [1 1 1 0; 0 1 -1 -1] (Lavin and Gray, "Fast Algorithms for Convolutional Neural
+//! Networks", 2016). The transforms run over 16 channels at a time in vector lanes.
+//!
+//! The values differ from the direct convolution's by rounding only (the sums are taken in
+//! another order; the tests bound the difference): the inference path of `bncnn` uses it (see
+//! [`crate::nn::models::bncnn`]), training never does. Only finite inputs and weights take it,
+//! so a NaN or an infinity spreads exactly as through the direct convolution (and PyTorch's),
+//! which runs for them instead. Each image is computed on its own, in the same order on every
+//! thread count; the vector backends give the same bits as each other, as everywhere in the
+//! kernels.
+
+use super::ConvGeom;
+use super::kernels::{MR, rows_times_matrix};
+use crate::ops::simd::{Kernel, LANES, Simd};
+use crate::ops::{CHUNK, for_each_chunk};
+use crate::tensor::pool;
+
+/// Entries of a transformed 4x4 tile.
+const P: usize = 16;
+
+/// Whether a convolution can run as Winograd F(2x2, 3x3) here: 3x3, stride 1, padding 1, and
+/// channels in and out a multiple of 16 (the transforms' vector width). With `pooled`, the
+/// output's sides must be even (each 2x2 tile is then one pooling window).
+pub fn applies(g: &ConvGeom, pooled: bool) -> bool {
+    (g.kh, g.kw, g.stride, g.padding) == (3, 3, 1, 1)
+        && g.c.is_multiple_of(LANES)
+        && g.oc.is_multiple_of(LANES)
+        && (!pooled || (g.oh.is_multiple_of(2) && g.ow.is_multiple_of(2)))
+}
+
+/// Whether every value is finite (no NaN, no infinity): 0 x v is 0 for a finite v and NaN
+/// otherwise, summed lane by lane.
+pub fn all_finite(v: &[f32]) -> bool {
+    let mut acc = [0.0f32; LANES];
+    let mut chunks = v.chunks_exact(LANES);
+    for ch in &mut chunks {
+        for (a, &x) in acc.iter_mut().zip(ch) {
+            *a += x * 0.0;
+        }
+    }
+    chunks.remainder().iter().all(|x| x.is_finite()) && acc.iter().all(|a| *a == 0.0)
+}
+
+/// U[p][c][oc] = (G w[oc][c] G^T)[p], from weights (OC, C, 3, 3), computed in f64 and rounded
+/// once.
+pub fn winograd_weights(g: &ConvGeom, w: &[f32]) -> Vec<f32> {
+    const GM: [[f64; 3]; 4] = [[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]];
+    let (c, oc) = (g.c, g.oc);
+    assert_eq!(w.len(), oc * c * 9, "winograd_weights: weights (OC, C, 3, 3)");
+    let mut u = vec![0.0; P * c * oc];
+    for (o, wo) in w.chunks_exact(c * 9).enumerate() {
+        for (ci, k) in wo.chunks_exact(9).enumerate() {
+            // G k (4x3), then (G k) G^T (4x4).
+            let gk: [[f64; 3]; 4] =
+                std::array::from_fn(|i| std::array::from_fn(|j| (0..3).map(|l| GM[i][l] * k[l * 3 + j] as f64).sum()));
+            for i in 0..4 {
+                for j in 0..4 {
+                    let v: f64 = (0..3).map(|l| gk[i][l] * GM[j][l]).sum();
+                    u[((i * 4 + j) * c + ci) * oc + o] = v as f32;
+                }
+            }
+        }
+    }
+    u
+}
+
+/// Tiles of one image's output: (rows, columns).
+fn tiles(g: &ConvGeom) -> (usize, usize) {
+    (g.oh.div_ceil(2), g.ow.div_ceil(2))
+}
+
+/// The forward: y = relu(conv(x, w) + bias), stored (N, OH, OW, OC), or with `pooled` its 2x2
+/// maximum, stored (N, OH/2, OW/2, OC). `u` from [`winograd_weights`]; x (N, H, W, C). The
+/// caller checks [`applies`] (and that x and the weights are finite, see the module header).
+pub fn winograd_relu_forward<S: Simd>(
+    s: S,
+    g: &ConvGeom,
+    x: &[f32],
+    u: &[f32],
+    bias: &[f32],
+    pooled: bool,
+    y: &mut [f32],
+) {
+    assert!(
+        applies(g, pooled),
+        "winograd: a 3x3 convolution of stride 1 and padding 1"
+    );
+    let (th, tw) = tiles(g);
+    let out_size = if pooled { th * tw * g.oc } else { g.out_size() };
+    let n = x.len() / g.in_size();
+    assert!(
+        x.len() == n * g.in_size() && y.len() == n * out_size && u.len() == P * g.c * g.oc && bias.len() == g.oc,
+        "winograd: buffer sizes"
+    );
+    let work: Vec<_> = x
+        .chunks(CHUNK * g.in_size())
+        .zip(y.chunks_mut(CHUNK * out_size))
+        .collect();
+    for_each_chunk(work, |(xc, yc)| {
+        let t = th * tw;
+        // Room for a last block of MR rows read past the end (computed, not stored).
+        let mut v = pool::take(P * t * g.c + MR * g.c);
+        let mut m = pool::take(P * t * g.oc);
+        for (xi, yi) in xc.chunks(g.in_size()).zip(yc.chunks_mut(out_size)) {
+            s.vectorize(Image {
+                g,
+                x: xi,
+                u,
+                bias,
+                pooled,
+                v: &mut v,
+                m: &mut m,
+                y: yi,
+            });
+        }
+        pool::recycle(m);
+        pool::recycle(v);
+    });
+}
+
+/// One image: input transform, the 16 products, output transform.
+struct Image<'a> {
+    g: &'a ConvGeom,
+    x: &'a [f32],
+    u: &'a [f32],
+    bias: &'a [f32],
+    pooled: bool,
+    v: &'a mut [f32],
+    m: &'a mut [f32],
+    y: &'a mut [f32],
+}
+
+/// a - b (exactly rounded once on every backend: the product by -1 is exact).
+#[inline(always)]
+fn sub<S: Simd>(s: S, a: S::V, b: S::V) -> S::V {
+    s.mul_add(b, s.splat(-1.0), a)
+}
+
+impl Kernel for Image<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run<S: Simd>(self, s: S) {
+        let Image {
+            g,
+            x,
+            u,
+            bias,
+            pooled,
+            v,
+            m,
+            y,
+        } = self;
+        let (c, oc, (th, tw)) = (g.c, g.oc, tiles(g));
+        let t_all = th * tw;
+        // V[p][t][c] = (B^T d B)[p] of tile t's input patch d, 16 channels at a time. (No
+        // closures in the kernels: they would not be compiled with the backend's instructions.)
+        for ty in 0..th {
+            for tx in 0..tw {
+                let t = ty * tw + tx;
+                for c0 in (0..c).step_by(LANES) {
+                    let mut d = [[s.zero(); 4]; 4];
+                    for (i, row) in d.iter_mut().enumerate() {
+                        for (j, dv) in row.iter_mut().enumerate() {
+                            let (yy, xx) = ((2 * ty + i).wrapping_sub(1), (2 * tx + j).wrapping_sub(1));
+                            if yy < g.h && xx < g.w {
+                                *dv = s.load(&x[(yy * g.w + xx) * c + c0..], LANES);
+                            }
+                        }
+                    }
+                    let vt = input_transform(s, &d);
+                    for (p, vv) in vt.iter().flatten().enumerate() {
+                        s.store(&mut v[(p * t_all + t) * c + c0..], LANES, *vv);
+                    }
+                }
+            }
+        }
+        // M[p] = V[p] U[p], as the forward's patch-matrix product.
+        match c {
+            16 => products::<S, 16>(s, (v, u, m), (t_all, c, oc)),
+            32 => products::<S, 32>(s, (v, u, m), (t_all, c, oc)),
+            _ => products::<S, 0>(s, (v, u, m), (t_all, c, oc)),
+        }
+        // y = A^T M A + bias, ReLU, per tile and 16 output channels.
+        for ty in 0..th {
+            for tx in 0..tw {
+                let t = ty * tw + tx;
+                for o0 in (0..oc).step_by(LANES) {
+                    let mut mt = [[s.zero(); 4]; 4];
+                    for (p, mv) in mt.iter_mut().flatten().enumerate() {
+                        *mv = s.load(&m[(p * t_all + t) * oc + o0..], LANES);
+                    }
+                    let b = s.load(&bias[o0..], LANES);
+                    let [[y00, y01], [y10, y11]] = output_transform(s, &mt, b);
+                    if pooled {
+                        let top = s.max(s.max(y00, y01), s.max(y10, y11));
+                        s.store(&mut y[t * oc + o0..], LANES, top);
+                        continue;
+                    }
+                    for (i, row) in [[y00, y01], [y10, y11]].into_iter().enumerate() {
+                        for (j, val) in row.into_iter().enumerate() {
+                            let (yy, xx) = (2 * ty + i, 2 * tx + j);
+                            if yy < g.oh && xx < g.ow {
+                                s.store(&mut y[(yy * g.ow + xx) * oc + o0..], LANES, val);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// M[p] (T, OC) = V[p] (T, C) U[p] (C, OC) for the 16 entries p: as many tiles at a time as
+/// the backend holds in registers (16; 6 on AVX2, 4 on NEON), each tile's sum over the C
+/// channels in order (so the same bits whatever the blocking). AS: V's row stride C when it is
+/// a constant the kernel is compiled for, else 0.
+#[inline(always)]
+fn products<S: Simd, const AS: usize>(
+    s: S,
+    (v, u, m): (&[f32], &[f32], &mut [f32]),
+    (t_all, c, oc): (usize, usize, usize),
+) {
+    let step = if S::ROWS >= MR { MR } else { S::ROWS.min(6) };
+    for p in 0..P {
+        let (vp, up) = (&v[p * t_all * c..], &u[p * c * oc..(p + 1) * c * oc]);
+        let mp = &mut m[p * t_all * oc..(p + 1) * t_all * oc];
+        for t0 in (0..t_all).step_by(step) {
+            let rows = step.min(t_all - t0);
+            let (a, out, k) = (&vp[t0 * c..], &mut mp[t0 * oc..], (c, oc));
+            match rows {
+                0..=4 => rows_times_matrix::<S, AS, 4>(s, a, c, k, up, oc, None, out, oc, (rows, false)),
+                5..=6 if step == 6 => rows_times_matrix::<S, AS, 6>(s, a, c, k, up, oc, None, out, oc, (rows, false)),
+                5..=8 => rows_times_matrix::<S, AS, 8>(s, a, c, k, up, oc, None, out, oc, (rows, false)),
+                _ => rows_times_matrix::<S, AS, MR>(s, a, c, k, up, oc, None, out, oc, (rows, false)),
+            }
+        }
+    }
+}
+
+/// B^T d B of a 4x4 patch: the rows of B^T d, then its columns.
+#[inline(always)]
+fn input_transform<S: Simd>(s: S, d: &[[S::V; 4]; 4]) -> [[S::V; 4]; 4] {
+    let mut r = [[s.zero(); 4]; 4];
+    for j in 0..4 {
+        r[0][j] = sub(s, d[0][j], d[2][j]);
+        r[1][j] = s.add(d[1][j], d[2][j]);
+        r[2][j] = sub(s, d[2][j], d[1][j]);
+        r[3][j] = sub(s, d[1][j], d[3][j]);
+    }
+    let mut v = [[s.zero(); 4]; 4];
+    for i in 0..4 {
+        v[i][0] = sub(s, r[i][0], r[i][2]);
+        v[i][1] = s.add(r[i][1], r[i][2]);
+        v[i][2] = sub(s, r[i][2], r[i][1]);
+        v[i][3] = sub(s, r[i][1], r[i][3]);
+    }
+    v
+}
+
+/// relu(A^T m A + b), a 2x2 block of outputs: the rows of A^T m, then its columns.
+#[inline(always)]
+fn output_transform<S: Simd>(s: S, m: &[[S::V; 4]; 4], b: S::V) -> [[S::V; 2]; 2] {
+    let mut r = [[s.zero(); 4]; 2];
+    for j in 0..4 {
+        r[0][j] = s.add(s.add(m[0][j], m[1][j]), m[2][j]);
+        r[1][j] = sub(s, sub(s, m[1][j], m[2][j]), m[3][j]);
+    }
+    let mut y = [[s.zero(); 2]; 2];
+    for i in 0..2 {
+        y[i][0] = s.relu(s.add(s.add(s.add(r[i][0], r[i][1]), r[i][2]), b));
+        y[i][1] = s.relu(s.add(sub(s, sub(s, r[i][1], r[i][2]), r[i][3]), b));
+    }
+    y
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    /// relu(conv(x, w) + b) in f64, x (H, W, C) channels-last, w (OC, C, 3, 3), stride 1,
+    /// padding 1; y (OH, OW, OC).
+    fn direct(g: &ConvGeom, x: &[f32], w: &[f32], b: &[f32]) -> Vec<f64> {
+        let mut y = vec![0.0; g.out_size()];
+        for oy in 0..g.oh {
+            for ox in 0..g.ow {
+                for o in 0..g.oc {
+                    let mut acc = b[o] as f64;
+                    for c in 0..g.c {
+                        for ki in 0..3 {
+                            for kj in 0..3 {
+                                let (yy, xx) = ((oy + ki).wrapping_sub(1), (ox + kj).wrapping_sub(1));
+                                if yy < g.h && xx < g.w {
+                                    acc += x[(yy * g.w + xx) * g.c + c] as f64
+                                        * w[((o * g.c + c) * 3 + ki) * 3 + kj] as f64;
+                                }
+                            }
+                        }
+                    }
+                    y[(oy * g.ow + ox) * g.oc + o] = acc.max(0.0);
+                }
+            }
+        }
+        y
+    }
+
+    fn case(
+        rng: &mut Rng,
+        n: usize,
+        (c, h, w): (usize, usize, usize),
+        oc: usize,
+    ) -> (ConvGeom, Vec<f32>, Vec<f32>, Vec<f32>) {
+        let g = ConvGeom::new((c, h, w), (oc, 3, 3), 1, 1);
+        let x = (0..n * g.in_size()).map(|_| rng.uniform(-0.5, 1.5)).collect();
+        let wt = (0..oc * c * 9).map(|_| rng.uniform(-0.2, 0.2)).collect();
+        let b = (0..oc).map(|_| rng.uniform(-0.5, 0.5)).collect();
+        (g, x, wt, b)
+    }
+
+    fn run<S: Simd>(s: S, g: &ConvGeom, x: &[f32], w: &[f32], b: &[f32], pooled: bool) -> Vec<f32> {
+        let n = x.len() / g.in_size();
+        let per = if pooled {
+            g.oh / 2 * (g.ow / 2) * g.oc
+        } else {
+            g.out_size()
+        };
+        let mut y = vec![f32::NAN; n * per];
+        winograd_relu_forward(s, g, x, &winograd_weights(g, w), b, pooled, &mut y);
+        y
+    }
+
+    /// bncnn's blocks 2 and 3, odd sides (a last row and column of tiles cut in half), and
+    /// more channels: within 1e-5 of the f64 convolution, relative to the sum of the products'
+    /// magnitudes (the bound of a sum's rounding), on every backend.
+    #[test]
+    fn matches_the_direct_convolution_within_rounding() {
+        let mut rng = Rng::new(7);
+        for (n, chw, oc) in [
+            (3, (16, 14, 14), 32),
+            (2, (32, 7, 7), 64),
+            (2, (16, 5, 9), 16),
+            (1, (48, 3, 4), 32),
+        ] {
+            let (g, x, w, b) = case(&mut rng, n, chw, oc);
+            let mag: Vec<f32> = x.iter().map(|v| v.abs()).collect();
+            let wabs: Vec<f32> = w.iter().map(|v| v.abs()).collect();
+            let (want, scale): (Vec<_>, Vec<_>) = (0..n)
+                .map(|i| {
+                    let at = i * g.in_size()..(i + 1) * g.in_size();
+                    (
+                        direct(&g, &x[at.clone()], &w, &b),
+                        direct(&g, &mag[at], &wabs, &vec![0.0; oc]),
+                    )
+                })
+                .unzip();
+            let (want, scale) = (want.concat(), scale.concat());
+            crate::for_each_backend!(|backend, s| {
+                let y = run(s, &g, &x, &w, &b, false);
+                for (k, &got) in y.iter().enumerate() {
+                    let tol = 1e-5 * (scale[k] + 1.0);
+                    assert!(
+                        (got as f64 - want[k]).abs() <= tol,
+                        "{backend:?} {chw:?}->{oc} value {k}: {got} against {}",
+                        want[k]
+                    );
+                }
+            });
+        }
+    }
+
+    /// The pooled output is the maximum of the unpooled one over each 2x2 window, bit for bit.
+    #[test]
+    fn pooling_takes_the_maximum_of_each_tile() {
+        let mut rng = Rng::new(8);
+        let (g, x, w, b) = case(&mut rng, 2, (16, 14, 14), 32);
+        crate::for_each_backend!(|backend, s| {
+            let (y, p) = (run(s, &g, &x, &w, &b, false), run(s, &g, &x, &w, &b, true));
+            for (i, &got) in p.iter().enumerate() {
+                let (o, px, py, n) = (i % 32, i / 32 % 7, i / 32 / 7 % 7, i / (32 * 49));
+                let at = |dy: usize, dx: usize| y[n * g.out_size() + ((2 * py + dy) * 14 + 2 * px + dx) * 32 + o];
+                let want = at(0, 0).max(at(0, 1)).max(at(1, 0).max(at(1, 1)));
+                assert_eq!(got.to_bits(), want.to_bits(), "{backend:?} pooled value {i}");
+            }
+        });
+    }
+
+    /// The vector backends give the same bits (fused multiply-adds in the same order); a
+    /// chunk's images are computed one by one, so any split of the batch gives them too.
+    #[test]
+    fn same_bits_on_every_vector_backend_and_any_batch_split() {
+        let mut rng = Rng::new(9);
+        let (g, x, w, b) = case(&mut rng, 11, (32, 7, 7), 64);
+        let mut seen: Option<Vec<u32>> = None;
+        crate::for_each_backend!(|backend, s| {
+            let y: Vec<u32> = run(s, &g, &x, &w, &b, false).iter().map(|v| v.to_bits()).collect();
+            // Each image alone gives the bits it gets within the batch.
+            for i in [0, 5, 10] {
+                let one = run(s, &g, &x[i * g.in_size()..(i + 1) * g.in_size()], &w, &b, false);
+                let bits: Vec<u32> = one.iter().map(|v| v.to_bits()).collect();
+                assert_eq!(
+                    bits,
+                    y[i * g.out_size()..(i + 1) * g.out_size()],
+                    "{backend:?} image {i} alone"
+                );
+            }
+            match &seen {
+                _ if backend == crate::ops::simd::Backend::Portable => {}
+                Some(first) => assert_eq!(first, &y, "{backend:?} against the first vector backend"),
+                None => seen = Some(y),
+            }
+        });
+    }
+
+    #[test]
+    fn finiteness_is_told_in_every_position() {
+        for len in [0, 1, 15, 16, 17, 40] {
+            let v = vec![1.5f32; len];
+            assert!(all_finite(&v));
+            for i in 0..len {
+                for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+                    let mut w = v.clone();
+                    w[i] = bad;
+                    assert!(!all_finite(&w), "{bad} at {i} of {len}");
+                }
+            }
+        }
+        assert!(all_finite(&[f32::MAX, -f32::MAX, f32::MIN_POSITIVE]));
+    }
+
+    #[test]
+    fn applies_only_where_it_is_defined() {
+        let g = |c, h, oc, k, s, p| ConvGeom::new((c, h, h), (oc, k, k), s, p);
+        assert!(applies(&g(16, 14, 32, 3, 1, 1), true));
+        assert!(applies(&g(32, 7, 64, 3, 1, 1), false));
+        assert!(!applies(&g(32, 7, 64, 3, 1, 1), true), "odd sides are not pooled here");
+        assert!(!applies(&g(64, 7, 64, 3, 2, 1), false), "stride 2");
+        assert!(!applies(&g(1, 28, 16, 3, 1, 1), false), "one input channel");
+        assert!(!applies(&g(16, 14, 32, 5, 1, 2), false), "5x5");
+        assert!(!applies(&g(16, 14, 32, 3, 1, 0), false), "no padding");
+    }
+
+    /// The op on tensors: close to the direct convolution's values for finite ones; for a NaN
+    /// or an infinity in x, the direct convolution's bits (the op runs it instead); the same
+    /// for x stored (N, C, H, W), which it does not take.
+    #[test]
+    fn the_op_runs_the_direct_convolution_where_winograd_does_not_apply() {
+        use crate::ops::{conv2d_relu, conv2d_relu_max_pool2d, conv2d_relu_winograd};
+        use crate::tensor::{Tensor, no_grad};
+        let mut rng = Rng::new(10);
+        let (g, x, w, b) = case(&mut rng, 2, (16, 6, 6), 16);
+        let shape = [2, g.c, g.h, g.w];
+        let (wt, bt) = (Tensor::from_vec(w, &[16, 16, 3, 3]), Tensor::from_vec(b, &[16]));
+        let nhwc = |v: Vec<f32>| Tensor::from_op_in_layout(v, &shape, true, "x", vec![], Box::new(|_, _, _| vec![]));
+        let bits = |t: &Tensor| t.to_vec().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        no_grad(|| {
+            for pooled in [false, true] {
+                let direct = |x: &Tensor| match pooled {
+                    true => conv2d_relu_max_pool2d(x, &wt, Some(&bt), 1, 1),
+                    false => conv2d_relu(x, &wt, Some(&bt), 1, 1),
+                };
+                let xt = nhwc(x.clone());
+                let (got, want) = (conv2d_relu_winograd(&xt, &wt, Some(&bt), (1, 1), pooled), direct(&xt));
+                assert_ne!(bits(&got), bits(&want), "Winograd ran (pooled: {pooled})");
+                for (a, b) in got.to_vec().iter().zip(want.to_vec()) {
+                    assert!(
+                        (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
+                        "pooled {pooled}: {a} against {b}"
+                    );
+                }
+                for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+                    let mut xb = x.clone();
+                    xb[37] = bad;
+                    let xt = nhwc(xb);
+                    let got = conv2d_relu_winograd(&xt, &wt, Some(&bt), (1, 1), pooled);
+                    assert_eq!(bits(&got), bits(&direct(&xt)), "{bad} in x (pooled: {pooled})");
+                }
+                let xc = Tensor::from_vec(x.clone(), &shape);
+                let got = conv2d_relu_winograd(&xc, &wt, Some(&bt), (1, 1), pooled);
+                assert_eq!(
+                    bits(&got),
+                    bits(&direct(&xc)),
+                    "x stored (N, C, H, W) (pooled: {pooled})"
+                );
+            }
+        });
+    }
+}
