@@ -5,17 +5,19 @@
 //! (N, H, W, OC) channels-last, or (N, H/2, W/2, OC) with the 2x2 max pooling fused. The output
 //! is cut into T = ceil(H/2) * ceil(W/2) tiles of 2x2; tile t reads the 4x4 input patch around
 //! it (zeros outside the image). With p = 4i + j an entry of a 4x4 transformed tile:
+//! ```text
 //!   U[p] (C, OC) = G w G^T             the weights, once per weight tensor (`winograd_weights`)
 //!   V[p] (T, C)  = B^T d B             each tile's input patch d, per image
 //!   M[p] (T, OC) = V[p] U[p]           16 products, by the forward's GEMM kernel
 //!   y (2x2)      = A^T M A + bias      then ReLU (and the 2x2 maximum when pooled)
+//! ```
 //! with B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1], G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1],
 //! A^T = [1 1 1 0; 0 1 -1 -1] (Lavin and Gray, "Fast Algorithms for Convolutional Neural
 //! Networks", 2016). The transforms run over 16 channels at a time in vector lanes.
 //!
 //! The values differ from the direct convolution's by rounding only (the sums are taken in
 //! another order; the tests bound the difference): the inference path of `bncnn` uses it (see
-//! [`crate::nn::models::bncnn`]), training never does. Only finite inputs and weights take it,
+//! `bncnn` (its `ConvBn` blocks)), training never does. Only finite inputs and weights take it,
 //! so a NaN or an infinity spreads exactly as through the direct convolution (and PyTorch's),
 //! which runs for them instead. Each image is computed on its own, in the same order on every
 //! thread count; the vector backends give the same bits as each other, as everywhere in the
@@ -53,7 +55,7 @@ pub fn all_finite(v: &[f32]) -> bool {
     chunks.remainder().iter().all(|x| x.is_finite()) && acc.iter().all(|a| *a == 0.0)
 }
 
-/// U[p][c][oc] = (G w[oc][c] G^T)[p], from weights (OC, C, 3, 3), computed in f64 and rounded
+/// `U[p][c][oc] = (G w[oc][c] G^T)[p]`, from weights (OC, C, 3, 3), computed in f64 and rounded
 /// once.
 pub fn winograd_weights(g: &ConvGeom, w: &[f32]) -> Vec<f32> {
     const GM: [[f64; 3]; 4] = [[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]];
@@ -164,7 +166,7 @@ impl Kernel for Image<'_> {
         } = self;
         let (c, oc, (th, tw)) = (g.c, g.oc, tiles(g));
         let t_all = th * tw;
-        // V[p][t][c] = (B^T d B)[p] of tile t's input patch d, 16 channels at a time. (No
+        // `V[p][t][c] = (B^T d B)[p]` of tile t's input patch d, 16 channels at a time. (No
         // closures in the kernels: they would not be compiled with the backend's instructions.)
         for ty in 0..th {
             for tx in 0..tw {
@@ -222,7 +224,7 @@ impl Kernel for Image<'_> {
     }
 }
 
-/// M[p] (T, OC) = V[p] (T, C) U[p] (C, OC) for the 16 entries p: as many tiles at a time as
+/// `M[p] (T, OC) = V[p] (T, C) U[p] (C, OC)` for the 16 entries p: as many tiles at a time as
 /// the backend holds in registers (16; 6 on AVX2, 4 on NEON), each tile's sum over the C
 /// channels in order (so the same bits whatever the blocking). AS: V's row stride C when it is
 /// a constant the kernel is compiled for, else 0.
