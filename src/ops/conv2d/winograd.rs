@@ -16,10 +16,9 @@
 //! Networks", 2016). The transforms run over 16 channels at a time in vector lanes.
 //!
 //! The values differ from the direct convolution's by rounding only (the sums are taken in
-//! another order; the tests bound the difference): the inference path of `bncnn` uses it (see
-//! `bncnn` (its `ConvBn` blocks)), training never does. Only finite inputs and weights take it,
-//! so a NaN or an infinity spreads exactly as through the direct convolution (and PyTorch's),
-//! which runs for them instead. Each image is computed on its own, in the same order on every
+//! another order; the tests bound the difference): `bncnn`'s blocks use it in inference (see
+//! `ConvBn`), training never does. Only finite inputs and weights take it, so a NaN or an
+//! infinity spreads exactly as through the direct convolution, which runs for them instead. Each image is computed on its own, in the same order on every
 //! thread count; the vector backends give the same bits as each other, as everywhere in the
 //! kernels.
 
