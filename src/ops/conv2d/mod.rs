@@ -165,12 +165,14 @@ pub fn conv2d_relu_winograd(
     if records_graph(x, weight, bias) || !x.is_channels_last() || !winograd::applies(&g, pooled) {
         return direct();
     }
-    // The transformed weights, made once per weight tensor (and again after it changes).
-    let u = weight.derived("conv2d.winograd", |w| winograd::winograd_weights(&g, w));
+    // The transformed weights, made and checked once per weight tensor (and again after it
+    // changes): empty when one is not finite.
+    let u = weight.derived("conv2d.winograd", |w| {
+        let u = winograd::winograd_weights(&g, w);
+        if winograd::all_finite(&u) { u } else { Vec::new() }
+    });
     let bias_data = bias.map(|b| b.data().to_vec()).unwrap_or_else(|| vec![0.0; g.oc]);
-    let xd = x.data();
-    if !(winograd::all_finite(&xd) && winograd::all_finite(&u) && winograd::all_finite(&bias_data)) {
-        drop(xd);
+    if u.is_empty() || !winograd::all_finite(&x.data()) || !winograd::all_finite(&bias_data) {
         return direct();
     }
     let n = x.shape()[0];
@@ -184,9 +186,8 @@ pub fn conv2d_relu_winograd(
     profile::time(
         || profile::label(name, x.shape()),
         Phase::Forward,
-        || simd_dispatch!(winograd_relu_forward(&g, &xd, &u, &bias_data, pooled, &mut out)),
+        || simd_dispatch!(winograd_relu_forward(&g, &x.data(), &u, &bias_data, pooled, &mut out)),
     );
-    drop(xd);
     Tensor::from_op_in_layout(
         out,
         &[n, g.oc, oh, ow],

@@ -18,9 +18,9 @@
 //! The values differ from the direct convolution's by rounding only (the sums are taken in
 //! another order; the tests bound the difference): `bncnn`'s blocks use it in inference (see
 //! `ConvBn`), training never does. Only finite inputs and weights take it, so a NaN or an
-//! infinity spreads exactly as through the direct convolution, which runs for them instead. Each image is computed on its own, in the same order on every
-//! thread count; the vector backends give the same bits as each other, as everywhere in the
-//! kernels.
+//! infinity spreads exactly as through the direct convolution, which runs for them instead.
+//! Each image is computed on its own, in the same order on every thread count; the vector
+//! backends give the same bits as each other, as everywhere in the kernels.
 
 use super::ConvGeom;
 use super::kernels::{MR, rows_times_matrix};
@@ -453,8 +453,8 @@ mod tests {
     }
 
     /// The op on tensors: close to the direct convolution's values for finite ones; for a NaN
-    /// or an infinity in x, the direct convolution's bits (the op runs it instead); the same
-    /// for x stored (N, C, H, W), which it does not take.
+    /// or an infinity in x or a NaN in the weights, the direct convolution's bits (the op runs
+    /// it instead); the same for x stored (N, C, H, W), which it does not take.
     #[test]
     fn the_op_runs_the_direct_convolution_where_winograd_does_not_apply() {
         use crate::ops::{conv2d_relu, conv2d_relu_max_pool2d, conv2d_relu_winograd};
@@ -487,6 +487,17 @@ mod tests {
                     let got = conv2d_relu_winograd(&xt, &wt, Some(&bt), (1, 1), pooled);
                     assert_eq!(bits(&got), bits(&direct(&xt)), "{bad} in x (pooled: {pooled})");
                 }
+                // A weight that is not finite: the direct convolution too.
+                let mut wb = wt.to_vec();
+                wb[100] = f32::NAN;
+                let wbt = Tensor::from_vec(wb, &[16, 16, 3, 3]);
+                let xt = nhwc(x.clone());
+                let got = conv2d_relu_winograd(&xt, &wbt, Some(&bt), (1, 1), pooled);
+                let want = match pooled {
+                    true => conv2d_relu_max_pool2d(&xt, &wbt, Some(&bt), 1, 1),
+                    false => conv2d_relu(&xt, &wbt, Some(&bt), 1, 1),
+                };
+                assert_eq!(bits(&got), bits(&want), "NaN in the weights (pooled: {pooled})");
                 let xc = Tensor::from_vec(x.clone(), &shape);
                 let got = conv2d_relu_winograd(&xc, &wt, Some(&bt), (1, 1), pooled);
                 assert_eq!(
