@@ -13,11 +13,16 @@ forward pass (no batching across requests: a plain FastAPI deployment has none),
 `async def` handler itself: for a model this small, a trip to the thread pool costs more than
 the forward pass.
 
-The image preprocessing is much simpler than mnist-cnn's (which picks a channel, denoises,
-removes uneven lighting, thresholds, keeps the digit's components and normalises the stroke
-width): PIL decodes, converts to grayscale, inverts when the background is light (mean above
-127), crops to the ink's bounding box, scales it into 20x20 keeping the aspect ratio and pastes
-it centred in 28x28 (pixels / 256). So the reference's image rows do less work than ours.
+Two image preparations, chosen by `REF_PREP`:
+- `simple` (the default): much simpler than mnist-cnn's (which picks a channel, denoises,
+  removes uneven lighting, thresholds, keeps the digit's components and normalises the stroke
+  width): PIL decodes, converts to grayscale, inverts when the background is light (mean above
+  127), crops to the ink's bounding box, scales it into 20x20 keeping the aspect ratio and
+  pastes it centred in 28x28 (pixels / 256). So these image rows do less work than ours (and
+  read the load test's pen-drawn 7 as a 2 with the tutorial's CNN).
+- `same`: bench/reference_prep.py, the same steps as mnist-cnn's `predict` preparation written
+  with numpy and OpenCV (its docstring says how close it comes): the API's "same preprocessing
+  as predict", so both servers do the same work for an upload. Needs opencv-python-headless.
 
 How it is run (bench/serve_load.sh does this): one uvicorn worker process per core, each with
 one torch thread, the usual CPU-bound setup (the Python work of a request holds the GIL, so a
@@ -28,7 +33,8 @@ second process, not a second torch thread, is what uses a second core), access l
         python -m uvicorn reference_server:app --app-dir bench --host 127.0.0.1 --port 8081 \\
         --workers 2 --no-access-log
 
-or `python bench/reference_server.py [--weights FILE] [--port 8081] [--workers N] [--threads T]`.
+or `python bench/reference_server.py [--weights FILE] [--port 8081] [--workers N] [--threads T]
+[--prep simple|same]`.
 """
 import argparse
 import io
@@ -52,6 +58,9 @@ from pytorch_reference import Mnist_CNN  # noqa: E402
 
 WEIGHTS = os.environ.get("REF_WEIGHTS", str(HERE.parent / "assets/models/bncnn_seed0.safetensors"))
 torch.set_num_threads(int(os.environ.get("REF_THREADS", "1")))
+PREP = os.environ.get("REF_PREP", "simple")
+if PREP not in ("simple", "same"):
+    raise SystemExit(f"REF_PREP={PREP}: simple or same")
 
 
 def load_model(path):
@@ -74,7 +83,7 @@ def error(status, message):
     return JSONResponse({"error": message}, status_code=status)
 
 
-def prepare_image(data):
+def prepare_simple(data):
     """28x28 float32 in 0..1, light digit on black (see the module's docstring)."""
     img = Image.open(io.BytesIO(data)).convert("L")
     a = np.asarray(img, dtype=np.uint8)
@@ -88,6 +97,16 @@ def prepare_image(data):
     field = Image.new("L", (28, 28))
     field.paste(crop, ((28 - crop.width) // 2, (28 - crop.height) // 2))
     return np.asarray(field, dtype=np.float32) / 256
+
+
+if PREP == "same":
+    import cv2  # noqa: E402
+
+    from reference_prep import prepare as prepare_image  # noqa: E402
+
+    cv2.setNumThreads(torch.get_num_threads())  # one thread per worker, as torch
+else:
+    prepare_image = prepare_simple
 
 
 @app.post("/api/predict")
@@ -124,7 +143,7 @@ async def predict(request: Request):
 @app.get("/api/model")
 async def model_info():
     return {"architecture": ARCH, "source": WEIGHTS, "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "pid": os.getpid()}
+            "pid": os.getpid(), "prep": PREP}
 
 
 @app.get("/healthz")
@@ -138,8 +157,9 @@ if __name__ == "__main__":
     ap.add_argument("--port", type=int, default=8081)
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--prep", choices=("simple", "same"), default=PREP)
     a = ap.parse_args()
-    os.environ["REF_WEIGHTS"], os.environ["REF_THREADS"] = a.weights, str(a.threads)
+    os.environ["REF_WEIGHTS"], os.environ["REF_THREADS"], os.environ["REF_PREP"] = a.weights, str(a.threads), a.prep
     import uvicorn
 
     uvicorn.run("reference_server:app", app_dir=str(HERE), host="127.0.0.1", port=a.port, workers=a.workers,

@@ -4,19 +4,25 @@
 #
 # Servers, one after the other, each on a free port: mnist-cnn with the bundled bncnn, mnist-cnn
 # with the tutorial's cnn (CNN_WEIGHTS, default tests/fixtures/mnist_cnn_seed0.safetensors; a
-# 1-epoch model is trained when the file is missing), then the reference with each of them.
+# 1-epoch model is trained when the file is missing), then the reference with each of them, and
+# for PNG uploads the reference again with REF_PREP=same ("reference-same": mnist-cnn's image
+# preparation ported to numpy and OpenCV, bench/reference_prep.py, so that both servers do the
+# same work for an upload; the plain reference's preparation is much lighter than ours).
 # For each: the idle CPU over IDLE seconds after startup, loads of SECONDS each with JSON pixels
 # (the inference path) and with a PNG (decoding and preprocessing too) at 1, 64 and 1,000
 # connections (examples/serve_load.rs, one core at most), the idle CPU over IDLE seconds after
 # the load, the peak RSS (VmHWM, summed over the server's processes), then SIGTERM.
-# Prints two markdown tables: the loads (with mnist-cnn's throughput over the reference's on
-# the same model, body and connections), and each server's startup, idle CPU and memory.
+# Prints two markdown tables: the loads (with mnist-cnn's throughput over the reference's, and
+# for PNG over reference-same's, on the same model, body and connections), and each server's
+# startup, idle CPU and memory.
 #
 # usage: bench/serve_load.sh [SECONDS] [serve flags...]    (e.g. bench/serve_load.sh 5 --threads 2)
 # environment: CNN_WEIGHTS, PYTHON (default /tmp/torchenv/bin/python, else python3),
 #   REF_WORKERS (uvicorn workers, default one per core), REF_THREADS (torch threads per worker,
-#   default 1), IDLE (seconds, default 5), CONNS (default "1 64 1000").
-# The reference part is skipped, saying why, when Python, torch, fastapi or uvicorn is missing.
+#   default 1), IDLE (seconds, default 5), CONNS (default "1 64 1000"), SAME_PREP (0 to leave
+#   reference-same out; default 1).
+# The reference part is skipped, saying why, when Python, torch, fastapi or uvicorn is missing;
+# reference-same when OpenCV (cv2) is.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-5}
@@ -66,6 +72,12 @@ gone = [m for m in need if u.find_spec(m) is None]
 print(" ".join(gone)); raise SystemExit(1 if gone else 0)' 2>&1); then
   ref_skip="$py lacks: $missing (pip install torch fastapi \"uvicorn[standard]\" pillow safetensors numpy)"
 fi
+same_skip=
+if [[ ${SAME_PREP:-1} == 0 ]]; then
+  same_skip="SAME_PREP=0"
+elif [[ -z $ref_skip ]] && ! "$py" -c 'import cv2' 2>/dev/null; then
+  same_skip="$py lacks cv2 (pip install opencv-python-headless)"
+fi
 
 echo "# $(date -u +%FT%TZ) $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores," \
   "load average $(cut -d' ' -f1-3 /proc/loadavg); $secs s per load; serve flags: ${*:-(none)}"
@@ -113,14 +125,15 @@ servers=$work/servers.tsv
 : >"$results"
 : >"$servers"
 
-# measure SERVER MODEL URL START_TIME: idle CPU, the loads, idle CPU, memory, the PNG's digit.
+# measure SERVER MODEL URL START_TIME [BODIES]: idle CPU, the loads (BODIES: default "json png"),
+# idle CPU, memory, the PNG's digit.
 measure() {
-  local name=$1 model=$2 url=$3 t0=$4 up cpu0 cpu1 rss0 line rps p50 p99 errs shed digit c
+  local name=$1 model=$2 url=$3 t0=$4 bodies=${5:-json png} up cpu0 cpu1 rss0 line rps p50 p99 errs shed digit c
   up=$(awk -v a="$t0" -v b="$(now)" 'BEGIN {printf "%.1f", b - a}')
   cpu0=$(idle_cpu "$server_pid")
   rss0=$(mem_mb "$server_pid" VmRSS)
   for c in $conns_list; do
-    for body in json png; do
+    for body in $bodies; do
       if [[ $body == json ]]; then line=$("$client" "$url" "$c" "$secs" || true); else line=$("$client" "$url" "$c" "$secs" "$png" || true); fi
       if [[ $line != *req/s* ]]; then
         echo "#   $name $model: the client failed at $c connections ($body)"
@@ -174,11 +187,12 @@ run_mnist() { # MODEL WEIGHTS_OR_EMPTY
   stop
 }
 
-run_reference() { # MODEL WEIGHTS
-  local log=$work/ref.log t0 port n
+run_reference() { # MODEL WEIGHTS [PREP]: PREP same runs reference-same, PNG only
+  local log=$work/ref.log t0 port n name=reference bodies="json png"
+  [[ ${3:-simple} == same ]] && name=reference-same bodies=png
   port=$("$py" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   t0=$(now)
-  REF_WEIGHTS=$2 REF_THREADS=$ref_threads "$py" -m uvicorn reference_server:app --app-dir bench \
+  REF_WEIGHTS=$2 REF_THREADS=$ref_threads REF_PREP=${3:-simple} "$py" -m uvicorn reference_server:app --app-dir bench \
     --host 127.0.0.1 --port "$port" --workers "$ref_workers" --no-access-log >"$log" 2>&1 &
   server_pid=$!
   n=0
@@ -189,12 +203,12 @@ run_reference() { # MODEL WEIGHTS
     sleep 0.05
   done
   if (( n < ref_workers )); then
-    echo "# reference ($1) did not start; skipped:" && tail -5 "$log"
+    echo "# $name ($1) did not start; skipped:" && tail -5 "$log"
     stop
     return
   fi
-  echo "# reference $1 at http://127.0.0.1:$port"
-  measure reference "$1" "http://127.0.0.1:$port" "$t0"
+  echo "# $name $1 at http://127.0.0.1:$port"
+  measure "$name" "$1" "http://127.0.0.1:$port" "$t0" "$bodies"
   stop
 }
 
@@ -203,17 +217,24 @@ run_mnist cnn "$cnn_weights" "$@"
 if [[ -z $ref_skip ]]; then
   run_reference bncnn "$bncnn_weights"
   run_reference cnn "$cnn_weights"
+  if [[ -z $same_skip ]]; then
+    run_reference bncnn "$bncnn_weights" same
+    run_reference cnn "$cnn_weights" same
+  fi
 fi
 
 echo
-echo "| server | model | body | conns | req/s | p50 ms | p99 ms | errors (503s) | req/s mnist-cnn / reference |"
-echo "|---|---|---|---|---|---|---|---|---|"
+echo "| server | model | body | conns | req/s | p50 ms | p99 ms | errors (503s) | req/s mnist-cnn / reference | / reference-same |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
 awk -F'\t' '
-  NR == FNR { if ($1 == "reference") ref[$2 FS $3 FS $4] = $5; next }
+  NR == FNR { if ($1 ~ /^reference/) ref[$1 FS $2 FS $3 FS $4] = $5; next }
+  function ratio(server, k) {
+    return ($1 == "mnist-cnn" && ((server FS k) in ref) && ref[server FS k] > 0) ? sprintf("%.2f", $5 / ref[server FS k]) : ""
+  }
   {
     k = $2 FS $3 FS $4
-    ratio = ($1 == "mnist-cnn" && (k in ref) && ref[k] > 0) ? sprintf("%.2f", $5 / ref[k]) : ""
-    printf "| %s | %s | %s | %s | %s | %s | %s | %s (%s) | %s |\n", $1, $2, ($3 == "json" ? "JSON" : "PNG"), $4, $5, $6, $7, $8, $9, ratio
+    printf "| %s | %s | %s | %s | %s | %s | %s | %s (%s) | %s | %s |\n", $1, $2, ($3 == "json" ? "JSON" : "PNG"), $4, $5, $6, $7, $8, $9,
+      ratio("reference", k), ratio("reference-same", k)
   }' "$results" <(sort -t$'\t' -k2,2 -k3,3 -k4,4n -k1,1 "$results")
 echo
 echo "| server | model | startup s | idle CPU after start, % of a core | idle CPU after load | RSS MB after start | peak RSS MB | PSS MB after load | PNG digit |"
@@ -226,4 +247,7 @@ echo "shared pages between the processes that map them."
 if [[ -n $ref_skip ]]; then
   echo
   echo "reference skipped: $ref_skip"
+elif [[ -n $same_skip ]]; then
+  echo
+  echo "reference-same skipped: $same_skip"
 fi
