@@ -145,9 +145,9 @@ pub fn conv2d_relu_max_pool2d(
 }
 
 /// [`conv2d_relu`], or with `pooled` [`conv2d_relu_max_pool2d`], for inference by Winograd
-/// F(2x2, 3x3) ([`winograd`]) where it applies: no graph to record, x stored channels-last, a 3x3
+/// F(4x4, 3x3) ([`winograd`]) where it applies: no graph to record, x stored channels-last, a 3x3
 /// convolution of stride 1 and padding 1 with channels in and out a multiple of 16, x and the
-/// weights finite. There it takes 16 multiplications for every 36 of the direct convolution,
+/// weights finite. There it takes 36 multiplications for every 144 of the direct convolution,
 /// whose values it gives up to rounding (the sums are taken in another order); elsewhere it runs
 /// the direct op, with its bits. The result is stored channels-last.
 pub fn conv2d_relu_winograd(
