@@ -83,6 +83,9 @@ echo "# $(date -u +%FT%TZ) $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 |
   "load average $(cut -d' ' -f1-3 /proc/loadavg); $secs s per load; serve flags: ${*:-(none)}"
 if [[ -z $ref_skip ]]; then
   echo "# reference: $("$py" -c 'import torch, fastapi, uvicorn, sys; print(f"Python {sys.version.split()[0]}, torch {torch.__version__}, fastapi {fastapi.__version__}, uvicorn {uvicorn.__version__}")'), $ref_workers workers x $ref_threads torch threads"
+  if [[ -z $same_skip ]]; then
+    echo "# reference-same: the same, with OpenCV $("$py" -c 'import cv2; print(cv2.__version__)') (bench/reference_prep.py)"
+  fi
 else
   echo "# reference SKIPPED: $ref_skip"
 fi
