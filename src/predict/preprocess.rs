@@ -67,25 +67,13 @@ pub fn gray_plane(img: &GrayImage) -> Plane {
 }
 
 /// A pixel's luma (Rec. 709 weights), unrounded.
-const fn luma([r, g, b]: [f32; 3]) -> f32 {
+fn luma([r, g, b]: [f32; 3]) -> f32 {
     0.2126 * r + 0.7152 * g + 0.0722 * b
 }
 
-/// [`luma_of_levels`]' table, made once by the compiler (its float arithmetic is IEEE's, as at
-/// run time: a test compares the two).
-const LUMA_OF_LEVELS: [f32; 256] = {
-    let mut t = [0.0f32; 256];
-    let mut v = 0;
-    while v < 256 {
-        t[v] = luma([v as f32; 3]);
-        v += 1;
-    }
-    t
-};
-
 /// The luma of each gray level, as [`work_planes`] computes it for a pixel of equal channels.
 pub(crate) fn luma_of_levels() -> [f32; 256] {
-    LUMA_OF_LEVELS
+    std::array::from_fn(|v| luma([v as f32; 3]))
 }
 
 /// The luma plane (w x h) of a gray image given by its levels, as [`work_planes`] makes it
@@ -1068,15 +1056,6 @@ mod tests {
 
     /// The level tests behind [`clean_levels`], for every pair of levels; and its answer is
     /// `filtered`'s on clean, speckled and noisy images.
-    /// The compiler's table is the run time's arithmetic, bit for bit.
-    #[test]
-    fn luma_table_is_run_time_luma() {
-        for (v, &l) in luma_of_levels().iter().enumerate() {
-            let run_time = luma(std::hint::black_box([v as f32; 3]));
-            assert_eq!(l.to_bits(), run_time.to_bits(), "level {v}");
-        }
-    }
-
     #[test]
     fn clean_levels_is_filtereds_answer() {
         let luma = luma_of_levels();

@@ -104,8 +104,8 @@ impl ConvBn {
     /// The block then a 2x2 max pooling: in one op when the batch norm is folded (inference),
     /// by Winograd where it applies (see [`conv2d_relu_winograd`]; on AVX2, blocks 2 and 3 of a
     /// batch of 16 took 24.5 and 22.2 us an image directly, 17.1 and 18.3 by F(2x2, 3x3) on a
-    /// Zen 3; on a Xeon, 15.4 and 15.9 by F(2x2, 3x3), 12.6 and 11.2 by F(4x4, 3x3)), else the direct
-    /// `conv2d_relu_max_pool2d`, with the same bits as the ops one after the other.
+    /// Zen 3; on a Xeon, 15.4 and 15.9 by F(2x2, 3x3), 12.6 and 11.2 by F(4x4, 3x3)), else the
+    /// direct `conv2d_relu_max_pool2d`, with the same bits as the ops one after the other.
     pub fn forward_max_pool(&self, x: &Tensor) -> Tensor {
         if let Some((w, b)) = self.folded() {
             return conv2d_relu_winograd(x, &w, Some(&b), (self.conv.stride, self.conv.padding), true);

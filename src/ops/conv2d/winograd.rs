@@ -201,6 +201,8 @@ impl Kernel for Group<'_> {
         let n = x.len() / g.in_size();
         let out_size = y.len() / n;
         let rows = n * th * tw;
+        // The pooled output's sides.
+        let (ph, pw) = (g.oh / 2, g.ow / 2);
         // `V[p][r][c] = (B^T d B)[p]` of tile r's input patch d, 16 channels at a time: column j
         // of B^T d from column j of d, then each row of it times B. (No closures in the
         // kernels: they would not be compiled with the backend's instructions.)
@@ -262,7 +264,6 @@ impl Kernel for Group<'_> {
                             }
                         }
                         if pooled {
-                            let (ph, pw) = (g.oh / 2, g.ow / 2);
                             for i in 0..TILE / 2 {
                                 for j in 0..TILE / 2 {
                                     let (yy, xx) = (TILE / 2 * ty + i, TILE / 2 * tx + j);
