@@ -217,11 +217,16 @@ fn kernels<S: crate::ops::simd::Simd>(
 /// order, a fused ReLU; and whole-tap layers (C a multiple of 16, read from x through the
 /// pixel taps) with two channel blocks, three output blocks and a last block of one pixel, and
 /// with 32, 64 or 96 output channels (AVX-512's rows of two vectors: last blocks of 4, 1, 5 and
-/// 9 pixels).
+/// 9 pixels). `bncnn`'s first layer (one channel, stride 1) and one whose rows of 7 pixels put
+/// some groups of register rows across two output rows: the planes' product reads the groups
+/// of neighbouring pixels and the others apart (see `taps_times_matrix_block`), and the
+/// backends group the rows differently, so their bits compare the two paths.
 #[test]
 fn every_backend_agrees_with_the_reference_and_the_others() {
     let cases = [
         (3, (1, 28, 28), (16, 3), 2, 1),
+        (2, (1, 28, 28), (16, 3), 1, 1),
+        (2, (1, 9, 7), (16, 3), 1, 1),
         (9, (16, 14, 14), (16, 3), 2, 1),
         (1, (16, 14, 14), (16, 3), 2, 1),
         (9, (16, 7, 7), (10, 3), 2, 1),
