@@ -1,6 +1,6 @@
 //! Per-block inference times of the accuracy model `bncnn` (evaluation mode without gradients,
 //! so each batch norm is folded into its convolution, and blocks 1 and 2 run with their max
-//! pooling in one op, blocks 2 and 3 by Winograd, as `serve` runs them), on random input and
+//! pooling in one op, blocks 2-4 by Winograd, as `serve` runs them), on random input and
 //! fresh weights: microseconds per image, the median and the minimum over the repeats. For the
 //! kernels' serving work (issue 12: the forward pass is most of a JSON request's CPU).
 //!

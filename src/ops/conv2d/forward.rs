@@ -176,8 +176,9 @@ pub fn conv2d_relu_max_pool_forward<S: Simd>(
     let work: Vec<_> = xs.zip(out.chunks_mut(CHUNK * pooled)).collect();
     for_each_chunk(work, |(xc, oc)| {
         let b = xc.len() / g.in_size();
-        let mut a = pool::take(plan.chunk_patch_len(g, b));
-        let mut y = pool::take(b * g.out_size());
+        let mut a = pool::take(plan.chunk_patch_len(g, b) + pool::ALIGN_SLACK);
+        let mut y = pool::take(b * g.out_size() + pool::ALIGN_SLACK);
+        let ya = pool::aligned(&mut y);
         s.vectorize(ForwardChunk {
             g,
             plan,
@@ -185,12 +186,12 @@ pub fn conv2d_relu_max_pool_forward<S: Simd>(
             x: xc,
             wt,
             bias,
-            a: &mut a,
-            y: &mut y,
+            a: pool::aligned(&mut a),
+            y: &mut ya[..b * g.out_size()],
         });
         s.vectorize(PoolForward {
             g: pg,
-            x: &y,
+            x: &ya[..b * g.out_size()],
             y: oc,
             idx: None,
         });

@@ -188,6 +188,62 @@ fn rows_times_matrix_block<S: Simd, const AS: usize, const R: usize>(
     }
 }
 
+/// [`rows_times_matrix`] without bias or ReLU for the backends where a vector is one register
+/// (AVX-512, portable) and N a multiple of 32: 8 rows of two vectors at a time, so that each
+/// broadcast value of A feeds two multiply-adds (with one vector a row, the loads, not the
+/// multiply-adds, set the pace: see `tap_rows_block_wide`). Rows past `rows` (up to the next
+/// multiple of 8) are read from A and computed, not stored. The same multiply-adds in the same
+/// order per value, so the same bits.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub(super) fn rows_times_matrix_wide<S: Simd, const AS: usize>(
+    s: S,
+    a: &[f32],
+    st: usize,
+    (k, n): (usize, usize),
+    b: &[f32],
+    ldb: usize,
+    c: &mut [f32],
+    ldc: usize,
+    rows: usize,
+) {
+    const G: usize = WIDE_ROWS;
+    const NV: usize = WIDE_VECTORS;
+    let st = if AS > 0 { AS } else { st };
+    let blocks = rows.div_ceil(G);
+    assert!(
+        k <= st
+            && n.is_multiple_of(NV * LANES)
+            && (k == 0 || (a.len() >= (blocks * G - 1) * st + k && b.len() >= (k - 1) * ldb + n)),
+        "rows_times_matrix_wide: A or B too short, or N not a multiple of 32"
+    );
+    for r0 in (0..rows).step_by(G) {
+        let ar = &a[r0 * st..];
+        for n0 in (0..n).step_by(NV * LANES) {
+            let mut acc = [[s.zero(); NV]; G];
+            for p in 0..k {
+                // SAFETY: p * ldb + n0 + 32 <= (k - 1) * ldb + n <= b.len(), asserted above (n0 +
+                // 32 <= n, as n is a multiple of 32).
+                let bp = unsafe { b.get_unchecked(p * ldb + n0..) };
+                let bv: [S::V; NV] = std::array::from_fn(|h| s.load(&bp[h * LANES..], LANES));
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    // SAFETY: r0 * st + r * st + p <= (blocks * G - 1) * st + k - 1 < a.len()
+                    // (asserted above), as r0 + r < blocks * G.
+                    let av = s.splat(unsafe { *ar.get_unchecked(r * st + p) });
+                    for (acc, v) in acc.iter_mut().zip(&bv) {
+                        *acc = s.mul_add(av, *v, *acc);
+                    }
+                }
+            }
+            for (r, v) in acc.iter().enumerate().take(rows - r0) {
+                for (h, v) in v.iter().enumerate() {
+                    s.store(&mut c[(r0 + r) * ldc + n0 + h * LANES..], LANES, *v);
+                }
+            }
+        }
+    }
+}
+
 /// C (16 x N; rows < `rows` stored) = sum over m < M of A[m, k0..k0+16]^T D[m, ..N] (summed in
 /// blocks of [`SUM_BLOCK`] rows, see [`fold_block`]): the
 /// transposed product, 16 columns of A in registers (or fewer at a time, see
@@ -349,8 +405,8 @@ pub(super) fn tap_rows_times_matrix<S: Simd>(
 }
 
 /// Rows and vectors of output channels per row of [`tap_rows_block_wide`] (AVX-512, portable).
-const WIDE_ROWS: usize = 8;
-const WIDE_VECTORS: usize = 2;
+pub(super) const WIDE_ROWS: usize = 8;
+pub(super) const WIDE_VECTORS: usize = 2;
 
 /// [`tap_rows_block`] with NV vectors of output channels per row (OC a multiple of 16 NV) and
 /// G rows, for the backends where a vector is one register. With 16 rows of one vector (the

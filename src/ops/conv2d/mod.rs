@@ -145,11 +145,12 @@ pub fn conv2d_relu_max_pool2d(
 }
 
 /// [`conv2d_relu`], or with `pooled` [`conv2d_relu_max_pool2d`], for inference by Winograd
-/// F(4x4, 3x3) ([`winograd`]) where it applies: no graph to record, x stored channels-last, a 3x3
-/// convolution of stride 1 and padding 1 with channels in and out a multiple of 16, x and the
-/// weights finite. There it takes 36 multiplications for every 144 of the direct convolution,
-/// whose values it gives up to rounding (the sums are taken in another order); elsewhere it runs
-/// the direct op, with its bits. The result is stored channels-last.
+/// ([`winograd`]) where it applies: no graph to record, x stored channels-last, a 3x3
+/// convolution of stride 1 or 2 and padding 1 with channels in and out a multiple of 16, x and
+/// the weights finite. There it takes 36 (stride 1) or 81 (stride 2) multiplications for every
+/// 144 of the direct convolution, whose values it gives up to rounding (the sums are taken in
+/// another order); elsewhere it runs the direct op, with its bits. The result is stored
+/// channels-last.
 pub fn conv2d_relu_winograd(
     x: &Tensor,
     weight: &Tensor,
@@ -167,7 +168,12 @@ pub fn conv2d_relu_winograd(
     }
     // The transformed weights, made and checked once per weight tensor (and again after it
     // changes): empty when one is not finite.
-    let u = weight.derived("conv2d.winograd", |w| {
+    let key = if stride == 1 {
+        "conv2d.winograd"
+    } else {
+        "conv2d.winograd_stride2"
+    };
+    let u = weight.derived(key, |w| {
         let u = winograd::winograd_weights(&g, w);
         if winograd::all_finite(&u) { u } else { Vec::new() }
     });
