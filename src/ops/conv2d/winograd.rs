@@ -381,9 +381,16 @@ fn products<S: Simd, const AS: usize>(
             rows_times_matrix_wide::<S, AS>(s, vp, c, (c, oc), up, oc, mp, oc, all);
             continue;
         }
-        for t0 in (0..all).step_by(step) {
-            let rows = step.min(all - t0);
+        let mut t0 = 0;
+        while t0 < all {
+            // On AVX2, a remainder of 7 or 8 rows as 4 + 4 (8 computed, not 6 + 4).
+            let rows = if step == 6 && (7..=8).contains(&(all - t0)) {
+                all - t0
+            } else {
+                step.min(all - t0)
+            };
             let (a, out, k) = (&vp[t0 * c..], &mut mp[t0 * oc..], (c, oc));
+            t0 += rows;
             match rows {
                 0..=4 => rows_times_matrix::<S, AS, 4>(s, a, c, k, up, oc, None, out, oc, (rows, false)),
                 5..=6 if step == 6 => rows_times_matrix::<S, AS, 6>(s, a, c, k, up, oc, None, out, oc, (rows, false)),
