@@ -147,15 +147,17 @@ pub fn take(len: usize) -> Vec<f32> {
 /// Values a buffer needs beyond its length for [`aligned`].
 pub const ALIGN_SLACK: usize = 15;
 
-/// The buffer from its first value on a 64-byte boundary (a cache line's, and an AVX-512
-/// vector's width; the allocator gives 16), for scratch buffers that the kernels fill and read
-/// in whole vectors: their vectors then never straddle two cache lines. At most
-/// [`ALIGN_SLACK`] values are skipped (none when the buffer is not even 4-byte aligned).
+/// `len` values of the buffer from its first value on a 64-byte boundary (a cache line's, and an
+/// AVX-512 vector's width; the allocator gives 16), for scratch buffers that the kernels fill and
+/// read in whole vectors: their vectors then never straddle two cache lines. The buffer holds
+/// `len` + [`ALIGN_SLACK`] values: at most that many are skipped (none when the buffer is not
+/// even 4-byte aligned).
 /// Winograd's transformed tiles and products, so aligned, made `bncnn`'s block 4 (stride 2,
 /// by Winograd) 8.3 -> 6.7 us an image on AVX-512.
-pub fn aligned(v: &mut [f32]) -> &mut [f32] {
+pub fn aligned(v: &mut [f32], len: usize) -> &mut [f32] {
     let skip = v.as_ptr().align_offset(64);
-    if skip <= ALIGN_SLACK { &mut v[skip..] } else { v }
+    let skip = if skip <= ALIGN_SLACK { skip } else { 0 };
+    &mut v[skip..skip + len]
 }
 
 /// A buffer of `len` zeros.

@@ -176,9 +176,10 @@ pub fn conv2d_relu_max_pool_forward<S: Simd>(
     let work: Vec<_> = xs.zip(out.chunks_mut(CHUNK * pooled)).collect();
     for_each_chunk(work, |(xc, oc)| {
         let b = xc.len() / g.in_size();
-        let mut a = pool::take(plan.chunk_patch_len(g, b) + pool::ALIGN_SLACK);
-        let mut y = pool::take(b * g.out_size() + pool::ALIGN_SLACK);
-        let ya = pool::aligned(&mut y);
+        let (a_len, y_len) = (plan.chunk_patch_len(g, b), b * g.out_size());
+        let mut a = pool::take(a_len + pool::ALIGN_SLACK);
+        let mut y = pool::take(y_len + pool::ALIGN_SLACK);
+        let ya = pool::aligned(&mut y, y_len);
         s.vectorize(ForwardChunk {
             g,
             plan,
@@ -186,12 +187,12 @@ pub fn conv2d_relu_max_pool_forward<S: Simd>(
             x: xc,
             wt,
             bias,
-            a: pool::aligned(&mut a),
-            y: &mut ya[..b * g.out_size()],
+            a: pool::aligned(&mut a, a_len),
+            y: ya,
         });
         s.vectorize(PoolForward {
             g: pg,
-            x: &ya[..b * g.out_size()],
+            x: ya,
             y: oc,
             idx: None,
         });

@@ -120,15 +120,16 @@ fn g_rows(stride: usize) -> Vec<[f64; 3]> {
     g
 }
 
-/// Product j's point (a, b) whose `U` it uses, the first of its points (where its rows of V
-/// and M start) and how many consecutive points it takes (sharing that `U`).
+/// Product j's point (a, b) whose `U` it uses (N = `side` points a side), the first of its
+/// points (where its rows of V and M start) and how many consecutive points it takes (sharing
+/// that `U`).
 ///
 /// The points' order (`point`): at stride 1 row by row. At stride 2, entries 0-4 of a side are
 /// F(4, 2)'s points (from the even rows or columns) and 5-8 the odd rows or columns; the 25
 /// entries with a, b < 5 come first, row by row, then for each a < 5 its 4 entries b >= 5, for
 /// each b < 5 its 4 entries a >= 5, and the 16 with a, b >= 5.
-fn product(n: usize, j: usize) -> ((usize, usize), usize, usize) {
-    match (n, j) {
+fn product(side: usize, j: usize) -> ((usize, usize), usize, usize) {
+    match (side, j) {
         (6, _) => ((j / 6, j % 6), j, 1),
         (_, 0..25) => ((j / 5, j % 5), j, 1),
         (_, 25..30) => ((j - 25, 5), 25 + 4 * (j - 25), 4),
@@ -214,37 +215,38 @@ pub fn winograd_relu_forward<S: Simd>(
         .collect();
     for_each_chunk(work, |(xc, yc)| {
         // Room for a last block of MR rows read past the end (computed, not stored).
-        let mut v = pool::take(p * per * t * g.c + MR * g.c + pool::ALIGN_SLACK);
-        let mut m = pool::take(p * per * t * g.oc + pool::ALIGN_SLACK);
-        let (va, ma) = (pool::aligned(&mut v), pool::aligned(&mut m));
+        let (v_len, m_len) = (p * per * t * g.c + MR * g.c, p * per * t * g.oc);
+        let mut v = pool::take(v_len + pool::ALIGN_SLACK);
+        let mut m = pool::take(m_len + pool::ALIGN_SLACK);
+        let (va, ma) = (pool::aligned(&mut v, v_len), pool::aligned(&mut m, m_len));
         for (xg, yg) in xc.chunks(per * g.in_size()).zip(yc.chunks_mut(per * out_size)) {
-            let group = (g, xg, u, bias, pooled, &mut *va, &mut *ma, yg);
-            if g.stride == 1 {
-                s.vectorize(Group::<6>(group));
-            } else {
-                s.vectorize(Group::<9>(group));
-            }
+            s.vectorize(Group {
+                g,
+                x: xg,
+                u,
+                bias,
+                pooled,
+                v: &mut *va,
+                m: &mut *ma,
+                y: yg,
+            });
         }
         pool::recycle(m);
         pool::recycle(v);
     });
 }
 
-/// A group of images (geometry, x, U, bias, pooled, V, M, y) with N x N transformed tiles:
-/// input transforms, the products over all their tiles, output transforms.
-#[allow(clippy::type_complexity)]
-struct Group<'a, const N: usize>(
-    (
-        &'a ConvGeom,
-        &'a [f32],
-        &'a [f32],
-        &'a [f32],
-        bool,
-        &'a mut [f32],
-        &'a mut [f32],
-        &'a mut [f32],
-    ),
-);
+/// A group of images: input transforms, the products over all their tiles, output transforms.
+struct Group<'a> {
+    g: &'a ConvGeom,
+    x: &'a [f32],
+    u: &'a [f32],
+    bias: &'a [f32],
+    pooled: bool,
+    v: &'a mut [f32],
+    m: &'a mut [f32],
+    y: &'a mut [f32],
+}
 
 /// c * a + b, rounded once on the vector backends (fused).
 #[inline(always)]
@@ -252,11 +254,32 @@ fn fma<S: Simd>(s: S, a: S::V, c: f32, b: S::V) -> S::V {
     s.mul_add(a, s.splat(c), b)
 }
 
-impl<const N: usize> Kernel for Group<'_, N> {
+impl Kernel for Group<'_> {
     type Output = ();
     #[inline(always)]
     fn run<S: Simd>(self, s: S) {
-        let Group((g, x, u, bias, pooled, v, m, y)) = self;
+        if self.g.stride == 1 {
+            self.run_with::<S, 6>(s);
+        } else {
+            self.run_with::<S, 9>(s);
+        }
+    }
+}
+
+impl Group<'_> {
+    /// [`Kernel::run`] with N x N transformed tiles (N = `side(g.stride)`).
+    #[inline(always)]
+    fn run_with<S: Simd, const N: usize>(self, s: S) {
+        let Group {
+            g,
+            x,
+            u,
+            bias,
+            pooled,
+            v,
+            m,
+            y,
+        } = self;
         let (c, oc, (th, tw)) = (g.c, g.oc, tiles(g));
         let n = x.len() / g.in_size();
         let out_size = y.len() / n;
@@ -364,13 +387,13 @@ impl<const N: usize> Kernel for Group<'_, N> {
 #[inline(always)]
 fn products<S: Simd, const AS: usize>(
     s: S,
-    n: usize,
+    side: usize,
     (v, u, m): (&[f32], &[f32], &mut [f32]),
     (t_all, c, oc): (usize, usize, usize),
 ) {
     let step = if S::ROWS >= MR { MR } else { S::ROWS.min(6) };
     for j in 0..PRODUCTS {
-        let (_, first, count) = product(n, j);
+        let (_, first, count) = product(side, j);
         let up = &u[j * c * oc..(j + 1) * c * oc];
         let all = count * t_all;
         let (vp, mp) = (
