@@ -13,8 +13,9 @@
 # connections (examples/serve_load.rs, one core at most), the idle CPU over IDLE seconds after
 # the load, the peak RSS (VmHWM, summed over the server's processes), then SIGTERM.
 # Prints two markdown tables: the loads (with mnist-cnn's throughput over the reference's, and
-# for PNG over reference-same's, on the same model, body and connections), and each server's
-# startup, idle CPU and memory.
+# for PNG over reference-same's, on the same model, body and connections, and the CPU time an
+# answered request took in the server's processes and in the client, which share the cores), and
+# each server's startup, idle CPU and memory.
 #
 # usage: bench/serve_load.sh [SECONDS] [serve flags...]    (e.g. bench/serve_load.sh 5 --threads 2)
 # environment: CNN_WEIGHTS, PYTHON (default /tmp/torchenv/bin/python, else python3),
@@ -132,12 +133,15 @@ servers=$work/servers.tsv
 # idle CPU, memory, the PNG's digit.
 measure() {
   local name=$1 model=$2 url=$3 t0=$4 bodies=${5:-json png} up cpu0 cpu1 rss0 line rps p50 p99 errs shed digit c
+  local ticks0 ticks1 answered server_us client_us
   up=$(awk -v a="$t0" -v b="$(now)" 'BEGIN {printf "%.1f", b - a}')
   cpu0=$(idle_cpu "$server_pid")
   rss0=$(mem_mb "$server_pid" VmRSS)
   for c in $conns_list; do
     for body in $bodies; do
+      ticks0=$(ticks "$server_pid")
       if [[ $body == json ]]; then line=$("$client" "$url" "$c" "$secs" || true); else line=$("$client" "$url" "$c" "$secs" "$png" || true); fi
+      ticks1=$(ticks "$server_pid")
       if [[ $line != *req/s* ]]; then
         echo "#   $name $model: the client failed at $c connections ($body)"
         continue
@@ -148,7 +152,13 @@ measure() {
       p99=$(sed -E 's/.*p99 ([0-9.a-zNA]+) ms.*/\1/' <<<"$line")
       errs=$(sed -E 's/.* ([0-9]+) errors.*/\1/' <<<"$line")
       shed=$(sed -E 's/.*\(([0-9]+) 503.*/\1/' <<<"$line")
-      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$model" "$body" "$c" "$rps" "$p50" "$p99" "$errs" "$shed" >>"$results"
+      # CPU time per answered request: the server's processes over the load (clock ticks, so
+      # to 1/hz s: 0.1% of a 5 s load on 2 cores), and the client's own (it reports it).
+      answered=$(sed -E 's/.* ([0-9]+) answered.*/\1/' <<<"$line")
+      server_us=$(awk -v d=$((ticks1 - ticks0)) -v hz="$hz" -v n="$answered" 'BEGIN {if (n > 0) printf "%.0f", 1e6 * d / hz / n}')
+      client_us=$(grep -oE 'client CPU [0-9.]+' <<<"$line" | awk '{printf "%.0f", $3}' || true)
+      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$model" "$body" "$c" "$rps" "$p50" "$p99" "$errs" "$shed" \
+        "$server_us" "$client_us" >>"$results"
     done
   done
   cpu1=$(idle_cpu "$server_pid")
@@ -227,8 +237,8 @@ if [[ -z $ref_skip ]]; then
 fi
 
 echo
-echo "| server | model | body | conns | req/s | p50 ms | p99 ms | errors (503s) | req/s mnist-cnn / reference | / reference-same |"
-echo "|---|---|---|---|---|---|---|---|---|---|"
+echo "| server | model | body | conns | req/s | p50 ms | p99 ms | errors (503s) | req/s mnist-cnn / reference | / reference-same | CPU us a request: server + client |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|"
 awk -F'\t' '
   NR == FNR { if ($1 ~ /^reference/) ref[$1 FS $2 FS $3 FS $4] = $5; next }
   function ratio(server, k) {
@@ -236,8 +246,8 @@ awk -F'\t' '
   }
   {
     k = $2 FS $3 FS $4
-    printf "| %s | %s | %s | %s | %s | %s | %s | %s (%s) | %s | %s |\n", $1, $2, ($3 == "json" ? "JSON" : "PNG"), $4, $5, $6, $7, $8, $9,
-      ratio("reference", k), ratio("reference-same", k)
+    printf "| %s | %s | %s | %s | %s | %s | %s | %s (%s) | %s | %s | %s |\n", $1, $2, ($3 == "json" ? "JSON" : "PNG"), $4, $5, $6, $7, $8, $9,
+      ratio("reference", k), ratio("reference-same", k), ($10 == "" ? "" : $10 " + " ($11 == "" ? "?" : $11))
   }' "$results" <(sort -t$'\t' -k2,2 -k3,3 -k4,4n -k1,1 "$results")
 echo
 echo "| server | model | startup s | idle CPU after start, % of a core | idle CPU after load | RSS MB after start | peak RSS MB | PSS MB after load | PNG digit |"

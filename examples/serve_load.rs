@@ -5,7 +5,10 @@
 //! request to the end of the response's body), and the errors: statuses other than 200 (503s,
 //! the server shedding load, counted apart), connection failures (a refused connect, a reset,
 //! a connection closed before the whole response came) and requests still unanswered
-//! [`GRACE`] after the S seconds.
+//! [`GRACE`] after the S seconds. On Linux the line ends with the client's own CPU time per
+//! answered request (its thread's time on a CPU, from `/proc/thread-self/schedstat`), for
+//! `bench/serve_load.sh`'s account of where a request's CPU goes when client and server share
+//! the cores.
 //!
 //! `cargo run --release --example serve_load -- URL CONNECTIONS SECONDS [IMAGE] [--max-requests N]`:
 //! without IMAGE, the body is the first MNIST test image as JSON pixels (data/mnist); with it,
@@ -153,6 +156,7 @@ fn main() {
         .enable_all()
         .build()
         .expect("a tokio runtime");
+    let cpu_ns_at_start = thread_cpu_ns();
     let t0 = Instant::now();
     let deadline = t0 + Duration::from_secs_f64(a.secs);
     let budget = a.max_requests.map(|n| Arc::new(AtomicU64::new(n)));
@@ -182,9 +186,19 @@ fn main() {
         }
     };
     let errors = all.other_status + all.shed + all.conn_fail + all.timed_out;
+    // The runtime is single-threaded: this thread did all of the client's work.
+    let client_cpu = match (cpu_ns_at_start, thread_cpu_ns()) {
+        (Some(a), Some(b)) if !lat.is_empty() => {
+            format!(
+                ", client CPU {:.1} us a request",
+                (b - a) as f64 / 1e3 / lat.len() as f64
+            )
+        }
+        _ => String::new(),
+    };
     println!(
         "{kind} body, {} connections, {wall:.1} s: {} answered, {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, \
-         {errors} errors ({} 503, {} other status, {} connection, {} timed out)",
+         {errors} errors ({} 503, {} other status, {} connection, {} timed out){client_cpu}",
         a.conns,
         lat.len(),
         lat.len() as f64 / wall,
@@ -195,6 +209,13 @@ fn main() {
         all.conn_fail,
         all.timed_out,
     );
+}
+
+/// This thread's time on a CPU so far, in nanoseconds (user and kernel; the first field of
+/// `/proc/thread-self/schedstat`), where Linux tells it.
+fn thread_cpu_ns() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    s.split_whitespace().next()?.parse().ok()
 }
 
 /// One keep-alive connection's loop: requests one after the other until the deadline (or the
