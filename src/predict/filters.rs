@@ -223,12 +223,15 @@ fn triangle_taps_of(len: usize, new_len: usize, outputs: std::ops::Range<usize>)
     let reads = outputs
         .map(|o| {
             let centre = (o as f32 + 0.5) * ratio;
-            let first = ((centre - support).floor() as i64).clamp(0, len as i64 - 1);
-            let end = ((centre + support).ceil() as i64).clamp(first + 1, len as i64);
+            let first = floor_i64(centre - support).clamp(0, len as i64 - 1);
+            let end = ceil_i64(centre + support).clamp(first + 1, len as i64);
             let centre = centre - 0.5;
             let at = weights.len();
+            // Scaling up, the quotient by 1 is the value itself: not divided (the same bits).
+            let up = sratio == 1.0;
             weights.extend((first..end).map(|i| {
-                let x = ((i as f32 - centre) / sratio).abs();
+                let d = i as f32 - centre;
+                let x = if up { d.abs() } else { (d / sratio).abs() };
                 if x < 1.0 { 1.0 - x } else { 0.0 }
             }));
             let ws = &mut weights[at..];
@@ -238,6 +241,20 @@ fn triangle_taps_of(len: usize, new_len: usize, outputs: std::ops::Range<usize>)
         })
         .collect();
     Taps { reads, weights }
+}
+
+/// `x.floor() as i64`, without a call to libm's `floorf` (the baseline x86-64 has no rounding
+/// instruction): the truncation, one less when it went up. The same value for every f32 (NaN
+/// 0, and saturated far outside i64).
+fn floor_i64(x: f32) -> i64 {
+    let t = x as i64;
+    t.saturating_sub(i64::from((t as f32) > x))
+}
+
+/// `x.ceil() as i64`, the same way as [`floor_i64`].
+fn ceil_i64(x: f32) -> i64 {
+    let t = x as i64;
+    t.saturating_add(i64::from((t as f32) < x))
 }
 
 /// Scaled down (keeping the aspect ratio) so that the long side is at most `side`.
@@ -963,6 +980,36 @@ mod tests {
             w,
             h,
             px: (0..w * h).map(|i| f(i % w, i / w)).collect(),
+        }
+    }
+
+    /// `floor_i64` and `ceil_i64` are `floor() as i64` and `ceil() as i64`: at and around
+    /// integers and halves, at the ends of f32's exact integers and of i64, for NaN and the
+    /// infinities, and for a million random bit patterns. Changing `>` to `>=` in either fails.
+    #[test]
+    fn floor_and_ceil_without_libm_are_libms() {
+        let mut xs = vec![
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            0.0,
+            -0.0,
+            f32::MIN_POSITIVE,
+            f32::MAX,
+            f32::MIN,
+        ];
+        for k in -40i32..=40 {
+            let x = k as f32 / 2.0;
+            xs.extend([x, x.next_up(), x.next_down()]);
+        }
+        for x in [16_777_216.0f32, 9.223_372e18, 1e19] {
+            xs.extend([x, x.next_up(), x.next_down(), -x, (-x).next_up(), (-x).next_down()]);
+        }
+        let mut rng = crate::rng::Rng::new(5);
+        xs.extend((0..1_000_000).map(|_| f32::from_bits(rng.next_u64() as u32)));
+        for x in xs {
+            assert_eq!(floor_i64(x), x.floor() as i64, "floor of {x:e}");
+            assert_eq!(ceil_i64(x), x.ceil() as i64, "ceil of {x:e}");
         }
     }
 

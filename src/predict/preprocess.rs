@@ -164,32 +164,55 @@ fn clean_levels(w: usize, h: usize, levels: &[u8]) -> bool {
     if w < 3 || h < 3 {
         return true;
     }
-    let n = w - 2;
-    // Per row in u16 (a row is at most 512 levels wide here: no overflow), 8 to a vector.
-    let bound: usize = (levels.chunks_exact(w).skip(1).take(h - 2))
-        .map(|row| {
-            let (l, v, r) = (&row[..n], &row[1..=n], &row[2..]);
-            (l.iter().zip(v).zip(r))
-                .map(|((&l, &v), &r)| {
-                    let (lo, hi) = (l.min(r), l.max(r));
-                    u16::from(v.saturating_sub(hi) >= 64 || lo.saturating_sub(v) >= 64)
-                })
-                .fold(0u16, u16::wrapping_add) as usize
-        })
-        .sum();
-    if bound as f64 > 0.01 * (w * h) as f64 {
+    if level_impulse_bound(w, h, levels) as f64 > 0.01 * (w * h) as f64 {
         return false;
     }
     let pairs = h * (w - 1);
     let rank = nearest_rank(pairs - 1, 0.5);
-    let passing: usize = (levels.chunks_exact(w))
-        .map(|row| {
-            (row.windows(2))
-                .map(|d| u16::from(d[0].abs_diff(d[1]) >= 4))
-                .fold(0u16, u16::wrapping_add) as usize
-        })
-        .sum();
-    passing < pairs - rank
+    level_steps_of_4(w, h, levels) < pairs - rank
+}
+
+// The two counts of [`clean_levels`] run over the whole image as one run of levels (rows are
+// short: per row, the scalar remainder after the vectors took as long as the vectors), then
+// take away what the runs across row ends counted.
+
+/// [`clean_levels`]' bound on the impulses of a gray image's levels (w x h, both at least 3):
+/// the levels of rows 1 to h - 2, columns 1 to w - 2, 64 or more above (or below) both their
+/// left and right neighbours.
+fn level_impulse_bound(w: usize, h: usize, levels: &[u8]) -> usize {
+    let impulse = |l: u8, v: u8, r: u8| {
+        let (lo, hi) = (l.min(r), l.max(r));
+        v.saturating_sub(hi) >= 64 || lo.saturating_sub(v) >= 64
+    };
+    // Each level of rows 1 to h - 2 with the levels before and after it; at a row's first and
+    // last column those are the ends of the rows around it, not its neighbours.
+    let (l, v, r) = (&levels[w - 1..], &levels[w..(h - 1) * w], &levels[w + 1..]);
+    let wrapped = (1..h - 1)
+        .flat_map(|y| [y * w, y * w + w - 1])
+        .filter(|&i| impulse(levels[i - 1], levels[i], levels[i + 1]))
+        .count();
+    count_blocks(v.len(), |b| {
+        let (l, v, r) = (&l[b.clone()], &v[b.clone()], &r[b]);
+        (l.iter().zip(v).zip(r)).fold(0u8, |c, ((&l, &v), &r)| c + u8::from(impulse(l, v, r)))
+    }) - wrapped
+}
+
+/// [`clean_levels`]' noise count: the pairs of neighbours in a row (w x h levels, w at least 1)
+/// 4 or more levels apart.
+fn level_steps_of_4(w: usize, h: usize, levels: &[u8]) -> usize {
+    let step = |a: u8, b: u8| a.abs_diff(b) >= 4;
+    // Each level with the next; a row's last with the next row's first is not a pair.
+    let across = (1..h).filter(|&y| step(levels[y * w - 1], levels[y * w])).count();
+    let (a, b) = (&levels[..w * h - 1], &levels[1..w * h]);
+    count_blocks(a.len(), |r| {
+        (a[r.clone()].iter().zip(&b[r])).fold(0u8, |c, (&a, &b)| c + u8::from(step(a, b)))
+    }) - across
+}
+
+/// The sum of `count(block)` over `0..n` cut into blocks of at most 255: a count of up to one a
+/// position fits in a u8 there, so `count` can fold bytes, sixteen to a 128-bit vector.
+fn count_blocks(n: usize, count: impl Fn(std::ops::Range<usize>) -> u8) -> usize {
+    (0..n).step_by(255).map(|b| count(b..(b + 255).min(n)) as usize).sum()
 }
 
 /// The impulses of [`denoise`]: pixels over 64 levels above (or below) all 8 of their
@@ -441,16 +464,23 @@ pub(crate) fn digit_of(s: &Plane, t: f32) -> Option<(Vec<bool>, f32, Bbox)> {
 /// The bounding box `(x0, y0, x1, y1)` (exclusive ends) of the pixels of `px` (w x h, row by
 /// row) where `on` holds. A row is first tested whole, without stopping at its first hit (a
 /// pass that vectorises: most rows of a page are empty); in a row with a hit, the first and
-/// the last are searched from each end.
+/// the last are searched from each end, only as far as the columns found so far (a hit
+/// inside them changes nothing), so that past the digit's first rows the searches are short.
 fn bbox<T: Copy>(w: usize, h: usize, px: &[T], on: impl Fn(T) -> bool) -> Option<Bbox> {
     let (mut x0, mut y0, mut x1, mut y1) = (usize::MAX, usize::MAX, 0, 0);
     for (y, row) in px[..w * h].chunks_exact(w.max(1)).enumerate() {
         if !row.iter().fold(false, |any, &v| any | on(v)) {
             continue;
         }
-        let first = row.iter().position(|&v| on(v)).expect("the row has a hit");
-        let last = row.iter().rposition(|&v| on(v)).expect("the row has a hit");
-        (x0, y0, x1, y1) = (x0.min(first), y0.min(y), x1.max(last + 1), y + 1);
+        if x0 == usize::MAX {
+            x0 = row.iter().position(|&v| on(v)).expect("the row has a hit");
+            x1 = row.iter().rposition(|&v| on(v)).expect("the row has a hit") + 1;
+        } else {
+            // x0 < x1 here: the first row with a hit set both.
+            x0 = row[..x0].iter().position(|&v| on(v)).unwrap_or(x0);
+            x1 = row[x1..].iter().rposition(|&v| on(v)).map_or(x1, |i| x1 + i + 1);
+        }
+        (y0, y1) = (y0.min(y), y + 1);
     }
     (x0 < x1).then_some((x0, y0, x1, y1))
 }
@@ -505,27 +535,28 @@ fn stroke_width_in(part: &Plane, at: (usize, usize), of: (usize, usize), t: f32)
 /// off pixel or the image's edge. Counted per row and per column from the edges of the runs
 /// (an on-off pair of neighbours is one such side; so is an on pixel at either end).
 pub(crate) fn perimeter(m: &[bool], w: usize, h: usize) -> usize {
-    // Each row's count in u32 (a row is far under 2^32 pixels), which vectorises four to a
-    // 128-bit vector where usize sums two.
-    let sides = |a: bool, b: bool| u32::from(a != b);
-    let mut perimeter = 0usize;
-    for row in m.chunks_exact(w) {
-        perimeter += usize::from(row[0]) + usize::from(row[w - 1]);
-        perimeter += row.windows(2).map(|p| sides(p[0], p[1])).sum::<u32>() as usize;
-    }
-    perimeter += count_true(&m[..w]) + count_true(&m[(h - 1) * w..]);
-    for y in 1..h {
-        let (up, down) = (&m[(y - 1) * w..y * w], &m[y * w..(y + 1) * w]);
-        perimeter += up.iter().zip(down).map(|(&a, &b)| sides(a, b)).sum::<u32>() as usize;
-    }
-    perimeter
+    let m = &m[..w * h];
+    // Along the rows: the changes between neighbours over the whole mask as one run, less those
+    // across row ends (a row's last pixel and the next row's first are not neighbours); and each
+    // row's two end pixels.
+    let changes = |a: &[bool], b: &[bool]| {
+        count_blocks(a.len(), |r| {
+            (a[r.clone()].iter().zip(&b[r])).fold(0u8, |c, (&a, &b)| c + u8::from(a != b))
+        })
+    };
+    let across = (1..h).filter(|&y| m[y * w - 1] != m[y * w]).count();
+    let ends = (0..h)
+        .map(|y| usize::from(m[y * w]) + usize::from(m[y * w + w - 1]))
+        .sum::<usize>();
+    let along_rows = changes(&m[..w * h - 1], &m[1..]) - across + ends;
+    // Down the columns: each pixel against the one below, and the first and last rows' edges.
+    let along_columns = changes(&m[..(h - 1) * w], &m[w..]) + count_true(&m[..w]) + count_true(&m[(h - 1) * w..]);
+    along_rows + along_columns
 }
 
-/// How many are true: counted in u32 over chunks of 2^16 (four lanes to a vector, not two).
+/// How many are true (see [`count_blocks`]).
 fn count_true(m: &[bool]) -> usize {
-    m.chunks(1 << 16)
-        .map(|c| c.iter().map(|&v| u32::from(v)).sum::<u32>() as usize)
-        .sum()
+    count_blocks(m.len(), |r| m[r].iter().fold(0u8, |c, &v| c + u8::from(v)))
 }
 
 /// Step 7: the width (in box pixels, as [`stroke_width`] measures) the strokes should have:
@@ -813,11 +844,8 @@ fn prepare(ch: Channel, cfg: PreprocessConfig) -> crate::Result<GrayImage> {
     // The digit's strength (0 elsewhere), in its box: the stroke width is measured there.
     let mut part = s.crop(x0, y0, x1, y1);
     let inside = crop_rect(&digit, s.w, (x0, y0, x1, y1));
-    part.px
-        .iter_mut()
-        .zip(&inside)
-        .filter(|(_, d)| !**d)
-        .for_each(|(v, _)| *v = 0.0);
+    // A select, not a branch: the same values, and it vectorises.
+    (part.px.iter_mut().zip(&inside)).for_each(|(v, &d)| *v = if d { *v } else { 0.0 });
     let width = stroke_width_in(&part, (x0, y0), (s.w, s.h), t);
     let target = target_width(width);
     let ink = if long > MASK_ABOVE {
@@ -1052,6 +1080,38 @@ mod tests {
             seen += usize::from(paper.to_bits() != lowest.to_bits());
         }
         assert_eq!(seen, 1, "one image has its median away from the lowest strength");
+    }
+
+    /// [`clean_levels`]' two counts over the image as one run of levels are the counts row by
+    /// row: on random levels (impulses and steps of 4 at every rate), in sizes from 3 x 3 to
+    /// rows longer than a counting block (255).
+    #[test]
+    fn clean_levels_counts_are_the_per_row_counts() {
+        let mut rng = crate::rng::Rng::new(29);
+        for (w, h) in [(3, 3), (4, 3), (3, 7), (17, 5), (88, 110), (300, 4)] {
+            for spread in [3u64, 8, 70, 256] {
+                let px: Vec<u8> = (0..w * h).map(|_| (100 + rng.next_u64() % spread) as u8).collect();
+                let row = |y: usize| &px[y * w..(y + 1) * w];
+                let impulses: usize = (1..h - 1)
+                    .map(|y| {
+                        (1..w - 1)
+                            .filter(|&x| {
+                                let (l, v, r) = (row(y)[x - 1] as i32, row(y)[x] as i32, row(y)[x + 1] as i32);
+                                v - l.max(r) >= 64 || l.min(r) - v >= 64
+                            })
+                            .count()
+                    })
+                    .sum();
+                let steps: usize = (0..h)
+                    .map(|y| row(y).windows(2).filter(|p| p[0].abs_diff(p[1]) >= 4).count())
+                    .sum();
+                assert_eq!(level_impulse_bound(w, h, &px), impulses, "{w}x{h}, spread {spread}");
+                assert_eq!(level_steps_of_4(w, h, &px), steps, "{w}x{h}, spread {spread}");
+                if spread == 256 && w * h >= 100 {
+                    assert!(impulses > 0 && steps > 0, "{w}x{h}: the random levels make both");
+                }
+            }
+        }
     }
 
     /// The level tests behind [`clean_levels`], for every pair of levels; and its answer is
