@@ -93,8 +93,8 @@ fn decode(bytes: &[u8]) -> crate::Result<DynamicImage> {
     })
 }
 
-/// A decoded image: 8-bit gray when the file holds gray pixels without transparency, else
-/// 8-bit RGB (transparency over white).
+/// A decoded image: 8-bit gray when every pixel is gray (red, green and blue equal; those
+/// with transparency put over white first), else 8-bit RGB (transparency over white).
 #[derive(Clone, Debug)]
 pub enum Decoded {
     Gray(GrayImage),
@@ -114,33 +114,64 @@ impl Decoded {
     }
 }
 
-/// Decodes image bytes as 8-bit gray or RGB (see [`Decoded`]): a gray file is not made RGB,
-/// which preprocessing would then find gray again; see [`decode_gray`] for the limits.
+/// Decodes image bytes as 8-bit gray or RGB (see [`Decoded`]): an image of gray pixels is not
+/// kept (or made) RGB, which preprocessing would then find gray again, a pass over three times
+/// the bytes. That covers gray files, and RGB or RGBA files of gray pixels: a canvas drawn
+/// black on white, as the drawing page of `serve` sends, or a scan saved in colour. See
+/// [`decode_gray`] for the limits.
 pub fn decode_image(bytes: &[u8]) -> crate::Result<Decoded> {
     let rgba = match decode(bytes)? {
-        // Opaque: nothing to put over white (the general path gives the same bytes).
-        DynamicImage::ImageRgb8(rgb) => return Ok(Decoded::Rgb(rgb)),
         DynamicImage::ImageLuma8(g) => return Ok(Decoded::Gray(g)),
+        DynamicImage::ImageRgb8(rgb) => {
+            let (px, _) = rgb.as_raw().as_chunks::<3>();
+            if all_in_blocks(px, |p| p[0] == p[1] && p[1] == p[2]) {
+                let levels = px.iter().map(|p| p[0]).collect();
+                let gray = GrayImage::from_raw(rgb.width(), rgb.height(), levels).expect("a byte a pixel");
+                return Ok(Decoded::Gray(gray));
+            }
+            return Ok(Decoded::Rgb(rgb));
+        }
         DynamicImage::ImageRgba8(rgba) => rgba,
         img => img.to_rgba8(),
     };
     // Each pixel over white, from the raw bytes; an opaque pixel is its colour (the same
     // bytes: c x 255 / 255), as every pixel of a canvas drawn on white is.
-    let raw = rgba.as_raw();
-    let mut px = vec![0u8; raw.len() / 4 * 3];
-    let pairs = px.chunks_exact_mut(3).zip(raw.chunks_exact(4));
-    if raw.chunks_exact(4).all(|p| p[3] == 255) {
+    let (w, h) = rgba.dimensions();
+    let (px, _) = rgba.as_raw().as_chunks::<4>();
+    let opaque = all_in_blocks(px, |p| p[3] == 255);
+    let over = |c: u8, a: u8| ((c as u32 * a as u32 + 255 * (255 - a as u32)) / 255) as u8;
+    // A pixel's red, green and blue as one word (its alpha masked off): gray when the red
+    // byte repeated three times is that word. Over white, equal channels stay equal.
+    let gray = |p: &[u8; 4]| {
+        let x = u32::from_le_bytes(*p) & 0xff_ffff;
+        (x & 0xff) * 0x01_0101 == x
+    };
+    if all_in_blocks(px, gray) {
+        let levels = if opaque {
+            px.iter().map(|p| p[0]).collect()
+        } else {
+            px.iter().map(|p| over(p[0], p[3])).collect()
+        };
+        return Ok(Decoded::Gray(
+            GrayImage::from_raw(w, h, levels).expect("a byte a pixel"),
+        ));
+    }
+    let mut out = vec![0u8; px.len() * 3];
+    let pairs = out.chunks_exact_mut(3).zip(px);
+    if opaque {
         pairs.for_each(|(o, p)| o.copy_from_slice(&p[..3]));
     } else {
-        pairs.for_each(|(o, p)| {
-            let a = p[3] as u32;
-            let over = |c: u8| ((c as u32 * a + 255 * (255 - a)) / 255) as u8;
-            o.copy_from_slice(&[over(p[0]), over(p[1]), over(p[2])]);
-        });
+        pairs.for_each(|(o, p)| o.copy_from_slice(&[over(p[0], p[3]), over(p[1], p[3]), over(p[2], p[3])]));
     }
     Ok(Decoded::Rgb(
-        RgbImage::from_raw(rgba.width(), rgba.height(), px).expect("three bytes a pixel"),
+        RgbImage::from_raw(w, h, out).expect("three bytes a pixel"),
     ))
+}
+
+/// Whether `on` holds for every pixel: tested 256 pixels at a time without stopping inside a
+/// block (a test that vectorises), stopping at the first block where it fails.
+fn all_in_blocks<const N: usize>(px: &[[u8; N]], on: impl Fn(&[u8; N]) -> bool) -> bool {
+    px.chunks(256).all(|c| c.iter().fold(true, |all, p| all & on(p)))
 }
 
 /// Decodes image bytes as 8-bit RGB (transparency over white); see [`decode_gray`] for the

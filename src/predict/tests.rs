@@ -619,6 +619,71 @@ fn transparency_is_laid_over_white_paper() {
     assert_eq!(got.as_raw(), &[255, 255, 255, 177, 177, 177, 100, 100, 100]);
 }
 
+/// RGB and RGBA files whose pixels are all gray decode as gray (over white where transparent):
+/// the levels are `decode_rgb`'s channels, and the digit prepares to the same bytes as from
+/// RGB. One coloured pixel anywhere (here in the second block of 256 pixels, and the last
+/// pixel) keeps the image RGB.
+#[test]
+fn rgb_files_of_gray_pixels_decode_as_gray() {
+    use image::{DynamicImage, Rgba, RgbaImage};
+    let bar = bar_on_paper();
+    let (w, h) = bar.dimensions();
+    // The bar as an opaque canvas; as RGB; with its paper half transparent (white over white
+    // stays white, so the ink is over a lighter paper); and as gray plus alpha.
+    let canvas = RgbaImage::from_fn(w, h, |x, y| {
+        let v = bar.get_pixel(x, y)[0];
+        Rgba([v, v, v, 255])
+    });
+    let faded = RgbaImage::from_fn(w, h, |x, y| {
+        let v = bar.get_pixel(x, y)[0];
+        Rgba([v, v, v, if (x + y) % 3 == 0 { 255 } else { 128 }])
+    });
+    let files = [
+        DynamicImage::ImageRgba8(canvas.clone()),
+        DynamicImage::ImageRgb8(DynamicImage::ImageRgba8(canvas.clone()).to_rgb8()),
+        DynamicImage::ImageRgba8(faded),
+        DynamicImage::ImageLumaA8(DynamicImage::ImageRgba8(canvas.clone()).to_luma_alpha8()),
+    ];
+    for (i, file) in files.into_iter().enumerate() {
+        let bytes = png_of(file);
+        let rgb = decode_rgb(&bytes).unwrap();
+        let Decoded::Gray(gray) = decode_image(&bytes).unwrap() else {
+            panic!("file {i}: gray pixels decode as gray");
+        };
+        let channel: Vec<u8> = rgb.pixels().map(|p| p[1]).collect();
+        assert_eq!(gray.as_raw(), &channel, "file {i}");
+        let cfg = PreprocessConfig::default();
+        let from_rgb = preprocess_with(&rgb, cfg).unwrap();
+        assert_eq!(
+            preprocess_decoded(&Decoded::Gray(gray), cfg).unwrap(),
+            from_rgb,
+            "file {i}"
+        );
+    }
+    // One pixel with colour: in the second block of 256 (opaque, and transparent), and the
+    // last pixel of an RGB file.
+    let mut tinted = canvas.clone();
+    tinted.put_pixel(300 % w, 300 / w, Rgba([10, 10, 11, 255]));
+    let mut see_through = canvas.clone();
+    see_through.put_pixel(300 % w, 300 / w, Rgba([10, 11, 10, 100]));
+    let mut rgb = DynamicImage::ImageRgba8(canvas).to_rgb8();
+    rgb.put_pixel(w - 1, h - 1, image::Rgb([200, 200, 201]));
+    for (i, file) in [
+        DynamicImage::ImageRgba8(tinted),
+        DynamicImage::ImageRgba8(see_through),
+        DynamicImage::ImageRgb8(rgb),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let bytes = png_of(file);
+        assert!(
+            matches!(decode_image(&bytes).unwrap(), Decoded::Rgb(_)),
+            "coloured file {i}"
+        );
+    }
+}
+
 #[test]
 fn an_image_buffer_longer_than_its_pixels_prepares_as_its_pixels() {
     let g = bar_on_paper();
