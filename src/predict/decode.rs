@@ -138,17 +138,12 @@ pub fn decode_image(bytes: &[u8]) -> crate::Result<Decoded> {
     // bytes: c x 255 / 255), as every pixel of a canvas drawn on white is.
     let (w, h) = rgba.dimensions();
     let (px, _) = rgba.as_raw().as_chunks::<4>();
-    let opaque = all_in_blocks(px, |p| p[3] == 255);
     let over = |c: u8, a: u8| ((c as u32 * a as u32 + 255 * (255 - a as u32)) / 255) as u8;
-    // A pixel's red, green and blue as one word (its alpha masked off): gray when the red
-    // byte repeated three times is that word. Over white, equal channels stay equal.
-    let gray = |p: &[u8; 4]| {
-        let x = u32::from_le_bytes(*p) & 0xff_ffff;
-        (x & 0xff) * 0x01_0101 == x
-    };
-    if all_in_blocks(px, gray) {
+    let (levels, gray, opaque) = gray_levels(px);
+    if gray {
+        // Over white, equal channels stay equal.
         let levels = if opaque {
-            px.iter().map(|p| p[0]).collect()
+            levels
         } else {
             px.iter().map(|p| over(p[0], p[3])).collect()
         };
@@ -156,6 +151,7 @@ pub fn decode_image(bytes: &[u8]) -> crate::Result<Decoded> {
             GrayImage::from_raw(w, h, levels).expect("a byte a pixel"),
         ));
     }
+    let opaque = all_in_blocks(px, |p| p[3] == 255);
     let mut out = vec![0u8; px.len() * 3];
     let pairs = out.chunks_exact_mut(3).zip(px);
     if opaque {
@@ -172,6 +168,30 @@ pub fn decode_image(bytes: &[u8]) -> crate::Result<Decoded> {
 /// block (a test that vectorises), stopping at the first block where it fails.
 fn all_in_blocks<const N: usize>(px: &[[u8; N]], on: impl Fn(&[u8; N]) -> bool) -> bool {
     px.chunks(256).all(|c| c.iter().fold(true, |all, p| all & on(p)))
+}
+
+/// RGBA pixels' red bytes (their levels, when gray), whether every pixel is gray (red, green
+/// and blue equal), and whether every one is opaque; stopping after the first block of 256
+/// pixels with colour (the levels are then partly made). One pass over the pixels as words
+/// (red the low byte), which vectorises: a pixel is gray when its red-green and green-blue
+/// bytes are equal, `x ^ (x >> 8)` 0 in its low 16 bits; the opaque ones have all of the top
+/// byte, so the AND of all words keeps it whole. (About 4 times as fast as testing the bytes
+/// of `[u8; 4]` and taking `p[0]`, which the compiler does a byte at a time.)
+fn gray_levels(px: &[[u8; 4]]) -> (Vec<u8>, bool, bool) {
+    let mut levels = vec![0u8; px.len()];
+    let (mut colour, mut all) = (0u32, u32::MAX);
+    for (l, p) in levels.chunks_mut(256).zip(px.chunks(256)) {
+        let (c, a) = l.iter_mut().zip(p).fold((0u32, u32::MAX), |(c, a), (l, p)| {
+            let x = u32::from_le_bytes(*p);
+            *l = x as u8;
+            (c | ((x ^ (x >> 8)) & 0xffff), a & x)
+        });
+        (colour, all) = (colour | c, all & a);
+        if colour != 0 {
+            break;
+        }
+    }
+    (levels, colour == 0, all >> 24 == 255)
 }
 
 /// Decodes image bytes as 8-bit RGB (transparency over white); see [`decode_gray`] for the

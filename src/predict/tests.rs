@@ -621,7 +621,7 @@ fn transparency_is_laid_over_white_paper() {
 
 /// RGB and RGBA files whose pixels are all gray decode as gray (over white where transparent):
 /// the levels are `decode_rgb`'s channels, and the digit prepares to the same bytes as from
-/// RGB. One coloured pixel anywhere (here in the second block of 256 pixels, and the last
+/// RGB. One coloured pixel anywhere (here in the second block of 256 pixels, or the last
 /// pixel) keeps the image RGB.
 #[test]
 fn rgb_files_of_gray_pixels_decode_as_gray() {
@@ -660,12 +660,12 @@ fn rgb_files_of_gray_pixels_decode_as_gray() {
             "file {i}"
         );
     }
-    // One pixel with colour: in the second block of 256 (opaque, and transparent), and the
-    // last pixel of an RGB file.
+    // One pixel with colour: in the second block of 256, the last pixel (transparent; the
+    // pixels are not a multiple of 256), and the last pixel of an RGB file.
     let mut tinted = canvas.clone();
     tinted.put_pixel(300 % w, 300 / w, Rgba([10, 10, 11, 255]));
     let mut see_through = canvas.clone();
-    see_through.put_pixel(300 % w, 300 / w, Rgba([10, 11, 10, 100]));
+    see_through.put_pixel(w - 1, h - 1, Rgba([10, 11, 10, 100]));
     let mut rgb = DynamicImage::ImageRgba8(canvas).to_rgb8();
     rgb.put_pixel(w - 1, h - 1, image::Rgb([200, 200, 201]));
     for (i, file) in [
